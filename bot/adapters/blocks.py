@@ -1,0 +1,312 @@
+"""Domain objects → Block Kit messages (pure). Every message also has a plain-text fallback."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from bot.adapters.store import Migration, StepRun
+from bot.domain.approval import ApprovalPolicy, PriorApproval
+from bot.domain.lifecycle import State
+from bot.domain.plan import Plan, PlannedStep
+from bot.domain.runbook import Runbook
+
+Block = dict[str, Any]
+Message = dict[str, Any]
+_MAX_TEXT = 2900
+_MAX_BLOCKS = 50
+_ICON = {
+    State.REQUESTED: ":hourglass_flowing_sand:",
+    State.APPROVED: ":white_check_mark:",
+    State.RUNNING: ":arrows_counterclockwise:",
+    State.CANCELLING: ":octagonal_sign:",
+    State.SUCCEEDED: ":large_green_circle:",
+    State.FAILED: ":red_circle:",
+    State.CANCELLED: ":no_entry_sign:",
+    State.REJECTED: ":x:",
+    State.EXPIRED: ":alarm_clock:",
+}
+
+USAGE = [
+    ("help", "/migrate help", "this help"),
+    ("list", "/migrate list", "the runbooks you can run, with their parameters"),
+    (
+        "plan",
+        "/migrate plan tenant-consolidation source_tenant=3 target_tenant=7 on=staging",
+        "dry run: resolved steps, SQL, rows each step touches now, checks, rollback",
+    ),
+    (
+        "request",
+        "/migrate request tenant-consolidation source_tenant=3 target_tenant=7 on=staging",
+        "ask for approval to run that plan",
+    ),
+    ("status", "/migrate status 12", "one migration, or the recent ones without an id"),
+    ("cancel", "/migrate cancel 12", "stop it from starting, or stop at the next step"),
+]
+
+
+def section(text: str) -> Block:
+    """A mrkdwn section, truncated to what Slack accepts."""
+    if len(text) > _MAX_TEXT:
+        text = text[: _MAX_TEXT - 20] + "\n…(truncated)"
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def context(text: str) -> Block:
+    """A small grey context line."""
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:_MAX_TEXT]}]}
+
+
+def header(text: str) -> Block:
+    """A header block (plain text, at most 150 characters)."""
+    return {"type": "header", "text": {"type": "plain_text", "text": text[:150]}}
+
+
+def message(text: str, blocks: list[Block]) -> Message:
+    """A message with fallback text; blocks beyond Slack's limit are summarised."""
+    if len(blocks) > _MAX_BLOCKS:
+        blocks = [*blocks[: _MAX_BLOCKS - 1], context("…more in /migrate status")]
+    return {"text": text[:3000], "blocks": blocks}
+
+
+def error(text: str) -> Message:
+    """A refusal or a usage error, shown to the user who caused it."""
+    return message(text, [section(f":warning: {text}")])
+
+
+def help_message() -> Message:
+    """Usage: every subcommand with an example."""
+    lines = [f"*{name}* — {what}\n`{example}`" for name, example, what in USAGE]
+    return message(
+        "/migrate usage",
+        [
+            header("/migrate — plan, approve and run data migrations"),
+            section("\n\n".join(lines)),
+            context("Targets are named with on=<target>. Parameters are name=value."),
+        ],
+    )
+
+
+def runbook_list(runbooks: list[Runbook]) -> Message:
+    """The runbooks, each with its description and parameters."""
+    blocks: list[Block] = [header("Runbooks")]
+    for rb in runbooks:
+        params = ", ".join(
+            f"`{n}` ({p.type}{': ' + p.description if p.description else ''})"
+            for n, p in rb.parameters.items()
+        )
+        blocks.append(
+            section(
+                f"*{rb.name}* — {rb.description}\nParameters: {params or 'none'}\n"
+                f"Targets: {', '.join(rb.targets)}"
+            )
+        )
+    if not runbooks:
+        blocks.append(section("No runbooks are installed."))
+    return message(f"{len(runbooks)} runbooks", blocks)
+
+
+def _code(sql: str) -> str:
+    return "```" + sql.strip().replace("```", "'''") + "```"
+
+
+def _step_text(step: PlannedStep, counts: dict[str, int]) -> str:
+    head = f"*{step.index}. {step.name}* ({step.kind})"
+    if step.description:
+        head += f" — {step.description}"
+    if step.name in counts:
+        head += f"\nRows it will touch now: *{counts[step.name]:,}*"
+    if step.expect:
+        head += f"\nPasses when the value is `{step.expect}`"
+    if step.equals_sql:
+        head += f"\nPasses when it equals:\n{_code(step.equals_sql)}"
+    return f"{head}\n{_code(step.sql)}"
+
+
+def plan_message(plan: Plan, counts: dict[str, int], *, title: str = "Dry run") -> Message:
+    """The plan: steps with SQL and row counts, checks, rollback. Nothing has changed."""
+    blocks: list[Block] = [
+        header(f"{title}: {plan.runbook} on {plan.target}"),
+        context(
+            f"{plan.description} · `{plan.args()}` · dialect {plan.dialect} · "
+            f"plan `{plan.short_hash}`"
+        ),
+    ]
+    blocks += [section(_step_text(s, counts)) for s in plan.steps]
+    if plan.rollback:
+        blocks.append(header("Rollback"))
+        blocks += [section(_step_text(s, {})) for s in plan.rollback]
+    else:
+        blocks.append(context(":warning: This runbook declares no rollback."))
+    total = sum(counts.values())
+    blocks.append(
+        context(f"Dry run only: nothing was changed. About {total:,} rows would be touched.")
+    )
+    return message(f"{title}: {plan.runbook} on {plan.target} (plan {plan.short_hash})", blocks)
+
+
+def approval_request(
+    m: Migration, approvals: list[PriorApproval], policy: ApprovalPolicy
+) -> Message:
+    """The approval request: who asked, the plan summary, its hash, and the buttons."""
+    plan = m.plan
+    steps = "\n".join(
+        f"{s.index}. {s.name} ({s.kind})"
+        + (f" — {m.counts[s.name]:,} rows" if s.name in m.counts else "")
+        for s in plan.steps
+    )
+    approved = ", ".join(f"<@{a.user}>" for a in approvals) or "none yet"
+    blocks: list[Block] = [
+        header(f"Migration #{m.id}: {plan.runbook} on {plan.target}"),
+        section(
+            f"{_ICON[m.state]} *{m.state.value}* · requested by <@{m.requester}>\n"
+            f"`{plan.args()}` · plan `{plan.short_hash}`\n{plan.description}"
+        ),
+        section(f"*Steps*\n{steps}\n*Rollback*: {len(plan.rollback)} step(s)"),
+        context(
+            f"Approvals: {len(approvals)}/{policy.required} ({approved}) · "
+            f"approvers: {policy.describe()}"
+        ),
+    ]
+    if m.state is State.REQUESTED:
+        value = f"{m.id}:{plan.hash}"
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"decide:{m.id}",
+                "elements": [
+                    _button("Approve", "approve", value, "primary"),
+                    _button("Reject", "reject", value, "danger"),
+                ],
+            }
+        )
+    return message(f"Migration #{m.id} {m.state.value}: {plan.runbook} on {plan.target}", blocks)
+
+
+def _button(text: str, action_id: str, value: str, style: str) -> Block:
+    return {
+        "type": "button",
+        "text": {"type": "plain_text", "text": text},
+        "action_id": action_id,
+        "value": value,
+        "style": style,
+    }
+
+
+def reject_modal(migration_id: int, plan_hash: str) -> dict[str, Any]:
+    """The modal that asks for a rejection reason."""
+    return {
+        "type": "modal",
+        "callback_id": "reject_reason",
+        "private_metadata": f"{migration_id}:{plan_hash}",
+        "title": {"type": "plain_text", "text": f"Reject #{migration_id}"},
+        "submit": {"type": "plain_text", "text": "Reject"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "reason",
+                "label": {"type": "plain_text", "text": "Why are you rejecting it?"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "reason",
+                    "multiline": True,
+                    "min_length": 3,
+                    "max_length": 500,
+                },
+            }
+        ],
+    }
+
+
+def _elapsed(start: datetime | None, end: datetime) -> str:
+    if start is None:
+        return "-"
+    seconds = int((end - start).total_seconds())
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def progress(m: Migration, runs: list[StepRun], now: datetime) -> Message:
+    """The live progress message: step k of n, rows so far, elapsed."""
+    total = len(m.plan.steps)
+    done_rows = sum(r.rows for r in runs if r.phase == "run")
+    current = next((s for s in m.plan.steps if s.index == m.current_step), None)
+    where = f"step {m.current_step} of {total}" + (f": *{current.name}*" if current else "")
+    if m.state not in (State.RUNNING, State.CANCELLING):
+        where = f"{len([r for r in runs if r.phase == 'run' and r.state == 'succeeded'])}"
+        where += f" of {total} steps done"
+    elapsed = _elapsed(m.started_at, m.finished_at or now)
+    lines = [
+        f"{_ICON[m.state]} *#{m.id} {m.plan.runbook}* on *{m.plan.target}* — {m.state.value}",
+        f"{where} · {done_rows:,} rows so far · elapsed {elapsed}",
+    ]
+    if m.cancel_requested and m.state is State.CANCELLING:
+        lines.append("Cancel requested: stopping at the next step boundary.")
+    return message(lines[0].replace("*", ""), [section("\n".join(lines)), _step_table(runs)])
+
+
+def _step_table(runs: list[StepRun]) -> Block:
+    mark = {"succeeded": "✓", "failed": "✗", "running": "…", "skipped": "↷"}
+    lines = [
+        f"{mark.get(r.state, '·')} {r.phase} {r.step_index}. {r.name}: {r.rows:,} rows"
+        + (f", {_elapsed(r.started_at, r.finished_at)}" if r.finished_at else "")
+        for r in runs
+    ]
+    return context("\n".join(lines[-20:]) or "no step has started yet")
+
+
+def outcome(m: Migration, runs: list[StepRun]) -> Message:
+    """The final report: per-step rows and durations, or the error and the data's state."""
+    plan = m.plan
+    title = f"#{m.id} {plan.runbook} on {plan.target} {m.state.value}"
+    lines = [f"{_ICON[m.state]} *{title}* (requested by <@{m.requester}>)"]
+    if m.error:
+        lines.append(f"*Error*: {m.error}")
+    table = "\n".join(
+        f"{r.step_index}. {r.name}: {r.state}, {r.rows:,} rows"
+        + (f", {_elapsed(r.started_at, r.finished_at)}" if r.finished_at else "")
+        + (f" — {r.detail}" if r.detail and r.state != "succeeded" else "")
+        for r in runs
+    )
+    blocks = [section("\n".join(lines)), section(f"*Steps*\n{table or 'none ran'}")]
+    blocks.append(context(data_state(m, runs)))
+    return message(title, blocks)
+
+
+def data_state(m: Migration, runs: list[StepRun]) -> str:
+    """What state the target's data is in after the run."""
+    committed = [r for r in runs if r.phase == "run" and r.state == "succeeded"]
+    if m.state is State.SUCCEEDED:
+        return f"All {len(m.plan.steps)} steps committed and verified."
+    failed = [r for r in runs if r.state == "failed"]
+    where = (
+        f"Committed up to step {committed[-1].step_index} ({committed[-1].name})"
+        if committed
+        else "Nothing was committed"
+    )
+    if failed:
+        where += f"; step {failed[-1].step_index} ({failed[-1].name}) was rolled back"
+    return where + "."
+
+
+def status(m: Migration, runs: list[StepRun], now: datetime) -> Message:
+    """One migration in full."""
+    msg = progress(m, runs, now)
+    extra = context(
+        f"requested by <@{m.requester}> at {m.requested_at:%Y-%m-%d %H:%M} UTC · "
+        f"`{m.plan.args()}` · plan `{m.plan.short_hash}`"
+        + (f"\nError: {m.error}" if m.error else "")
+    )
+    return message(msg["text"], [*msg["blocks"], extra])
+
+
+def status_list(items: list[Migration]) -> Message:
+    """The recent migrations, one line each."""
+    if not items:
+        return message("No migrations yet", [section("No migrations yet. Try `/migrate list`.")])
+    lines = [
+        f"{_ICON[m.state]} *#{m.id}* {m.plan.runbook} on {m.plan.target} — {m.state.value} "
+        f"· <@{m.requester}> · {m.requested_at:%Y-%m-%d %H:%M}"
+        for m in items
+    ]
+    return message("Recent migrations", [header("Recent migrations"), section("\n".join(lines))])

@@ -1,0 +1,120 @@
+"""The outbox: messages for Slack, written in the same transaction as the state they report.
+
+A message has a key (e.g. ``progress:12``). The first send of a key posts a message; later sends
+of the same key update it in place. A delivery that fails transiently is retried later, so a
+Slack outage delays news and loses none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from bot.adapters.store import Store
+from bot.adapters.tables import outbox, slack_messages
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A message waiting to be delivered."""
+
+    id: int
+    key: str
+    channel: str
+    thread_key: str | None
+    payload: dict[str, Any]
+    attempts: int
+
+
+class Outbox:
+    """Queue of Slack messages in the state database."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def put(
+        self,
+        key: str,
+        channel: str,
+        payload: dict[str, Any],
+        now: datetime,
+        *,
+        thread_key: str | None = None,
+    ) -> None:
+        """Queue ``payload`` (text and blocks) for ``channel`` under ``key``."""
+        with self._store.transaction() as conn:
+            conn.execute(
+                insert(outbox).values(
+                    message_key=key,
+                    channel=channel,
+                    thread_key=thread_key,
+                    payload=payload,
+                    created_at=now,
+                    attempts=0,
+                    next_attempt_at=now,
+                )
+            )
+
+    def due(self, now: datetime, limit: int = 50) -> list[Pending]:
+        """Unsent messages due now, oldest first; of several for one key, only the newest.
+
+        Older versions of a message that has a newer one queued are marked sent unsent:
+        an update in place only needs the latest content.
+        """
+        with self._store.transaction() as conn:
+            rows = conn.execute(
+                select(outbox).where(outbox.c.sent_at.is_(None)).order_by(outbox.c.id)
+            ).all()
+            newest: dict[str, int] = {r.message_key: r.id for r in rows}
+            stale = [r.id for r in rows if newest[r.message_key] != r.id]
+            if stale:
+                conn.execute(
+                    update(outbox)
+                    .where(outbox.c.id.in_(stale))
+                    .values(sent_at=now, last_error="superseded")
+                )
+            live = [r for r in rows if r.id not in set(stale)]
+            blocked = {r.message_key for r in live if r.next_attempt_at > now}
+            return [
+                Pending(r.id, r.message_key, r.channel, r.thread_key, dict(r.payload), r.attempts)
+                for r in live
+                if r.message_key not in blocked and r.next_attempt_at <= now
+            ][:limit]
+
+    def sent(self, item: Pending, channel: str, ts: str, now: datetime) -> None:
+        """Mark ``item`` delivered and remember where its message lives."""
+        with self._store.transaction() as conn:
+            conn.execute(update(outbox).where(outbox.c.id == item.id).values(sent_at=now))
+            conn.execute(delete(slack_messages).where(slack_messages.c.message_key == item.key))
+            conn.execute(
+                insert(slack_messages).values(message_key=item.key, channel=channel, ts=ts)
+            )
+
+    def failed(
+        self, item: Pending, error: str, now: datetime, *, retry_in: timedelta | None
+    ) -> None:
+        """Record a failed delivery; retry after ``retry_in``, or give up when it is None."""
+        values: dict[str, Any] = {"attempts": item.attempts + 1, "last_error": error[:2000]}
+        if retry_in is None:
+            values["sent_at"] = now
+        else:
+            values["next_attempt_at"] = now + retry_in
+        with self._store.transaction() as conn:
+            conn.execute(update(outbox).where(outbox.c.id == item.id).values(**values))
+
+    def location(self, key: str) -> tuple[str, str] | None:
+        """Where the message with ``key`` was posted: (channel, ts), if it was."""
+        with self._store.transaction() as conn:
+            row = conn.execute(
+                select(slack_messages).where(slack_messages.c.message_key == key)
+            ).first()
+            return None if row is None else (row.channel, row.ts)
+
+    def undelivered(self) -> int:
+        """How many messages are still waiting."""
+        with self._store.transaction() as conn:
+            rows = conn.execute(select(outbox.c.id).where(outbox.c.sent_at.is_(None))).all()
+            return len(rows)

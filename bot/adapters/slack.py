@@ -1,0 +1,184 @@
+"""Slack adapters: the notifier (renders into the outbox), the outbox's delivery over the Web
+API (post, then update in place), and user-group membership for approval policies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime, timedelta
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.adapters import blocks
+from bot.adapters.outbox import Outbox, Pending
+from bot.adapters.store import Migration, StepRun
+from bot.domain.approval import ApprovalPolicy, PriorApproval
+from bot.domain.ports import Clock
+
+logger = logging.getLogger(__name__)
+
+# Errors that retrying cannot fix: the message is dropped with a log line.
+_PERMANENT = frozenset(
+    {
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "invalid_blocks",
+        "invalid_arguments",
+        "msg_too_long",
+        "no_text",
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "missing_scope",
+    }
+)
+
+
+def web_client(token: str, base_url: str) -> AsyncWebClient:
+    """A Web API client that waits out 429s (Retry-After) and retries dropped connections."""
+    return AsyncWebClient(
+        token=token,
+        base_url=base_url,
+        retry_handlers=[
+            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+class SlackNotices:
+    """The Notifier port: renders messages and queues them in the outbox."""
+
+    def __init__(self, outbox: Outbox, *, approvals_channel: str, notify_channel: str) -> None:
+        self.outbox = outbox
+        self.approvals_channel = approvals_channel
+        self.notify_channel = notify_channel or approvals_channel
+
+    def approval(
+        self, m: Migration, approvals: list[PriorApproval], policy: ApprovalPolicy
+    ) -> None:
+        """Post or refresh the approval request of ``m``."""
+        message = blocks.approval_request(m, approvals, policy)
+        self.outbox.put(f"approval:{m.id}", self.approvals_channel, message, m.updated_at)
+
+    def progress(self, m: Migration, runs: list[StepRun], now: datetime) -> None:
+        """Post or refresh the one progress message of ``m``."""
+        self.outbox.put(f"progress:{m.id}", self.notify_channel, blocks.progress(m, runs, now), now)
+
+    def outcome(self, m: Migration, runs: list[StepRun], now: datetime) -> None:
+        """Post the final report in the thread of the progress message."""
+        self.outbox.put(
+            f"outcome:{m.id}",
+            self.notify_channel,
+            blocks.outcome(m, runs),
+            now,
+            thread_key=f"progress:{m.id}",
+        )
+
+
+class Delivery:
+    """Sends what the outbox holds; posts a key's first message and updates it afterwards."""
+
+    def __init__(self, outbox: Outbox, client: AsyncWebClient, clock: Clock) -> None:
+        self.outbox = outbox
+        self.client = client
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    def kick(self) -> None:
+        """Ask the delivery loop to run now."""
+        self._wake.set()
+
+    async def run_forever(self, idle_seconds: float = 5.0) -> None:
+        """Deliver whenever kicked, and every ``idle_seconds`` to retry failures."""
+        while True:
+            try:
+                await self.drain()
+            except Exception:
+                logger.exception("outbox delivery pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), idle_seconds)
+            self._wake.clear()
+
+    async def drain(self) -> int:
+        """One delivery pass; returns how many messages were sent."""
+        async with self._lock:
+            sent = 0
+            for item in await asyncio.to_thread(self.outbox.due, self.clock()):
+                if await self._deliver(item):
+                    sent += 1
+            return sent
+
+    async def _deliver(self, item: Pending) -> bool:
+        where = await asyncio.to_thread(self.outbox.location, item.key)
+        try:
+            if where is not None:
+                response = await self.client.chat_update(
+                    channel=where[0], ts=where[1], **item.payload
+                )
+            else:
+                thread = None
+                if item.thread_key:
+                    located = await asyncio.to_thread(self.outbox.location, item.thread_key)
+                    thread = located[1] if located else None
+                response = await self.client.chat_postMessage(
+                    channel=item.channel, thread_ts=thread, **item.payload
+                )
+        except SlackApiError as exc:
+            return await self._failed(item, str(exc.response.get("error", exc)))
+        except (OSError, TimeoutError) as exc:
+            return await self._failed(item, f"{type(exc).__name__}: {exc}")
+        await asyncio.to_thread(
+            self.outbox.sent, item, str(response["channel"]), str(response["ts"]), self.clock()
+        )
+        return True
+
+    async def _failed(self, item: Pending, error: str) -> bool:
+        permanent = error in _PERMANENT
+        retry = None if permanent else timedelta(seconds=min(300, 2 ** min(item.attempts, 8)))
+        log = logger.error if permanent else logger.warning
+        log("slack message %s not delivered (%s)%s", item.key, error, "" if retry else "; dropped")
+        await asyncio.to_thread(self.outbox.failed, item, error, self.clock(), retry_in=retry)
+        return False
+
+
+class SlackDirectory:
+    """The Directory port over usergroups.users.list, cached for a minute."""
+
+    def __init__(self, client: AsyncWebClient, ttl: float = 60.0) -> None:
+        self.client = client
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, set[str]]] = {}
+
+    async def groups_of(self, user: str, groups: list[str]) -> set[str]:
+        """Which of ``groups`` have ``user`` as a member."""
+        member_of = set()
+        for group in groups:
+            if user in await self._members(group):
+                member_of.add(group)
+        return member_of
+
+    async def _members(self, group: str) -> set[str]:
+        cached = self._cache.get(group)
+        if cached and time.monotonic() - cached[0] < self.ttl:
+            return cached[1]
+        try:
+            response = await self.client.usergroups_users_list(usergroup=group)
+        except SlackApiError as exc:
+            logger.error(
+                "cannot list members of user group %s: %s", group, exc.response.get("error")
+            )
+            return set()
+        members = set(response.get("users", []))
+        self._cache[group] = (time.monotonic(), members)
+        return members

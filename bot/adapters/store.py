@@ -1,0 +1,412 @@
+"""The state store: migrations, approvals, step runs and the audit log, in SQLAlchemy.
+
+Every method is one transaction. State changes go through the lifecycle table and a
+compare-and-set on the current state, so two racing clicks cannot both move a migration.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from bot.adapters.tables import approvals, audit_log, migrations, step_runs
+from bot.domain.approval import PriorApproval
+from bot.domain.lifecycle import Event, State, next_state
+from bot.domain.plan import Plan
+from bot.errors import InvalidTransition, NotFound, Refused
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A migration as stored."""
+
+    id: int
+    run_key: str
+    plan: Plan
+    counts: dict[str, int]
+    state: State
+    requester: str
+    requested_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested: bool
+    current_step: int
+    error: str | None
+
+    @property
+    def runbook(self) -> str:
+        """The runbook's name."""
+        return self.plan.runbook
+
+    @property
+    def target(self) -> str:
+        """The target database's name."""
+        return self.plan.target
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """One execution of one step."""
+
+    phase: str
+    step_index: int
+    name: str
+    kind: str
+    state: str
+    rows: int
+    detail: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """Who did what to which migration, and when."""
+
+    migration_id: int | None
+    actor: str
+    action: str
+    detail: dict[str, Any]
+    at: datetime
+
+
+def _migration(row: Any) -> Migration:
+    return Migration(
+        id=row.id,
+        run_key=row.run_key,
+        plan=Plan.model_validate(row.plan),
+        counts=dict(row.counts),
+        state=State(row.state),
+        requester=row.requester,
+        requested_at=row.requested_at,
+        updated_at=row.updated_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        cancel_requested=bool(row.cancel_requested),
+        current_step=row.current_step,
+        error=row.error,
+    )
+
+
+class Store:
+    """Reads and writes the bot's state; every public method commits before it returns."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._local = threading.local()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """Group several store calls (in this thread) into one transaction."""
+        with self._tx() as conn:
+            yield conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        current: Connection | None = getattr(self._local, "conn", None)
+        if current is not None:
+            yield current
+            return
+        with self.engine.begin() as conn:
+            self._local.conn = conn
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
+
+    # -- migrations -------------------------------------------------------------------------
+
+    def create(
+        self, plan: Plan, counts: dict[str, int], requester: str, now: datetime
+    ) -> Migration:
+        """Record a new migration request, and audit it."""
+        with self._tx() as conn:
+            new_id = conn.execute(
+                insert(migrations).values(
+                    run_key=f"barq-{secrets.token_hex(6)}",
+                    runbook=plan.runbook,
+                    target=plan.target,
+                    params=plan.params,
+                    plan=plan.model_dump(mode="json"),
+                    plan_hash=plan.hash,
+                    counts=counts,
+                    state=State.REQUESTED.value,
+                    requester=requester,
+                    requested_at=now,
+                    updated_at=now,
+                    cancel_requested=False,
+                    current_step=0,
+                )
+            ).inserted_primary_key[0]
+            self._audit(conn, new_id, requester, "request", {"plan_hash": plan.hash}, now)
+            return self._get(conn, new_id)
+
+    def get(self, migration_id: int) -> Migration:
+        """The migration with that id; raise NotFound otherwise."""
+        with self._tx() as conn:
+            return self._get(conn, migration_id)
+
+    def _get(self, conn: Connection, migration_id: int) -> Migration:
+        row = conn.execute(select(migrations).where(migrations.c.id == migration_id)).first()
+        if row is None:
+            raise NotFound(f"there is no migration #{migration_id}: see /migrate status")
+        return _migration(row)
+
+    def recent(self, limit: int = 10) -> list[Migration]:
+        """The most recently requested migrations, newest first."""
+        with self._tx() as conn:
+            rows = conn.execute(select(migrations).order_by(migrations.c.id.desc()).limit(limit))
+            return [_migration(r) for r in rows]
+
+    def in_states(self, *states: State) -> list[Migration]:
+        """Every migration in one of ``states``, oldest first."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(migrations)
+                .where(migrations.c.state.in_([s.value for s in states]))
+                .order_by(migrations.c.id)
+            )
+            return [_migration(r) for r in rows]
+
+    def transition(
+        self,
+        migration_id: int,
+        event: Event,
+        *,
+        actor: str,
+        now: datetime,
+        detail: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Migration:
+        """Apply ``event`` (and set ``fields``) if the lifecycle allows it; audit it."""
+        with self._tx() as conn:
+            return self._transition(conn, migration_id, event, actor, now, detail or {}, fields)
+
+    def _transition(
+        self,
+        conn: Connection,
+        migration_id: int,
+        event: Event,
+        actor: str,
+        now: datetime,
+        detail: dict[str, Any],
+        fields: dict[str, Any],
+    ) -> Migration:
+        current = self._get(conn, migration_id)
+        new_state = next_state(current.state, event)
+        done = conn.execute(
+            update(migrations)
+            .where(migrations.c.id == migration_id, migrations.c.state == current.state.value)
+            .values(state=new_state.value, updated_at=now, **fields)
+        )
+        if done.rowcount != 1:  # somebody else moved it first
+            raise InvalidTransition(self._get(conn, migration_id).state.value, event.value)
+        self._audit(conn, migration_id, actor, event.value, detail, now)
+        return self._get(conn, migration_id)
+
+    def set_fields(self, migration_id: int, now: datetime, **fields: Any) -> Migration:
+        """Update non-state fields (progress, cancel flag)."""
+        with self._tx() as conn:
+            conn.execute(
+                update(migrations)
+                .where(migrations.c.id == migration_id)
+                .values(updated_at=now, **fields)
+            )
+            return self._get(conn, migration_id)
+
+    # -- approvals --------------------------------------------------------------------------
+
+    def prior_approvals(self, migration_id: int) -> list[PriorApproval]:
+        """The approvals recorded for the migration."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(approvals).where(
+                    approvals.c.migration_id == migration_id, approvals.c.decision == "approve"
+                )
+            )
+            return [PriorApproval(user=r.user_id, plan_hash=r.plan_hash, at=r.at) for r in rows]
+
+    def record_decision(
+        self,
+        migration_id: int,
+        *,
+        user: str,
+        decision: str,
+        plan_hash: str,
+        now: datetime,
+        reason: str | None = None,
+        event: Event | None = None,
+    ) -> Migration:
+        """Record an approval or rejection, and apply ``event`` in the same transaction."""
+        try:
+            return self._record_decision(
+                migration_id, user, decision, plan_hash, now, reason, event
+            )
+        except IntegrityError:  # a concurrent click by the same user won the race
+            raise Refused("you already decided on this migration; nothing changed") from None
+
+    def _record_decision(
+        self,
+        migration_id: int,
+        user: str,
+        decision: str,
+        plan_hash: str,
+        now: datetime,
+        reason: str | None,
+        event: Event | None,
+    ) -> Migration:
+        with self._tx() as conn:
+            earlier = conn.execute(
+                select(approvals.c.decision).where(
+                    approvals.c.migration_id == migration_id, approvals.c.user_id == user
+                )
+            ).scalar()
+            if earlier is not None:
+                raise Refused(f"you already chose {earlier} on this migration; nothing changed")
+            conn.execute(
+                insert(approvals).values(
+                    migration_id=migration_id,
+                    user_id=user,
+                    decision=decision,
+                    plan_hash=plan_hash,
+                    reason=reason,
+                    at=now,
+                )
+            )
+            detail = {"plan_hash": plan_hash, **({"reason": reason} if reason else {})}
+            self._audit(conn, migration_id, user, decision, detail, now)
+            if event is None:
+                return self._get(conn, migration_id)
+            return self._transition(conn, migration_id, event, user, now, {}, {})
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def step_started(
+        self, migration_id: int, phase: str, index: int, name: str, kind: str, now: datetime
+    ) -> None:
+        """Record that a step began."""
+        with self._tx() as conn:
+            conn.execute(
+                insert(step_runs).values(
+                    migration_id=migration_id,
+                    phase=phase,
+                    step_index=index,
+                    name=name,
+                    kind=kind,
+                    state="running",
+                    rows=0,
+                    started_at=now,
+                )
+            )
+            conn.execute(
+                update(migrations)
+                .where(migrations.c.id == migration_id)
+                .values(current_step=index, updated_at=now)
+            )
+            self._audit(
+                conn, migration_id, "bot", "step-start", {"phase": phase, "step": name}, now
+            )
+
+    def step_finished(
+        self,
+        migration_id: int,
+        phase: str,
+        index: int,
+        *,
+        state: str,
+        rows: int,
+        detail: str | None,
+        now: datetime,
+    ) -> None:
+        """Record a step's outcome on its latest run."""
+        with self._tx() as conn:
+            latest = (
+                select(func.max(step_runs.c.id))
+                .where(
+                    step_runs.c.migration_id == migration_id,
+                    step_runs.c.phase == phase,
+                    step_runs.c.step_index == index,
+                )
+                .scalar_subquery()
+            )
+            conn.execute(
+                update(step_runs)
+                .where(step_runs.c.id == latest)
+                .values(state=state, rows=rows, detail=detail, finished_at=now)
+            )
+            audit = {"phase": phase, "step_index": index, "state": state, "rows": rows}
+            if detail:
+                audit["detail"] = detail
+            self._audit(conn, migration_id, "bot", "step-" + state, audit, now)
+
+    def step_runs(self, migration_id: int, phase: str | None = None) -> list[StepRun]:
+        """The step runs of a migration, in order."""
+        with self._tx() as conn:
+            query = select(step_runs).where(step_runs.c.migration_id == migration_id)
+            if phase is not None:
+                query = query.where(step_runs.c.phase == phase)
+            rows = conn.execute(query.order_by(step_runs.c.id))
+            return [
+                StepRun(
+                    phase=r.phase,
+                    step_index=r.step_index,
+                    name=r.name,
+                    kind=r.kind,
+                    state=r.state,
+                    rows=r.rows,
+                    detail=r.detail,
+                    started_at=r.started_at,
+                    finished_at=r.finished_at,
+                )
+                for r in rows
+            ]
+
+    # -- audit ------------------------------------------------------------------------------
+
+    def audit(
+        self,
+        migration_id: int | None,
+        actor: str,
+        action: str,
+        detail: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        """Append one entry to the audit log."""
+        with self._tx() as conn:
+            self._audit(conn, migration_id, actor, action, detail, now)
+
+    def _audit(
+        self,
+        conn: Connection,
+        migration_id: int | None,
+        actor: str,
+        action: str,
+        detail: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        conn.execute(
+            insert(audit_log).values(
+                migration_id=migration_id, actor=actor, action=action, detail=detail, at=now
+            )
+        )
+
+    def audit_trail(self, migration_id: int) -> list[AuditEntry]:
+        """The audit entries of one migration, oldest first."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(audit_log)
+                .where(audit_log.c.migration_id == migration_id)
+                .order_by(audit_log.c.id)
+            )
+            return [
+                AuditEntry(r.migration_id, r.actor, r.action, dict(r.detail), r.at) for r in rows
+            ]

@@ -1,0 +1,272 @@
+"""The interface every target-database dialect implements, plus shared helpers.
+
+One module per dialect (``mssql``, ``postgresql``, ``sqlite``) subclasses :class:`Dialect`
+and exposes a module-level singleton; :func:`dialect_for` picks the right one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePath
+from typing import ClassVar, Literal
+
+from sqlalchemy import URL, Connection, Engine, make_url
+from sqlalchemy import exc as sa_exc
+
+__all__ = [
+    "ERROR_KINDS",
+    "BackupError",
+    "BackupInfo",
+    "BackupVerificationError",
+    "Dialect",
+    "ErrorKind",
+    "backup_file_name",
+    "dialect_for",
+    "file_sha256",
+    "timeout_ms",
+    "unwrap_dbapi_error",
+    "validate_column",
+    "validate_identifier",
+    "where_clause",
+]
+
+ErrorKind = Literal["deadlock", "serialization", "lock_timeout", "connection", "permanent"]
+ERROR_KINDS: tuple[ErrorKind, ...] = (
+    "deadlock",
+    "serialization",
+    "lock_timeout",
+    "connection",
+    "permanent",
+)
+
+_IDENT_PART = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
+_IDENTIFIER = re.compile(rf"{_IDENT_PART}(?:\.{_IDENT_PART})?")
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+class BackupError(RuntimeError):
+    """A backup, verification or restore could not be carried out."""
+
+
+class BackupVerificationError(BackupError):
+    """A backup exists but is missing, altered or unreadable."""
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """Where a backup lives and what it holds.
+
+    ``location`` is a local file path for PostgreSQL and SQLite, and a path on the SQL
+    Server host's disk for SQL Server. ``sha256`` is only set for local files.
+    ``verified`` tells whether the backup was checked right after it was taken.
+    """
+
+    location: str
+    dialect: str
+    label: str
+    size_bytes: int | None
+    sha256: str | None
+    verified: bool
+    tables: tuple[str, ...] | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def validate_identifier(name: str) -> str:
+    """Return ``name`` unchanged if it is a plain, optionally schema-qualified identifier.
+
+    Identifiers come from runbooks and are interpolated into SQL unquoted (so PostgreSQL
+    folds them to lower case like the rest of the schema); anything but
+    ``[A-Za-z_][A-Za-z0-9_]*`` optionally prefixed by ``schema.`` raises ValueError.
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"invalid SQL identifier {name!r}: expected name or schema.name")
+    return name
+
+
+def validate_column(name: str) -> str:
+    """Like :func:`validate_identifier` but for a bare (unqualified) column name."""
+    if "." in validate_identifier(name):
+        raise ValueError(f"invalid column name {name!r}: expected an unqualified name")
+    return name
+
+
+def timeout_ms(seconds: float) -> int:
+    """Convert a positive, finite timeout in seconds to whole milliseconds (at least 1)."""
+    if not isinstance(seconds, int | float) or not 0 < seconds < float("inf"):
+        raise ValueError(f"invalid timeout {seconds!r}: expected a positive number of seconds")
+    return max(1, round(seconds * 1000))
+
+
+def backup_file_name(label: str, suffix: str, *, now: datetime | None = None) -> str:
+    """Build ``<label>-<UTC timestamp><suffix>``; the label must be file-name safe."""
+    if not isinstance(label, str) or not _LABEL.fullmatch(label):
+        raise ValueError(f"invalid backup label {label!r}: use letters, digits, '_', '.', '-'")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{label}-{stamp}{suffix}"
+
+
+def file_sha256(path: str | Path) -> str:
+    """Return the hex sha256 of a local file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def unwrap_dbapi_error(exc: BaseException) -> tuple[BaseException, bool]:
+    """Return the driver exception behind a SQLAlchemy error and whether the connection died.
+
+    ``sqlalchemy.exc.DBAPIError`` carries the driver's exception in ``.orig`` and sets
+    ``connection_invalidated`` when SQLAlchemy detected a disconnect.
+    """
+    invalidated = False
+    seen = 0
+    while isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None and seen < 5:
+        invalidated = invalidated or bool(exc.connection_invalidated)
+        exc, seen = exc.orig, seen + 1
+    if isinstance(exc, sa_exc.DBAPIError):
+        invalidated = invalidated or bool(exc.connection_invalidated)
+    return exc, invalidated
+
+
+class Dialect(ABC):
+    """Dialect-specific SQL and operations the step engine needs.
+
+    SQL returned here uses SQLAlchemy ``:name`` bind parameters; wrap it in
+    ``sqlalchemy.text``. Identifiers are validated, never quoted.
+    """
+
+    name: ClassVar[str]
+    #: Table holding the bot's keyset checkpoints in the target database.
+    checkpoint_table: ClassVar[str] = "barq_checkpoints"
+    #: File name suffix of backups taken by this dialect.
+    backup_suffix: ClassVar[str] = ".bak"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    def quote_identifier(self, name: str) -> str:
+        """Validate a runbook identifier (``Tasks`` or ``dbo.Tasks``) and return it as is."""
+        return validate_identifier(name)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """True when retrying the failed transaction may succeed."""
+        return self.classify(exc) != "permanent"
+
+    def checkpoint_select_sql(self) -> str:
+        """Select one checkpoint row by ``:migration_id``, ``:step`` and ``:branch``."""
+        return (
+            "SELECT migration_id, step, branch, last_key, rows_done, batches, done, updated_at"
+            f" FROM {self.checkpoint_table}"
+            " WHERE migration_id = :migration_id AND step = :step AND branch = :branch"
+        )
+
+    def remaining_count_sql(self, table: str, key: str, where: str | None = None) -> str:
+        """Count rows matching ``where`` whose key lies after ``:last_key`` (all when NULL)."""
+        return (
+            f"SELECT COUNT(*) FROM {self.quote_identifier(table)}"
+            f" WHERE ({where_clause(where)}) AND {self._after_key(validate_column(key))}"
+        )
+
+    @abstractmethod
+    def _after_key(self, key: str) -> str:
+        """Predicate: ``key`` lies after ``:last_key``, or true when ``:last_key`` is NULL."""
+
+    @abstractmethod
+    def checkpoint_table_ddl(self) -> list[str]:
+        """Statements creating ``barq_checkpoints`` if it is missing (idempotent)."""
+
+    @abstractmethod
+    def checkpoint_upsert_sql(self) -> str:
+        """Insert or update one checkpoint row, recording one more batch.
+
+        Parameters: ``:migration_id, :step, :branch, :last_key, :rows, :done, :now``.
+        ``rows_done`` grows by ``:rows``, ``batches`` by one; ``last_key``, ``done`` and
+        ``updated_at`` are overwritten. Pass ``:now`` as a naive UTC datetime.
+        """
+
+    @abstractmethod
+    def next_key_sql(self, table: str, key: str, where: str | None = None) -> str:
+        """Upper key of the next batch: MAX(key) of the first ``:batch_size`` matching rows
+        after ``:last_key`` in key order (from the start when NULL); NULL when exhausted.
+
+        ``where`` is a trusted SQL fragment from the runbook (empty/None means all rows).
+        """
+
+    @abstractmethod
+    def statement_timeout_sql(self, seconds: float) -> str | None:
+        """Statement bounding how long work in the current transaction may wait, or None."""
+
+    def classify(self, exc: BaseException) -> ErrorKind:
+        """Map an exception to one of :data:`ERROR_KINDS` using the driver's error codes.
+
+        SQLAlchemy wrappers are unwrapped (``.orig``); a connection SQLAlchemy invalidated,
+        a pool timeout or a builtin ConnectionError count as "connection".
+        """
+        orig, invalidated = unwrap_dbapi_error(exc)
+        if invalidated or isinstance(orig, ConnectionError | sa_exc.TimeoutError):
+            return "connection"
+        return self._classify_driver_error(orig)
+
+    @abstractmethod
+    def _classify_driver_error(self, exc: BaseException) -> ErrorKind:
+        """Classify an unwrapped driver exception."""
+
+    @abstractmethod
+    def blocking_sessions_sql(self) -> str | None:
+        """Query listing blocked sessions (session_id, blocking_session_id, wait_type,
+        wait_time, last_wait_type, command), or None when the database has no such view."""
+
+    @abstractmethod
+    def backup(
+        self, engine: Engine, dest_dir: PurePath, *, label: str, tables: list[str] | None = None
+    ) -> BackupInfo:
+        """Back up the target (or only ``tables``) into ``dest_dir`` and verify it."""
+
+    @abstractmethod
+    def verify(self, engine: Engine, info: BackupInfo) -> None:
+        """Raise BackupVerificationError unless the backup is intact and readable."""
+
+    @abstractmethod
+    def restore(self, engine: Engine, info: BackupInfo) -> None:
+        """Verify the backup, then restore it over the target database."""
+
+
+def where_clause(where: str | None) -> str:
+    """Normalise a runbook WHERE fragment; empty means every row."""
+    text = (where or "").strip()
+    return text or "1 = 1"
+
+
+def dialect_for(target: Engine | Connection | URL | str) -> Dialect:
+    """Return the dialect singleton for an engine, connection, URL or dialect name.
+
+    Accepts ``mssql``/``sqlserver``, ``postgresql``/``postgres``, ``sqlite`` or any
+    SQLAlchemy URL (``mssql+pyodbc://...``); raises ValueError for anything else.
+    """
+    from . import mssql, postgresql, sqlite
+
+    if isinstance(target, Engine | Connection):
+        name = target.dialect.name
+    elif isinstance(target, URL):
+        name = target.get_backend_name()
+    elif isinstance(target, str) and ":" in target:
+        name = make_url(target).get_backend_name()
+    else:
+        name = str(target).strip().lower().split("+", 1)[0]
+    known: dict[str, Dialect] = {
+        "mssql": mssql.DIALECT,
+        "sqlserver": mssql.DIALECT,
+        "postgresql": postgresql.DIALECT,
+        "postgres": postgresql.DIALECT,
+        "sqlite": sqlite.DIALECT,
+    }
+    try:
+        return known[name]
+    except KeyError:
+        raise ValueError(f"unsupported target dialect {name!r}") from None

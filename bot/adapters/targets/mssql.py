@@ -1,0 +1,282 @@
+"""SQL Server (mssql+pyodbc) dialect.
+
+SQL Server cannot run in the bot's test environment: the SQL here is generated as text
+and checked with sqlglot's tsql parser. Backups are written by the SQL Server service to
+a path on the *SQL Server host's* disk, not the bot's.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePath
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine, text
+
+from .dialect import (
+    BackupError,
+    BackupInfo,
+    BackupVerificationError,
+    Dialect,
+    ErrorKind,
+    backup_file_name,
+    timeout_ms,
+    validate_column,
+    where_clause,
+)
+
+__all__ = [
+    "DIALECT",
+    "MssqlDialect",
+    "backup_size_sql",
+    "backup_sql",
+    "restore_sql",
+    "user_mode_sql",
+    "verify_sql",
+]
+
+_DB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$#@-]{0,127}")
+_NATIVE_CODE = re.compile(r"\((\d{2,6})\)")
+_SQLSTATE = re.compile(r"[0-9A-Z]{5}")
+
+_DEADLOCK_CODES = frozenset({1205})
+_LOCK_TIMEOUT_CODES = frozenset({1222})
+# Snapshot update conflicts and In-Memory OLTP validation failures.
+_SERIALIZATION_CODES = frozenset({3960, 3961, 3966, 41301, 41302, 41305, 41325})
+# Broken links (233, 64, 121, 10053/10054/10060/10061) and Azure SQL transient errors.
+_CONNECTION_CODES = frozenset(
+    {64, 121, 233, 4060, 4221, 10053, 10054, 10060, 10061, 10928, 10929, 40143, 40197}
+    | {40501, 40613, 49918, 49919, 49920}
+)
+_CONNECTION_STATES = frozenset({"08S01", "08001", "08003", "08004", "08007", "HYT01"})
+
+
+def _database(db: str) -> str:
+    if not isinstance(db, str) or not _DB_NAME.fullmatch(db):
+        raise ValueError(f"invalid SQL Server database name {db!r}")
+    return f"[{db}]"
+
+
+def _disk(path: str | PurePath) -> str:
+    text = str(path)
+    if not text or any(ch in text for ch in "\x00\r\n"):
+        raise ValueError(f"invalid backup path {text!r}")
+    return "N'" + text.replace("'", "''") + "'"
+
+
+def backup_sql(db: str, path: str | PurePath) -> str:
+    """Full backup with page checksums; COPY_ONLY keeps the DBA's differential chain intact."""
+    return f"BACKUP DATABASE {_database(db)} TO DISK = {_disk(path)} WITH COPY_ONLY, CHECKSUM, INIT"
+
+
+def verify_sql(path: str | PurePath) -> str:
+    """Check a backup file is complete and its checksums are valid."""
+    return f"RESTORE VERIFYONLY FROM DISK = {_disk(path)} WITH CHECKSUM"
+
+
+def restore_sql(db: str, path: str | PurePath) -> str:
+    """Restore a backup over ``db`` (run from master, with ``db`` in SINGLE_USER)."""
+    return f"RESTORE DATABASE {_database(db)} FROM DISK = {_disk(path)} WITH REPLACE"
+
+
+def user_mode_sql(db: str, mode: Literal["SINGLE_USER", "MULTI_USER"]) -> str:
+    """Switch ``db`` to SINGLE_USER (rolling back other sessions) or back to MULTI_USER."""
+    if mode == "SINGLE_USER":
+        return f"ALTER DATABASE {_database(db)} SET SINGLE_USER WITH ROLLBACK IMMEDIATE"
+    if mode == "MULTI_USER":
+        return f"ALTER DATABASE {_database(db)} SET MULTI_USER"
+    raise ValueError(f"invalid user access mode {mode!r}")
+
+
+def backup_size_sql() -> str:
+    """Size in bytes of the latest backup written to ``:path`` (from msdb's history)."""
+    return (
+        "SELECT TOP (1) bs.backup_size FROM msdb.dbo.backupset AS bs"
+        " JOIN msdb.dbo.backupmediafamily AS mf ON mf.media_set_id = bs.media_set_id"
+        " WHERE mf.physical_device_name = :path ORDER BY bs.backup_finish_date DESC"
+    )
+
+
+def _run(conn: Connection, sql: str) -> None:
+    """Execute on the raw pyodbc cursor and drain every result set.
+
+    BACKUP/RESTORE report progress as informational messages; pyodbc only sees the
+    statement through to the end (and raises its errors) if all results are consumed.
+    """
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql)
+        while cursor.nextset():
+            pass
+    finally:
+        cursor.close()
+
+
+def _autocommit(engine: Engine) -> Connection:
+    """BACKUP and RESTORE cannot run inside a user transaction."""
+    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+
+class MssqlDialect(Dialect):
+    """SQL Server via pyodbc."""
+
+    name = "mssql"
+    checkpoint_table = "dbo.barq_checkpoints"
+
+    def checkpoint_table_ddl(self) -> list[str]:
+        """Create ``dbo.barq_checkpoints`` unless it exists (NVARCHAR keys match pyodbc's
+        string parameters, so lookups seek instead of converting every row)."""
+        return [
+            "IF OBJECT_ID(N'dbo.barq_checkpoints', N'U') IS NULL\n"
+            "CREATE TABLE dbo.barq_checkpoints (\n"
+            "    migration_id NVARCHAR(64) NOT NULL,\n"
+            "    step NVARCHAR(100) NOT NULL,\n"
+            "    branch NVARCHAR(100) NOT NULL CONSTRAINT DF_barq_checkpoints_branch DEFAULT N'',\n"
+            "    last_key BIGINT NULL,\n"
+            "    rows_done BIGINT NOT NULL CONSTRAINT DF_barq_checkpoints_rows DEFAULT 0,\n"
+            "    batches BIGINT NOT NULL CONSTRAINT DF_barq_checkpoints_batches DEFAULT 0,\n"
+            "    done BIT NOT NULL CONSTRAINT DF_barq_checkpoints_done DEFAULT 0,\n"
+            "    updated_at DATETIME2(3) NOT NULL,\n"
+            "    CONSTRAINT PK_barq_checkpoints PRIMARY KEY (migration_id, step, branch)\n"
+            ")"
+        ]
+
+    def checkpoint_upsert_sql(self) -> str:
+        """MERGE ... WITH (HOLDLOCK) so concurrent upserts of one key cannot both insert."""
+        return (
+            "MERGE INTO dbo.barq_checkpoints WITH (HOLDLOCK) AS c\n"
+            "USING (SELECT CAST(:migration_id AS NVARCHAR(64)) AS migration_id,"
+            " CAST(:step AS NVARCHAR(100)) AS step,"
+            " CAST(:branch AS NVARCHAR(100)) AS branch) AS s\n"
+            "ON c.migration_id = s.migration_id AND c.step = s.step AND c.branch = s.branch\n"
+            "WHEN MATCHED THEN UPDATE SET last_key = :last_key, rows_done = c.rows_done + :rows,"
+            " batches = c.batches + 1, done = :done, updated_at = :now\n"
+            "WHEN NOT MATCHED THEN INSERT"
+            " (migration_id, step, branch, last_key, rows_done, batches, done, updated_at)\n"
+            "VALUES (s.migration_id, s.step, s.branch, :last_key, :rows, 1, :done, :now);"
+        )
+
+    def _after_key(self, key: str) -> str:
+        return f"(CAST(:last_key AS BIGINT) IS NULL OR {key} > CAST(:last_key AS BIGINT))"
+
+    def next_key_sql(self, table: str, key: str, where: str | None = None) -> str:
+        """TOP-based boundary query; OPTION (RECOMPILE) lets the optimizer drop the
+        ``:last_key IS NULL`` branch and seek on the key index."""
+        key = validate_column(key)
+        return (
+            f"SELECT MAX(b.{key}) FROM (SELECT TOP (:batch_size) {key}"
+            f" FROM {self.quote_identifier(table)}"
+            f" WHERE ({where_clause(where)}) AND {self._after_key(key)}"
+            f" ORDER BY {key}) AS b OPTION (RECOMPILE)"
+        )
+
+    def statement_timeout_sql(self, seconds: float) -> str | None:
+        """``SET LOCK_TIMEOUT``: lock waits beyond it fail with error 1222.
+
+        It is session-scoped (it outlives the transaction on a pooled connection). The
+        query timeout itself is pyodbc's ``Connection.timeout`` (error HYT00), set on the
+        DBAPI connection, not through SQL.
+        """
+        return f"SET LOCK_TIMEOUT {timeout_ms(seconds)}"
+
+    def _classify_driver_error(self, exc: BaseException) -> ErrorKind:
+        args = [str(a) for a in getattr(exc, "args", ())]
+        state = args[0] if args and _SQLSTATE.fullmatch(args[0]) else ""
+        message = " ".join(args) or str(exc)
+        codes = {int(c) for c in _NATIVE_CODE.findall(message)}
+        lowered = message.lower()
+        if codes & _DEADLOCK_CODES or "deadlock victim" in lowered:
+            return "deadlock"
+        if codes & _LOCK_TIMEOUT_CODES or "lock request time out" in lowered:
+            return "lock_timeout"
+        if codes & _SERIALIZATION_CODES or state == "40001":
+            return "serialization"
+        if codes & _CONNECTION_CODES or state in _CONNECTION_STATES:
+            return "connection"
+        if "communication link failure" in lowered or "tcp provider" in lowered:
+            return "connection"
+        return "permanent"
+
+    def blocking_sessions_sql(self) -> str | None:
+        """Requests currently blocked by another session."""
+        return (
+            "SELECT session_id, blocking_session_id, wait_type, wait_time, last_wait_type,"
+            " command FROM sys.dm_exec_requests WHERE blocking_session_id > 0"
+        )
+
+    def backup(
+        self, engine: Engine, dest_dir: PurePath, *, label: str, tables: list[str] | None = None
+    ) -> BackupInfo:
+        """BACKUP DATABASE to ``dest_dir`` on the SQL Server host, then RESTORE VERIFYONLY.
+
+        Pass a ``PureWindowsPath`` for a Windows server. Only whole-database backups exist
+        here; ``tables`` raises ValueError.
+        """
+        if tables:
+            raise ValueError(f"SQL Server backups cover the whole database, not {tables!r}")
+        path = str(PurePath(dest_dir) / backup_file_name(label, self.backup_suffix))
+        with _autocommit(engine) as conn:
+            db = str(conn.exec_driver_sql("SELECT DB_NAME()").scalar_one())
+            try:
+                _run(conn, backup_sql(db, path))
+            except Exception as exc:
+                raise BackupError(f"BACKUP DATABASE [{db}] to {path!r} failed: {exc}") from exc
+            _verify(conn, path)
+            size = _backup_size(conn, path)
+        return BackupInfo(path, self.name, label, size, None, True, None)
+
+    def verify(self, engine: Engine, info: BackupInfo) -> None:
+        """RESTORE VERIFYONLY ... WITH CHECKSUM on the server."""
+        with _autocommit(engine) as conn:
+            _verify(conn, info.location)
+
+    def restore(self, engine: Engine, info: BackupInfo) -> None:
+        """Verify, then restore from master with the database in SINGLE_USER meanwhile.
+
+        Every other session on the database is rolled back and disconnected; the engine's
+        pool is disposed afterwards.
+        """
+        try:
+            with _autocommit(engine) as conn:
+                _verify(conn, info.location)
+                db = str(conn.exec_driver_sql("SELECT DB_NAME()").scalar_one())
+                try:
+                    _run(conn, "USE master")
+                    # One batch, so no other session can grab the single connection in between.
+                    single = user_mode_sql(db, "SINGLE_USER")
+                    _run(conn, f"{single};\n{restore_sql(db, info.location)}")
+                except Exception as exc:
+                    raise BackupError(f"RESTORE DATABASE [{db}] failed: {exc}") from exc
+                finally:
+                    _set_multi_user(conn, db)
+        finally:
+            engine.dispose()
+
+
+def _verify(conn: Connection, path: str) -> None:
+    try:
+        _run(conn, verify_sql(path))
+    except Exception as exc:
+        raise BackupVerificationError(f"backup {path!r} failed verification: {exc}") from exc
+
+
+def _set_multi_user(conn: Connection, db: str) -> None:
+    """Reopen ``db`` to everyone, even after a failed restore; then retire the connection."""
+    try:
+        _run(conn, user_mode_sql(db, "MULTI_USER"))
+    except Exception as exc:
+        raise BackupError(f"database [{db}] may be left in SINGLE_USER mode: {exc}") from exc
+    finally:
+        conn.invalidate()  # it sits in master now; never hand it out again
+
+
+def _backup_size(conn: Connection, path: str) -> int | None:
+    """Best effort: reading msdb needs extra permissions the bot may lack."""
+    try:
+        value: Any = conn.execute(text(backup_size_sql()), {"path": path}).scalar()
+    except Exception:
+        return None
+    return int(value) if value is not None else None
+
+
+DIALECT = MssqlDialect()

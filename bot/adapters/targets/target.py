@@ -1,0 +1,193 @@
+"""A named target database: runs plan steps in transactions, with a checkpoint row per step
+committed in the same transaction, so a step is applied exactly once even across restarts.
+
+Every method blocks: callers run them in a thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    text,
+)
+
+from bot.adapters.targets.dialect import Dialect, dialect_for
+from bot.adapters.targets.statements import split_for
+from bot.domain.runbook import bound_names, compare
+
+logger = logging.getLogger(__name__)
+
+_journal_md = MetaData()
+journal = Table(
+    "barq_journal",
+    _journal_md,
+    Column("migration_id", String(64), primary_key=True, quote=False),
+    Column("table_name", String(100), primary_key=True, quote=False),
+    Column("row_id", BigInteger, primary_key=True, autoincrement=False, quote=False),
+    quote=False,
+)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """A check's verdict, with the value it saw and what it expected."""
+
+    passed: bool
+    value: Any
+    expected: str
+
+
+class Target:
+    """One configured target database."""
+
+    def __init__(self, name: str, engine: Engine, *, production: bool = False) -> None:
+        self.name = name
+        self.engine = engine
+        self.production = production
+        self.sql: Dialect = dialect_for(engine)
+        self._prepared = False
+
+    @classmethod
+    def connect(cls, name: str, url: str, *, production: bool = False) -> Target:
+        """Create the engine for ``url`` (no connection is opened yet)."""
+        return cls(name, create_engine(url, pool_pre_ping=True), production=production)
+
+    @property
+    def dialect(self) -> str:
+        """'mssql', 'postgresql' or 'sqlite'."""
+        return self.sql.name
+
+    def describe(self) -> str:
+        """The target without secrets: dialect, host and database only."""
+        url = self.engine.url
+        return f"{self.name} ({url.get_backend_name()} {url.host or ''}/{url.database or ''})"
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def scalar(self, sql: str, params: dict[str, Any]) -> Any:
+        """The first column of the first row of ``sql`` (None when there is no row)."""
+        with self.engine.connect() as conn:
+            return conn.execute(text(sql), _bind(sql, params)).scalar()
+
+    def count(self, sql: str, params: dict[str, Any]) -> int:
+        """A count query's value."""
+        return int(self.scalar(sql, params) or 0)
+
+    def check(
+        self, sql: str, params: dict[str, Any], *, expect: str | None, equals_sql: str | None
+    ) -> CheckResult:
+        """Run a check step's query and judge it."""
+        with self.engine.connect() as conn:
+            value = conn.execute(text(sql), _bind(sql, params)).scalar()
+            if equals_sql is not None:
+                other = conn.execute(text(equals_sql), _bind(equals_sql, params)).scalar()
+                return CheckResult(value == other, value, f"== {other} (from the equals query)")
+        assert expect is not None
+        number = 0 if value is None else value
+        return CheckResult(compare(number, expect), value, expect)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create the bot's small bookkeeping tables in the target if they are missing."""
+        if self._prepared:
+            return
+        with self.engine.begin() as conn:
+            for ddl in self.sql.checkpoint_table_ddl():
+                conn.execute(text(ddl))
+            journal.create(conn, checkfirst=True)
+        self._prepared = True
+
+    def completed_steps(self, run_key: str) -> set[str]:
+        """The steps of run ``run_key`` whose transaction committed (from checkpoints)."""
+        self.prepare()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT step FROM barq_checkpoints WHERE migration_id = :m AND done = :d"),
+                {"m": run_key, "d": True},
+            )
+            return {r[0] for r in rows}
+
+    def run_sql(
+        self,
+        sql: str,
+        params: dict[str, Any],
+        *,
+        run_key: str,
+        step: str,
+        timeout: float,
+        now: datetime,
+    ) -> int:
+        """Run a step's statements and its checkpoint in one transaction; return rows touched."""
+        self.prepare()
+        rows = 0
+        with self._transaction(timeout) as conn:
+            for statement in split_for(self.dialect, sql):
+                result = conn.execute(text(statement), _bind(statement, params))
+                rows += max(result.rowcount or 0, 0)
+            conn.execute(
+                text(self.sql.checkpoint_upsert_sql()),
+                {
+                    "migration_id": run_key,
+                    "step": step,
+                    "branch": "",
+                    "last_key": None,
+                    "rows": rows,
+                    "done": True,
+                    "now": now.replace(tzinfo=None),
+                },
+            )
+        return rows
+
+    @contextmanager
+    def _transaction(self, timeout: float) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            setting = self.sql.statement_timeout_sql(timeout)
+            if setting:
+                conn.execute(text(setting))
+            if self.dialect == "sqlite":
+                with _sqlite_deadline(conn, timeout):
+                    yield conn
+            else:
+                yield conn
+
+
+def _bind(sql: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Only the parameters the statement uses: SQLAlchemy binds them, never interpolates."""
+    names = bound_names(sql)
+    return {k: v for k, v in params.items() if k in names}
+
+
+@contextmanager
+def _sqlite_deadline(conn: Connection, timeout: float) -> Iterator[None]:
+    """Interrupt a SQLite statement that runs past ``timeout`` seconds."""
+    raw: Any = conn.connection.driver_connection
+    deadline = time.monotonic() + timeout
+    raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+    try:
+        yield
+    finally:
+        raw.set_progress_handler(None, 0)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite enforces foreign keys only when asked, per connection."""
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        dbapi_connection.execute("PRAGMA foreign_keys = ON")

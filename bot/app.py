@@ -1,0 +1,154 @@
+"""Composition root: settings → adapters → service → Bolt app and aiohttp server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from sqlalchemy import create_engine, text
+
+import handlers
+from bot.adapters.outbox import Outbox
+from bot.adapters.runbook_files import load_runbooks
+from bot.adapters.schema_migrations import upgrade
+from bot.adapters.slack import Delivery, SlackDirectory, SlackNotices, web_client
+from bot.adapters.store import Store
+from bot.adapters.targets.target import Target
+from bot.domain.ports import Clock
+from bot.errors import ConfigError
+from bot.service import Service, TargetEntry
+from bot.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    """The real clock."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class Bot:
+    """Everything the running bot is made of."""
+
+    settings: Settings
+    store: Store
+    outbox: Outbox
+    service: Service
+    delivery: Delivery
+    bolt: AsyncApp
+    scheduler: AsyncIOScheduler = field(default_factory=AsyncIOScheduler)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start_background(self) -> None:
+        """Start outbox delivery and the scheduler; pick up runs a restart interrupted."""
+        self._tasks.append(asyncio.create_task(self.delivery.run_forever(), name="outbox"))
+        self.scheduler.add_job(
+            self.service.run_due,
+            "interval",
+            seconds=self.settings.poll_seconds,
+            id="run_due",
+            coalesce=True,
+            max_instances=1,
+        )
+        self.scheduler.start()
+        await self.service.run_due()
+
+    async def stop_background(self) -> None:
+        """Stop the scheduler and delivery (running migrations resume at the next start)."""
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.delivery.drain()
+
+
+def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
+    """Wire the bot from ``settings``: migrate the state database, load and check runbooks."""
+    if settings.slack_bot_token is None:
+        raise ConfigError("SLACK_BOT_TOKEN is not set: the bot needs its xoxb- token")
+    state = create_engine(settings.database_url, pool_pre_ping=True)
+    upgrade(state)
+    runbooks = load_runbooks(settings.runbooks_dir)
+    targets = {
+        name: TargetEntry(
+            Target.connect(name, cfg.url.get_secret_value(), production=cfg.production), cfg
+        )
+        for name, cfg in settings.targets.items()
+    }
+    store = Store(state)
+    outbox = Outbox(store)
+    token = settings.slack_bot_token.get_secret_value()
+    client = web_client(token, settings.slack_api_url)
+    delivery = Delivery(outbox, client, clock)
+    notices = SlackNotices(
+        outbox,
+        approvals_channel=settings.approvals_channel,
+        notify_channel=settings.notify_channel,
+    )
+    service = Service(
+        store=store,
+        notifier=notices,
+        directory=SlackDirectory(client),
+        runbooks=runbooks,
+        targets=targets,
+        clock=clock,
+        on_change=delivery.kick,
+    )
+    secret = settings.slack_signing_secret
+    bolt = AsyncApp(
+        client=client,
+        signing_secret=secret.get_secret_value() if secret else None,
+        request_verification_enabled=secret is not None,
+        token_verification_enabled=False,
+    )
+    handlers.register(bolt, service)
+    logger.info(
+        "bot ready: %d runbooks, targets %s",
+        len(runbooks),
+        ", ".join(e.target.describe() for e in targets.values()) or "none",
+    )
+    return Bot(settings, store, outbox, service, delivery, bolt)
+
+
+def web_app(bot: Bot) -> web.Application:
+    """The HTTP app: Bolt's ``POST /slack/events`` and ``GET /healthz``."""
+
+    async def events(request: web.Request) -> web.Response:
+        response = await bot.bolt.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(response)
+
+    async def healthz(_request: web.Request) -> web.Response:
+        try:
+            await asyncio.to_thread(_ping, bot.store)
+        except Exception as exc:
+            return web.json_response({"ok": False, "error": type(exc).__name__}, status=503)
+        pending = await asyncio.to_thread(bot.outbox.undelivered)
+        return web.json_response({"ok": True, "undelivered": pending})
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        await bot.start_background()
+        yield
+        await bot.stop_background()
+
+    app = web.Application()
+    app.router.add_post("/slack/events", events)
+    app.router.add_get("/healthz", healthz)
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def _ping(store: Store) -> None:
+    with store.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))

@@ -1,0 +1,152 @@
+"""``barq-bot``: serve (HTTP), socket (Socket Mode), shell (local console), runbooks, db."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from aiohttp import web
+from sqlalchemy import create_engine
+
+from bot.errors import BarqError
+
+logger = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except BarqError as exc:
+        print(f"barq-bot: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="barq-bot", description=__doc__)
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    sub = parser.add_subparsers(required=True, metavar="command")
+    serve = sub.add_parser("serve", help="serve Slack's HTTP requests on $PORT (default 3000)")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.set_defaults(func=_serve)
+    sub.add_parser(
+        "socket", help="connect to Slack in Socket Mode ($SLACK_APP_TOKEN)"
+    ).set_defaults(func=_socket)
+    shell = sub.add_parser("shell", help="the local console, with no Slack")
+    shell.add_argument("--demo", action="store_true", help="create demo SQLite targets (required)")
+    shell.add_argument("--as", dest="user", default="alice", help="start as this demo user")
+    shell.add_argument("--workdir", type=Path, default=Path("var/demo"))
+    shell.add_argument("--keep", action="store_true", help="keep the demo data of the last run")
+    shell.set_defaults(func=_shell)
+    runbooks = sub.add_parser("runbooks", help="runbook tools").add_subparsers(required=True)
+    runbooks.add_parser("validate", help="check every runbook").set_defaults(func=_validate)
+    db = sub.add_parser("db", help="the bot's state database").add_subparsers(required=True)
+    db.add_parser("upgrade", help="apply the schema migrations").set_defaults(func=_upgrade)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from bot.app import build, web_app
+    from bot.settings import load_settings
+
+    settings = load_settings()
+    if settings.slack_signing_secret is None:
+        print(
+            "barq-bot: SLACK_SIGNING_SECRET is not set; Slack requests cannot be verified",
+            file=sys.stderr,
+        )
+        return 2
+    web.run_app(web_app(build(settings)), host=args.host, port=settings.port, print=None)
+    return 0
+
+
+def _socket(_args: argparse.Namespace) -> int:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    from bot.app import build
+    from bot.settings import load_settings
+
+    settings = load_settings()
+    if settings.slack_app_token is None:
+        print("barq-bot: SLACK_APP_TOKEN (xapp-...) is needed for Socket Mode", file=sys.stderr)
+        return 2
+    app_token = settings.slack_app_token.get_secret_value()
+
+    async def run() -> None:
+        bot = build(settings)
+        await bot.start_background()
+        try:
+            await AsyncSocketModeHandler(bot.bolt, app_token).start_async()
+        finally:
+            await bot.stop_background()
+
+    asyncio.run(run())
+    return 0
+
+
+def _shell(args: argparse.Namespace) -> int:
+    if not args.demo:
+        print(
+            "barq-bot: the console runs on demo targets only for now: barq-bot shell --demo",
+            file=sys.stderr,
+        )
+        return 2
+    return asyncio.run(_shell_async(args))
+
+
+async def _shell_async(args: argparse.Namespace) -> int:
+    from bot import console, demo
+    from bot.adapters.slack_local import LocalSlack
+    from bot.app import build, utcnow
+
+    logging.disable(logging.INFO)  # the console shows warnings only; it has its own output
+    async with LocalSlack(
+        token="xoxb-local", channels=demo.CHANNELS, usergroups=demo.GROUPS, users=demo.USERS
+    ) as slack:
+        settings = demo.demo_settings(args.workdir, slack.api_url, utcnow(), fresh=not args.keep)
+        bot = build(settings)
+        await bot.start_background()
+        try:
+            await console.run(bot, slack, args.user)
+        finally:
+            await bot.stop_background()
+    return 0
+
+
+def _validate(_args: argparse.Namespace) -> int:
+    from bot.adapters.runbook_files import load_runbooks
+    from bot.settings import load_settings
+
+    settings = load_settings()
+    found = load_runbooks(settings.runbooks_dir)
+    for name, runbook in sorted(found.items()):
+        print(f"ok  {name}: {len(runbook.steps)} steps, {len(runbook.rollback)} rollback steps")
+    print(f"{len(found)} runbooks valid in {settings.runbooks_dir}")
+    return 0
+
+
+def _upgrade(_args: argparse.Namespace) -> int:
+    from bot.adapters.schema_migrations import upgrade
+    from bot.settings import load_settings
+
+    settings = load_settings()
+    upgrade(create_engine(settings.database_url))
+    print("state database is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

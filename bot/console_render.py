@@ -1,0 +1,57 @@
+"""Block Kit as terminal text, for the local console (pure)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_EMOJI = {
+    ":warning:": "⚠",
+    ":white_check_mark:": "✅",
+    ":hourglass_flowing_sand:": "⏳",
+    ":arrows_counterclockwise:": "🔄",
+    ":octagonal_sign:": "🛑",
+    ":large_green_circle:": "🟢",
+    ":red_circle:": "🔴",
+    ":no_entry_sign:": "🚫",
+    ":x:": "❌",
+    ":alarm_clock:": "⏰",
+    ":inbox_tray:": "📥",
+}
+
+
+def mrkdwn(text: str, names: dict[str, str]) -> str:
+    """Slack mrkdwn as plain text: mentions by name, emoji, no code fences."""
+    text = re.sub(r"<@(\w+)>", lambda m: "@" + names.get(m.group(1), m.group(1)), text)
+    text = re.sub(r"<!subteam\^(\w+)>", lambda m: "@" + names.get(m.group(1), m.group(1)), text)
+    for code, glyph in _EMOJI.items():
+        text = text.replace(code, glyph)
+    text = re.sub(r"```(.*?)```", lambda m: _indent(m.group(1)), text, flags=re.S)
+    return text
+
+
+def _indent(code: str) -> str:
+    return "\n" + "\n".join("    " + line for line in code.strip().splitlines()) + "\n"
+
+
+def render(blocks: list[dict[str, Any]], names: dict[str, str], number: Any) -> list[str]:
+    """Lines for ``blocks``; ``number(button)`` returns the number the user types to click."""
+    lines: list[str] = []
+    for block in blocks:
+        kind = block.get("type")
+        if kind == "header":
+            lines.append(f"━━ {block['text']['text']} ━━")
+        elif kind == "section":
+            lines.append(mrkdwn(block["text"]["text"], names))
+        elif kind == "context":
+            lines += ["  " + mrkdwn(e.get("text", ""), names) for e in block["elements"]]
+        elif kind == "divider":
+            lines.append("─" * 40)
+        elif kind == "actions":
+            buttons = [
+                f"[{number({**e, 'block_id': block.get('block_id')})}] {e['text']['text']}"
+                for e in block["elements"]
+                if e.get("type") == "button"
+            ]
+            lines.append("   ".join(buttons))
+    return lines

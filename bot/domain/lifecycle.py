@@ -1,0 +1,64 @@
+"""The migration lifecycle: states, events and the table of allowed transitions."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from bot.errors import InvalidTransition
+
+
+class State(StrEnum):
+    """Where a migration is in its life."""
+
+    REQUESTED = "requested"
+    APPROVED = "approved"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class Event(StrEnum):
+    """Something that happens to a migration."""
+
+    APPROVE = "approve"
+    REJECT = "reject"
+    EXPIRE = "expire"
+    START = "start"
+    SUCCEED = "succeed"
+    FAIL = "fail"
+    CANCEL = "cancel"
+    STOP = "stop"
+
+
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (State.REQUESTED, Event.APPROVE): State.APPROVED,
+    (State.REQUESTED, Event.REJECT): State.REJECTED,
+    (State.REQUESTED, Event.EXPIRE): State.EXPIRED,
+    (State.REQUESTED, Event.CANCEL): State.CANCELLED,
+    (State.APPROVED, Event.START): State.RUNNING,
+    (State.APPROVED, Event.CANCEL): State.CANCELLED,
+    (State.APPROVED, Event.EXPIRE): State.EXPIRED,
+    (State.RUNNING, Event.SUCCEED): State.SUCCEEDED,
+    (State.RUNNING, Event.FAIL): State.FAILED,
+    (State.RUNNING, Event.CANCEL): State.CANCELLING,
+    (State.CANCELLING, Event.STOP): State.CANCELLED,
+    (State.CANCELLING, Event.SUCCEED): State.SUCCEEDED,
+    (State.CANCELLING, Event.FAIL): State.FAILED,
+}
+
+TERMINAL = frozenset(
+    {State.SUCCEEDED, State.FAILED, State.CANCELLED, State.REJECTED, State.EXPIRED}
+)
+ACTIVE = frozenset({State.RUNNING, State.CANCELLING})
+
+
+def next_state(state: State | str, event: Event | str) -> State:
+    """Return the state after ``event``; raise InvalidTransition if it is not allowed."""
+    try:
+        return TRANSITIONS[(State(state), Event(event))]
+    except (KeyError, ValueError):
+        raise InvalidTransition(str(state), str(event)) from None

@@ -1,0 +1,76 @@
+"""Errors raised by the BARQ migration bot.
+
+Every error subclasses the nearest builtin and builds its message from the bad value, so that
+the message can be shown to the person who caused it::
+
+    BarqError
+    ├── RunbookError(ValueError)          a runbook file is invalid (file, field, reason)
+    ├── UsageError(ValueError)            a command is malformed; says how to write it
+    │   ├── UnknownRunbook                no runbook by that name
+    │   ├── UnknownTarget                 no target database by that name
+    │   └── ParameterError                a parameter is missing, unknown or ill-typed
+    ├── InvalidTransition(ValueError)     a lifecycle event not allowed in the current state
+    ├── NotFound(LookupError)             no migration with that id
+    ├── Refused(PermissionError)          the user may not do that (approve, cancel, ...)
+    ├── ConfigError(ValueError)           the bot's configuration is invalid
+    └── StepFailed(RuntimeError)          a migration step failed on the target database
+"""
+
+from __future__ import annotations
+
+
+class BarqError(Exception):
+    """Base of every error the bot raises on purpose."""
+
+
+class RunbookError(BarqError, ValueError):
+    """Raised when a runbook file cannot be loaded: names the file, the field and the reason."""
+
+    def __init__(self, file: str, field: str, reason: str) -> None:
+        self.file, self.field, self.reason = file, field, reason
+        where = f"{file}: {field}" if field else file
+        super().__init__(f"{where}: {reason}")
+
+
+class UsageError(BarqError, ValueError):
+    """Raised when a command is malformed; the message says what to type instead."""
+
+
+class UnknownRunbook(UsageError):
+    """Raised when a command names a runbook that does not exist."""
+
+
+class UnknownTarget(UsageError):
+    """Raised when a command names a target database that is not configured."""
+
+
+class ParameterError(UsageError):
+    """Raised when a runbook parameter is missing, unknown, ill-typed or out of range."""
+
+
+class InvalidTransition(BarqError, ValueError):
+    """Raised when a lifecycle event is not allowed in the migration's current state."""
+
+    def __init__(self, state: str, event: str) -> None:
+        self.state, self.event = state, event
+        super().__init__(f"cannot {event} a migration that is {state}")
+
+
+class NotFound(BarqError, LookupError):
+    """Raised when no migration has the given id."""
+
+
+class Refused(BarqError, PermissionError):
+    """Raised when a user may not do what they asked; the message says why and what to do."""
+
+
+class ConfigError(BarqError, ValueError):
+    """Raised when the bot's configuration is invalid; names the setting."""
+
+
+class StepFailed(BarqError, RuntimeError):
+    """Raised when a step fails on the target database; carries the database's own message."""
+
+    def __init__(self, step: str, message: str) -> None:
+        self.step, self.message = step, message
+        super().__init__(f"step {step!r} failed: {message}")

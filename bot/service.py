@@ -1,0 +1,295 @@
+"""Use cases: plan, request, approve, reject, cancel, status, and run_due(now).
+
+Public methods are coroutines; their database work runs in threads so the event loop (and
+Slack's 3-second acks) never waits on a driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.adapters.store import Migration, StepRun, Store
+from bot.adapters.targets.target import Target
+from bot.domain import approval as policy_rules
+from bot.domain.lifecycle import ACTIVE, Event, State
+from bot.domain.plan import Plan, build_plan, coerce_params
+from bot.domain.ports import Clock, Directory, Notifier
+from bot.domain.runbook import Runbook
+from bot.engine import Engine
+from bot.errors import ParameterError, Refused, UnknownRunbook, UnknownTarget
+from bot.settings import TargetConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TargetEntry:
+    """A target database and its configuration (approval policy, production flag)."""
+
+    target: Target
+    config: TargetConfig
+
+
+class Service:
+    """The bot's use cases, independent of Slack."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        notifier: Notifier,
+        directory: Directory,
+        runbooks: dict[str, Runbook],
+        targets: dict[str, TargetEntry],
+        clock: Clock,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.directory = directory
+        self.runbooks = runbooks
+        self.targets = targets
+        self.clock = clock
+        self.on_change = on_change
+        self.engine = Engine(store, notifier, clock, on_change)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def runbook_list(self) -> list[Runbook]:
+        """The installed runbooks, by name."""
+        return [self.runbooks[name] for name in sorted(self.runbooks)]
+
+    async def status(self, migration_id: int) -> tuple[Migration, list[StepRun]]:
+        """One migration and its step runs."""
+        m = await asyncio.to_thread(self.store.get, migration_id)
+        return m, await asyncio.to_thread(self.store.step_runs, migration_id)
+
+    async def recent(self, limit: int = 10) -> list[Migration]:
+        """The latest migrations, newest first."""
+        return await asyncio.to_thread(self.store.recent, limit)
+
+    # -- planning ---------------------------------------------------------------------------
+
+    async def plan(
+        self, runbook: str, raw: dict[str, str], target: str
+    ) -> tuple[Plan, dict[str, int]]:
+        """A dry run: the resolved plan and the rows each step touches now. Changes nothing."""
+        return await asyncio.to_thread(self._plan, runbook, raw, target)
+
+    def _plan(
+        self, name: str, raw: dict[str, str], target_name: str
+    ) -> tuple[Plan, dict[str, int]]:
+        runbook = self._runbook(name)
+        entry = self._target(target_name)
+        if not runbook.allows_target(target_name):
+            raise UnknownTarget(
+                f"{runbook.name} may not run on {target_name!r}; it may run on "
+                f"{', '.join(runbook.targets)}"
+            )
+        params = coerce_params(runbook, raw)
+        plan = build_plan(runbook, params, target_name, entry.target.dialect)
+        self._check_exists(runbook, params, entry.target)
+        bound = {**params, "migration_id": "dry-run"}
+        counts = {s.name: entry.target.count(s.count_sql, bound) for s in plan.steps if s.count_sql}
+        return plan, counts
+
+    def _check_exists(self, runbook: Runbook, params: dict[str, Any], target: Target) -> None:
+        for name, param in runbook.parameters.items():
+            if param.exists is None:
+                continue
+            sql = param.exists if isinstance(param.exists, str) else param.exists[target.dialect]  # type: ignore[index]
+            if target.scalar(sql, {"value": params[name]}) is None:
+                raise ParameterError(
+                    f"{name}={params[name]}: {param.exists_message} on {target.name}"
+                )
+
+    def _runbook(self, name: str) -> Runbook:
+        if name not in self.runbooks:
+            known = ", ".join(sorted(self.runbooks)) or "none"
+            raise UnknownRunbook(f"there is no runbook {name!r}; runbooks: {known} (/migrate list)")
+        return self.runbooks[name]
+
+    def _target(self, name: str) -> TargetEntry:
+        if name not in self.targets:
+            known = ", ".join(sorted(self.targets)) or "none configured"
+            raise UnknownTarget(f"there is no target {name!r}; targets: {known}")
+        return self.targets[name]
+
+    # -- requesting and deciding -------------------------------------------------------------
+
+    async def request(self, user: str, runbook: str, raw: dict[str, str], target: str) -> Migration:
+        """Plan, record the request, and queue the approval message."""
+        plan, counts = await self.plan(runbook, raw, target)
+        m = await asyncio.to_thread(self._request, user, plan, counts)
+        logger.info("migration %s requested by %s: %s on %s", m.id, user, runbook, target)
+        self.on_change()
+        return m
+
+    def _request(self, user: str, plan: Plan, counts: dict[str, int]) -> Migration:
+        with self.store.transaction():
+            m = self.store.create(plan, counts, user, self.clock())
+            self.notifier.approval(m, [], self._policy(m))
+            return m
+
+    def _policy(self, m: Migration) -> policy_rules.ApprovalPolicy:
+        return self._target(m.target).config.approval
+
+    async def approve(self, migration_id: int, user: str, plan_hash: str) -> Migration:
+        """Count ``user``'s approval of the plan ``plan_hash``; raise Refused if it cannot."""
+        m = await asyncio.to_thread(self.store.get, migration_id)
+        policy = self._policy(m)
+        groups = await self.directory.groups_of(user, policy.approver_groups)
+        m = await asyncio.to_thread(self._approve, migration_id, user, groups, plan_hash)
+        self.on_change()
+        if m.state is State.APPROVED:
+            logger.info("migration %s fully approved", m.id)
+            await self.run_due()  # no downtime windows yet: an approved run starts at once
+        return m
+
+    def _approve(self, migration_id: int, user: str, groups: set[str], clicked: str) -> Migration:
+        with self.store.transaction():
+            m = self.store.get(migration_id)
+            if m.state is not State.REQUESTED:
+                raise Refused(f"migration #{m.id} is {m.state.value}; there is nothing to approve")
+            policy = self._policy(m)
+            now = self.clock()
+            if clicked != m.plan.hash:
+                raise Refused(
+                    f"that button was for plan {clicked[:10]}, but #{m.id} is plan "
+                    f"{m.plan.short_hash}: nothing was approved"
+                )
+            verdict = policy_rules.decide(
+                policy,
+                requester=m.requester,
+                user=user,
+                user_groups=groups,
+                prior=self.store.prior_approvals(m.id),
+                requested_hash=m.plan.hash,
+                current_hash=self._current_hash(m),
+                requested_at=m.requested_at,
+                now=now,
+            )
+            event = Event.APPROVE if verdict.complete else None
+            m = self.store.record_decision(
+                m.id, user=user, decision="approve", plan_hash=m.plan.hash, now=now, event=event
+            )
+            prior = policy_rules.valid_approvals(
+                policy, self.store.prior_approvals(m.id), m.plan.hash, now
+            )
+            self.notifier.approval(m, prior, policy)
+            return m
+
+    def _current_hash(self, m: Migration) -> str:
+        """The hash the same request would get now: differs if the runbook changed."""
+        runbook = self.runbooks.get(m.runbook)
+        if runbook is None:
+            return "runbook-removed"
+        entry = self._target(m.target)
+        return build_plan(runbook, dict(m.plan.params), m.target, entry.target.dialect).hash
+
+    async def reject(self, migration_id: int, user: str, reason: str) -> Migration:
+        """Reject the request with a reason; approvers (or the requester) only."""
+        m = await asyncio.to_thread(self.store.get, migration_id)
+        policy = self._policy(m)
+        groups = await self.directory.groups_of(user, policy.approver_groups)
+        if not policy_rules.may_reject(
+            policy, requester=m.requester, user=user, user_groups=groups
+        ):
+            raise Refused(f"only approvers may reject; approvers: {policy.describe()}")
+        m = await asyncio.to_thread(self._reject, migration_id, user, reason)
+        self.on_change()
+        return m
+
+    async def authorize_reject(self, migration_id: int, user: str) -> None:
+        """Raise Refused unless ``user`` may reject the migration now."""
+        m = await asyncio.to_thread(self.store.get, migration_id)
+        if m.state is not State.REQUESTED:
+            raise Refused(f"migration #{m.id} is {m.state.value}; it can no longer be rejected")
+        policy = self._policy(m)
+        groups = await self.directory.groups_of(user, policy.approver_groups)
+        if not policy_rules.may_reject(
+            policy, requester=m.requester, user=user, user_groups=groups
+        ):
+            raise Refused(f"only approvers may reject; approvers: {policy.describe()}")
+
+    def _reject(self, migration_id: int, user: str, reason: str) -> Migration:
+        with self.store.transaction():
+            m = self.store.get(migration_id)
+            if m.state is not State.REQUESTED:
+                raise Refused(f"migration #{m.id} is {m.state.value}; it can no longer be rejected")
+            m = self.store.record_decision(
+                m.id,
+                user=user,
+                decision="reject",
+                plan_hash=m.plan.hash,
+                now=self.clock(),
+                reason=reason,
+                event=Event.REJECT,
+            )
+            self.notifier.approval(m, [], self._policy(m))
+            return m
+
+    async def cancel(self, migration_id: int, user: str) -> Migration:
+        """Cancel before the run, or stop a running one at the next step boundary.
+
+        The requester and the target's approvers may cancel."""
+        m = await asyncio.to_thread(self.store.get, migration_id)
+        policy = self._policy(m)
+        groups = await self.directory.groups_of(user, policy.approver_groups)
+        if user != m.requester and not policy_rules.may_approve(policy, user, groups):
+            raise Refused(
+                f"only the requester (<@{m.requester}>) or an approver may cancel #{m.id}"
+            )
+        m = await asyncio.to_thread(self._cancel, migration_id, user)
+        self.on_change()
+        return m
+
+    def _cancel(self, migration_id: int, user: str) -> Migration:
+        with self.store.transaction():
+            m = self.store.get(migration_id)
+            policy = self._policy(m)
+            now = self.clock()
+            if m.state in ACTIVE:
+                m = self.store.transition(
+                    m.id, Event.CANCEL, actor=user, now=now, cancel_requested=True
+                )
+                self.notifier.progress(m, self.store.step_runs(m.id), now)
+                return m
+            if m.state not in (State.REQUESTED, State.APPROVED):
+                raise Refused(f"migration #{m.id} is already {m.state.value}")
+            m = self.store.transition(m.id, Event.CANCEL, actor=user, now=now, finished_at=now)
+            self.notifier.approval(m, [], policy)
+            return m
+
+    # -- the scheduler's one entry point -------------------------------------------------------
+
+    async def run_due(self) -> None:
+        """One pass of everything due now: expire stale requests, start approved runs, and
+        resume runs a restart interrupted."""
+        now = self.clock()
+        waiting = await asyncio.to_thread(self.store.in_states, State.REQUESTED, State.APPROVED)
+        for m in waiting:
+            policy = self._policy(m)
+            if now >= policy_rules.expires_at(policy, m.requested_at):
+                await asyncio.to_thread(self._expire, m, policy)
+            elif m.state is State.APPROVED:
+                self.engine.start(m.id, self.targets[m.target].target)
+        for m in await asyncio.to_thread(self.store.in_states, *ACTIVE):
+            if not self.engine.is_running(m.id):
+                logger.info("migration %s: resuming after a restart", m.id)
+                self.engine.resume(m.id, self.targets[m.target].target)
+
+    def _expire(self, m: Migration, policy: policy_rules.ApprovalPolicy) -> None:
+        with self.store.transaction():
+            now = self.clock()
+            m = self.store.transition(m.id, Event.EXPIRE, actor="bot", now=now, finished_at=now)
+            self.notifier.approval(m, [], policy)
+        logger.info("migration %s expired unapproved", m.id)
+
+    async def wait_idle(self) -> None:
+        """Wait until every running migration task has finished (for tests and shutdown)."""
+        await self.engine.wait_idle()

@@ -1,0 +1,67 @@
+"""The ``/migrate`` slash command: parse, call the service, render."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+
+from bot.adapters import blocks
+from bot.errors import BarqError
+from bot.service import Service
+from handlers.parse import Command, parse
+
+logger = logging.getLogger(__name__)
+
+
+def register(app: AsyncApp, service: Service) -> None:
+    """Register the ``/migrate`` command listener."""
+
+    @app.command("/migrate")
+    async def migrate(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+        try:
+            cmd = parse(command.get("text", ""))
+        except BarqError as exc:
+            await ack(**blocks.error(str(exc)), response_type="ephemeral")
+            return
+        if cmd.name == "help":
+            await ack(**blocks.help_message(), response_type="ephemeral")
+            return
+        if cmd.name == "list":
+            await ack(**blocks.runbook_list(service.runbook_list()), response_type="ephemeral")
+            return
+        await ack()  # slow work (the target database) happens after the ack
+        try:
+            reply = await _run(service, cmd, command["user_id"])
+        except BarqError as exc:
+            reply = blocks.error(str(exc))
+        except Exception:
+            logger.exception("/migrate %s failed", cmd.name)
+            reply = blocks.error("something went wrong inside the bot; the error is in its log")
+        await respond(**reply, response_type="ephemeral", replace_original=False)
+
+
+async def _run(service: Service, cmd: Command, user: str) -> blocks.Message:
+    if cmd.name == "plan":
+        assert cmd.runbook and cmd.target
+        plan, counts = await service.plan(cmd.runbook, cmd.params, cmd.target)
+        return blocks.plan_message(plan, counts)
+    if cmd.name == "request":
+        assert cmd.runbook and cmd.target
+        m = await service.request(user, cmd.runbook, cmd.params, cmd.target)
+        msg = blocks.plan_message(m.plan, m.counts, title=f"Requested #{m.id}")
+        note = blocks.section(
+            f":inbox_tray: Migration *#{m.id}* is waiting for approval "
+            f"(plan `{m.plan.short_hash}`). Follow it with `/migrate status {m.id}`."
+        )
+        return blocks.message(f"Requested migration #{m.id}", [note, *msg["blocks"]])
+    if cmd.name == "status":
+        if cmd.migration_id is None:
+            return blocks.status_list(await service.recent())
+        m, runs = await service.status(cmd.migration_id)
+        return blocks.status(m, runs, service.clock())
+    assert cmd.name == "cancel" and cmd.migration_id is not None
+    m = await service.cancel(cmd.migration_id, user)
+    what = "will stop at the next step boundary" if m.cancel_requested else "is cancelled"
+    return blocks.message(f"#{m.id} {what}", [blocks.section(f":octagonal_sign: #{m.id} {what}.")])

@@ -1,0 +1,79 @@
+"""Parsing the text of ``/migrate`` into a command (pure)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from bot.errors import UsageError
+
+SUBCOMMANDS = ("help", "list", "plan", "request", "status", "cancel")
+_PARAM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
+_SMART_QUOTES = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'"})
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed ``/migrate`` command."""
+
+    name: str
+    runbook: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    migration_id: int | None = None
+
+
+def parse(text: str) -> Command:
+    """Parse ``/migrate`` text; raise UsageError saying what was wrong and what to type."""
+    try:
+        words = shlex.split(text.translate(_SMART_QUOTES))
+    except ValueError as exc:
+        raise UsageError(f"cannot read the command ({exc}): check your quotes") from None
+    if not words:
+        return Command("help")
+    name, rest = words[0].lower(), words[1:]
+    if name not in SUBCOMMANDS:
+        close = difflib.get_close_matches(name, SUBCOMMANDS, n=1)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise UsageError(
+            f"unknown subcommand {words[0]!r}.{hint} Subcommands: {', '.join(SUBCOMMANDS)}; "
+            "see `/migrate help`"
+        )
+    if name in ("help", "list"):
+        return Command(name)
+    if name in ("status", "cancel"):
+        return _with_id(name, rest)
+    return _planned(name, rest)
+
+
+def _with_id(name: str, rest: list[str]) -> Command:
+    if not rest:
+        if name == "status":
+            return Command(name)
+        raise UsageError("say which migration to cancel: `/migrate cancel 12`")
+    if len(rest) > 1 or not re.fullmatch(r"#?\d{1,9}", rest[0]):
+        raise UsageError(
+            f"{' '.join(rest)!r} is not a migration id: write e.g. `/migrate {name} 12`"
+        )
+    return Command(name, migration_id=int(rest[0].lstrip("#")))
+
+
+def _planned(name: str, rest: list[str]) -> Command:
+    example = f"`/migrate {name} tenant-consolidation source_tenant=3 target_tenant=7 on=staging`"
+    if not rest or "=" in rest[0]:
+        raise UsageError(f"name a runbook first (see `/migrate list`), e.g. {example}")
+    runbook, params = rest[0], {}
+    for word in rest[1:]:
+        match = _PARAM.match(word)
+        if match is None:
+            raise UsageError(f"{word!r} is not a parameter: write name=value, e.g. {example}")
+        key, value = match.group(1), match.group(2)
+        if key in params:
+            raise UsageError(f"{key} is given twice; give each parameter once")
+        params[key] = value
+    target = params.pop("on", None)
+    if not target:
+        raise UsageError(f"say which database to use with on=<target>, e.g. {example}")
+    return Command(name, runbook=runbook, params=params, target=target)
