@@ -111,7 +111,6 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
         client=client,
         signing_secret=secret.get_secret_value() if secret else None,
         request_verification_enabled=secret is not None,
-        token_verification_enabled=False,
     )
     handlers.register(bolt, service)
     logger.info(

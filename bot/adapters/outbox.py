@@ -59,30 +59,37 @@ class Outbox:
             )
 
     def due(self, now: datetime, limit: int = 50) -> list[Pending]:
-        """Unsent messages due now, oldest first; of several for one key, only the newest.
+        """Unsent messages due now, in order of their key's first queued version.
 
-        Older versions of a message that has a newer one queued are marked sent unsent:
-        an update in place only needs the latest content.
+        Of several versions queued for one key only the newest is sent (the older ones are
+        marked superseded): an update in place needs only the latest content. A reply waits
+        while the message it threads under is itself still waiting.
         """
         with self._store.transaction() as conn:
             rows = conn.execute(
                 select(outbox).where(outbox.c.sent_at.is_(None)).order_by(outbox.c.id)
             ).all()
-            newest: dict[str, int] = {r.message_key: r.id for r in rows}
-            stale = [r.id for r in rows if newest[r.message_key] != r.id]
+            first: dict[str, int] = {}
+            newest: dict[str, Any] = {}
+            for row in rows:
+                first.setdefault(row.message_key, row.id)
+                newest[row.message_key] = row
+            stale = [r.id for r in rows if newest[r.message_key].id != r.id]
             if stale:
                 conn.execute(
                     update(outbox)
                     .where(outbox.c.id.in_(stale))
                     .values(sent_at=now, last_error="superseded")
                 )
-            live = [r for r in rows if r.id not in set(stale)]
-            blocked = {r.message_key for r in live if r.next_attempt_at > now}
-            return [
-                Pending(r.id, r.message_key, r.channel, r.thread_key, dict(r.payload), r.attempts)
-                for r in live
-                if r.message_key not in blocked and r.next_attempt_at <= now
-            ][:limit]
+        ready = [
+            r
+            for key, r in sorted(newest.items(), key=lambda kv: first[kv[0]])
+            if r.next_attempt_at <= now and not (r.thread_key and r.thread_key in newest)
+        ]
+        return [
+            Pending(r.id, r.message_key, r.channel, r.thread_key, dict(r.payload), r.attempts)
+            for r in ready[:limit]
+        ]
 
     def sent(self, item: Pending, channel: str, ts: str, now: datetime) -> None:
         """Mark ``item`` delivered and remember where its message lives."""

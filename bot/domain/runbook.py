@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 DIALECTS = ("mssql", "postgresql", "sqlite")
 BUILTIN_PARAMS = frozenset({"migration_id"})
-NAME = r"^[a-z][a-z0-9-]{1,62}$"
+NAME = r"^[a-z][a-z0-9-]{0,62}$"
 _BIND = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _EXPECT = re.compile(r"^(==|!=|>=|<=|>|<)\s*(-?\d+)$")
 

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 from sqlalchemy import URL, Connection, Engine, make_url
 from sqlalchemy import exc as sa_exc
@@ -35,13 +35,7 @@ __all__ = [
 ]
 
 ErrorKind = Literal["deadlock", "serialization", "lock_timeout", "connection", "permanent"]
-ERROR_KINDS: tuple[ErrorKind, ...] = (
-    "deadlock",
-    "serialization",
-    "lock_timeout",
-    "connection",
-    "permanent",
-)
+ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
 
 _IDENT_PART = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
 _IDENTIFIER = re.compile(rf"{_IDENT_PART}(?:\.{_IDENT_PART})?")

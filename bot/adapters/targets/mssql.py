@@ -8,7 +8,7 @@ a path on the *SQL Server host's* disk, not the bot's.
 from __future__ import annotations
 
 import re
-from pathlib import PurePath
+from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, text
@@ -95,6 +95,14 @@ def backup_size_sql() -> str:
         " JOIN msdb.dbo.backupmediafamily AS mf ON mf.media_set_id = bs.media_set_id"
         " WHERE mf.physical_device_name = :path ORDER BY bs.backup_finish_date DESC"
     )
+
+
+def _server_path(dest_dir: PurePath | str, name: str) -> str:
+    """Join on the server's terms: keep a PurePath's flavour; read ``D:\\...`` as Windows."""
+    if isinstance(dest_dir, PurePath):
+        return str(dest_dir / name)
+    windows = "\\" in dest_dir or re.match(r"[A-Za-z]:", dest_dir) is not None
+    return str((PureWindowsPath if windows else PurePosixPath)(dest_dir) / name)
 
 
 def _run(conn: Connection, sql: str) -> None:
@@ -214,7 +222,7 @@ class MssqlDialect(Dialect):
         """
         if tables:
             raise ValueError(f"SQL Server backups cover the whole database, not {tables!r}")
-        path = str(PurePath(dest_dir) / backup_file_name(label, self.backup_suffix))
+        path = _server_path(dest_dir, backup_file_name(label, self.backup_suffix))
         with _autocommit(engine) as conn:
             db = str(conn.exec_driver_sql("SELECT DB_NAME()").scalar_one())
             try:

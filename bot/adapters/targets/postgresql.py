@@ -1,0 +1,234 @@
+"""PostgreSQL (postgresql+psycopg) dialect; backups go through pg_dump / pg_restore."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path, PurePath
+from urllib.parse import quote
+
+import psycopg
+from sqlalchemy import URL, Engine
+
+from .dialect import (
+    BackupError,
+    BackupInfo,
+    BackupVerificationError,
+    Dialect,
+    ErrorKind,
+    backup_file_name,
+    file_sha256,
+    timeout_ms,
+    validate_column,
+    validate_identifier,
+    where_clause,
+)
+
+__all__ = ["DIALECT", "PostgresqlDialect", "connection_args", "redact"]
+
+# URL query keys forwarded to pg_dump/pg_restore through libpq's environment variables.
+_QUERY_ENV = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "options": "PGOPTIONS",
+}
+_CONNECTION_STATES = frozenset({"53300", "57P01", "57P02", "57P03"})
+# Error context PostgreSQL adds while a statement waits for a row lock held by another
+# transaction ("while updating tuple (0,1) in relation ...").
+_ROW_LOCK_WAIT = re.compile(r"while [a-z ]+(tuple|updated version)")
+
+
+def _query_value(value: str | tuple[str, ...]) -> str:
+    return value if isinstance(value, str) else value[-1]
+
+
+def _conninfo_value(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def connection_args(url: URL) -> tuple[list[str], dict[str, str]]:
+    """Command-line arguments and extra environment for libpq tools connecting to ``url``.
+
+    The password is only ever placed in the ``PGPASSWORD`` environment variable, never in
+    the arguments (which other local users can read from the process table).
+    """
+    args = ["--no-password"]
+    host = url.host or (_query_value(url.query["host"]) if "host" in url.query else None)
+    if host:
+        args.append(f"--host={host}")
+    if url.port:
+        args.append(f"--port={url.port}")
+    if url.username:
+        args.append(f"--username={url.username}")
+    args.append(f"--dbname=dbname={_conninfo_value(url.database or '')}")
+    env = {var: _query_value(url.query[key]) for key, var in _QUERY_ENV.items() if key in url.query}
+    if url.password is not None:
+        env["PGPASSWORD"] = str(url.password)
+    return args, env
+
+
+def redact(text: str, password: str | None) -> str:
+    """Hide ``password`` (plain or URL-encoded) and ``password=...`` settings in ``text``."""
+    if password:
+        for form in {password, quote(password, safe=""), quote(password)}:
+            text = text.replace(form, "***")
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", text, flags=re.IGNORECASE)
+
+
+def _run_tool(tool: str, args: list[str], url: URL | None = None) -> None:
+    """Run a libpq tool (argument list, never a shell); raise BackupError on failure."""
+    binary = shutil.which(tool)
+    if binary is None:
+        raise BackupError(f"{tool} not found on PATH")
+    extra_args, extra_env = connection_args(url) if url is not None else ([], {})
+    env = {**os.environ, **extra_env}
+    proc = subprocess.run(
+        [binary, *args, *extra_args], env=env, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        detail = redact(proc.stderr.strip() or proc.stdout.strip(), extra_env.get("PGPASSWORD"))
+        raise BackupError(f"{tool} exited with status {proc.returncode}: {detail}")
+
+
+class PostgresqlDialect(Dialect):
+    """PostgreSQL via psycopg 3."""
+
+    name = "postgresql"
+    backup_suffix = ".dump"
+
+    def checkpoint_table_ddl(self) -> list[str]:
+        """CREATE TABLE IF NOT EXISTS barq_checkpoints."""
+        return [
+            "CREATE TABLE IF NOT EXISTS barq_checkpoints (\n"
+            "    migration_id VARCHAR(64) NOT NULL,\n"
+            "    step VARCHAR(100) NOT NULL,\n"
+            "    branch VARCHAR(100) NOT NULL DEFAULT '',\n"
+            "    last_key BIGINT NULL,\n"
+            "    rows_done BIGINT NOT NULL DEFAULT 0,\n"
+            "    batches BIGINT NOT NULL DEFAULT 0,\n"
+            "    done BOOLEAN NOT NULL DEFAULT FALSE,\n"
+            "    updated_at TIMESTAMP NOT NULL,\n"
+            "    PRIMARY KEY (migration_id, step, branch)\n"
+            ")"
+        ]
+
+    def checkpoint_upsert_sql(self) -> str:
+        """INSERT ... ON CONFLICT DO UPDATE (atomic under concurrency)."""
+        return (
+            "INSERT INTO barq_checkpoints AS c"
+            " (migration_id, step, branch, last_key, rows_done, batches, done, updated_at)\n"
+            "VALUES (:migration_id, :step, :branch, :last_key, :rows, 1, :done, :now)\n"
+            "ON CONFLICT (migration_id, step, branch) DO UPDATE SET"
+            " last_key = EXCLUDED.last_key, rows_done = c.rows_done + EXCLUDED.rows_done,"
+            " batches = c.batches + 1, done = EXCLUDED.done, updated_at = EXCLUDED.updated_at"
+        )
+
+    def _after_key(self, key: str) -> str:
+        # psycopg binds server-side: a bare NULL parameter has no type, hence the casts.
+        return f"(CAST(:last_key AS BIGINT) IS NULL OR {key} > CAST(:last_key AS BIGINT))"
+
+    def next_key_sql(self, table: str, key: str, where: str | None = None) -> str:
+        """LIMIT-based boundary query (custom plans fold the NULL test away)."""
+        key = validate_column(key)
+        return (
+            f"SELECT MAX(b.{key}) FROM (SELECT {key} FROM {self.quote_identifier(table)}"
+            f" WHERE ({where_clause(where)}) AND {self._after_key(key)}"
+            f" ORDER BY {key} LIMIT :batch_size) AS b"
+        )
+
+    def statement_timeout_sql(self, seconds: float) -> str | None:
+        """``SET LOCAL statement_timeout``; only effective inside a transaction."""
+        return f"SET LOCAL statement_timeout = {timeout_ms(seconds)}"
+
+    def _classify_driver_error(self, exc: BaseException) -> ErrorKind:
+        state = getattr(exc, "sqlstate", None) or ""
+        if state == "40P01":
+            return "deadlock"
+        if state == "40001":
+            return "serialization"
+        if state == "55P03":
+            return "lock_timeout"
+        if state == "57014":
+            # A statement timeout is only a lock timeout when it struck during a row-lock
+            # wait; waits for table locks carry no such context and count as permanent.
+            diag = getattr(exc, "diag", None)
+            context = (getattr(diag, "context", None) or "") + " " + str(exc)
+            if "lock timeout" in context or _ROW_LOCK_WAIT.search(context):
+                return "lock_timeout"
+            return "permanent"
+        if state.startswith("08") or state in _CONNECTION_STATES:
+            return "connection"
+        if not state and isinstance(exc, psycopg.OperationalError):
+            return "connection"  # lost connection: libpq reports no SQLSTATE
+        return "permanent"
+
+    def blocking_sessions_sql(self) -> str | None:
+        """Blocked backends and who blocks them, with SQL Server's column names."""
+        return (
+            "SELECT a.pid AS session_id, b.pid AS blocking_session_id,"
+            " a.wait_event_type || ':' || COALESCE(a.wait_event, '') AS wait_type,"
+            " CAST(EXTRACT(EPOCH FROM clock_timestamp() - a.state_change) * 1000 AS BIGINT)"
+            " AS wait_time, a.wait_event AS last_wait_type,"
+            " upper(split_part(ltrim(a.query), ' ', 1)) AS command"
+            " FROM pg_stat_activity AS a"
+            " CROSS JOIN LATERAL unnest(pg_blocking_pids(a.pid)) AS b(pid)"
+        )
+
+    def backup(
+        self, engine: Engine, dest_dir: PurePath, *, label: str, tables: list[str] | None = None
+    ) -> BackupInfo:
+        """``pg_dump --format=custom`` of the database (or only ``tables``), then verify.
+
+        A whole-database dump includes ``barq_checkpoints``: restoring it rewinds them too.
+        """
+        names = tuple(validate_identifier(t) for t in tables) if tables else None
+        dest = Path(dest_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        path = dest / backup_file_name(label, self.backup_suffix)
+        table_args = ["--strict-names", *(f"--table={t}" for t in names)] if names else []
+        _run_tool("pg_dump", ["--format=custom", f"--file={path}", *table_args], engine.url)
+        size, digest = path.stat().st_size, file_sha256(path)
+        info = BackupInfo(str(path), self.name, label, size, digest, False, names)
+        self.verify(engine, info)
+        return replace(info, verified=True)
+
+    def verify(self, engine: Engine, info: BackupInfo) -> None:
+        """Check size and sha256, then read the archive's TOC and every data block."""
+        path = Path(info.location)
+        if not path.is_file():
+            raise BackupVerificationError(f"backup file {info.location!r} is missing")
+        if info.size_bytes is not None and path.stat().st_size != info.size_bytes:
+            raise BackupVerificationError(
+                f"backup {info.location!r} is {path.stat().st_size} bytes,"
+                f" expected {info.size_bytes}"
+            )
+        if info.sha256 is not None and file_sha256(path) != info.sha256:
+            raise BackupVerificationError(f"backup {info.location!r} fails its sha256 check")
+        try:
+            _run_tool("pg_restore", ["--list", str(path)])
+            _run_tool("pg_restore", [f"--file={os.devnull}", str(path)])
+        except BackupError as exc:
+            raise BackupVerificationError(f"backup {info.location!r} is unreadable: {exc}") from exc
+
+    def restore(self, engine: Engine, info: BackupInfo) -> None:
+        """Verify, then ``pg_restore --clean --if-exists --single-transaction``.
+
+        Objects in the archive are dropped and recreated; objects created after the backup
+        are left alone. The engine's pool is disposed before and after.
+        """
+        self.verify(engine, info)
+        engine.dispose()
+        args = ["--clean", "--if-exists", "--single-transaction", "--exit-on-error"]
+        try:
+            _run_tool("pg_restore", [*args, info.location], engine.url)
+        finally:
+            engine.dispose()
+
+
+DIALECT = PostgresqlDialect()

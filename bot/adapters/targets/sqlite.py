@@ -1,0 +1,203 @@
+"""SQLite dialect; backups use the sqlite3 online backup API."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from dataclasses import replace
+from pathlib import Path, PurePath
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import Engine
+
+from .dialect import (
+    BackupError,
+    BackupInfo,
+    BackupVerificationError,
+    Dialect,
+    ErrorKind,
+    backup_file_name,
+    file_sha256,
+    validate_column,
+    validate_identifier,
+    where_clause,
+)
+
+__all__ = ["DIALECT", "SqliteDialect"]
+
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_BUSY_SNAPSHOT = 5, 6, 517
+_BACKUP_SCHEMA = "barq_backup"
+
+
+def _raw(conn: Any) -> sqlite3.Connection:
+    raw: sqlite3.Connection = conn.connection.driver_connection
+    return raw
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+
+
+def _bare(table: str) -> str:
+    """SQLite knows no schemas besides attached databases: ``main.t`` is ``t``."""
+    return table.rsplit(".", 1)[-1]
+
+
+class SqliteDialect(Dialect):
+    """SQLite via the standard library's sqlite3 (pysqlite)."""
+
+    name = "sqlite"
+    backup_suffix = ".sqlite3"
+
+    def checkpoint_table_ddl(self) -> list[str]:
+        """CREATE TABLE IF NOT EXISTS barq_checkpoints."""
+        return [
+            "CREATE TABLE IF NOT EXISTS barq_checkpoints (\n"
+            "    migration_id VARCHAR(64) NOT NULL,\n"
+            "    step VARCHAR(100) NOT NULL,\n"
+            "    branch VARCHAR(100) NOT NULL DEFAULT '',\n"
+            "    last_key BIGINT NULL,\n"
+            "    rows_done BIGINT NOT NULL DEFAULT 0,\n"
+            "    batches BIGINT NOT NULL DEFAULT 0,\n"
+            "    done BOOLEAN NOT NULL DEFAULT 0,\n"
+            "    updated_at TIMESTAMP NOT NULL,\n"
+            "    PRIMARY KEY (migration_id, step, branch)\n"
+            ")"
+        ]
+
+    def checkpoint_upsert_sql(self) -> str:
+        """INSERT ... ON CONFLICT DO UPDATE (SQLite >= 3.24)."""
+        return (
+            "INSERT INTO barq_checkpoints AS c"
+            " (migration_id, step, branch, last_key, rows_done, batches, done, updated_at)\n"
+            "VALUES (:migration_id, :step, :branch, :last_key, :rows, 1, :done, :now)\n"
+            "ON CONFLICT (migration_id, step, branch) DO UPDATE SET"
+            " last_key = excluded.last_key, rows_done = c.rows_done + excluded.rows_done,"
+            " batches = c.batches + 1, done = excluded.done, updated_at = excluded.updated_at"
+        )
+
+    def _after_key(self, key: str) -> str:
+        # SQLite cannot drop an "IS NULL OR" branch at plan time; this form stays an index
+        # range scan. For integers, k >= last_key + 1 is k > last_key.
+        return f"{key} >= COALESCE(:last_key + 1, -9223372036854775808)"
+
+    def next_key_sql(self, table: str, key: str, where: str | None = None) -> str:
+        """LIMIT-based boundary query over an integer key."""
+        key = validate_column(key)
+        return (
+            f"SELECT MAX(b.{key}) FROM (SELECT {key} FROM {self.quote_identifier(table)}"
+            f" WHERE ({where_clause(where)}) AND {self._after_key(key)}"
+            f" ORDER BY {key} LIMIT :batch_size) AS b"
+        )
+
+    def statement_timeout_sql(self, seconds: float) -> str | None:
+        """None: SQLite has no such setting; callers interrupt via a progress handler."""
+        return None
+
+    def _classify_driver_error(self, exc: BaseException) -> ErrorKind:
+        code = getattr(exc, "sqlite_errorcode", None)
+        message = str(exc).lower()
+        if code == _SQLITE_BUSY_SNAPSHOT:
+            return "serialization"  # WAL snapshot went stale: retry the whole transaction
+        if isinstance(code, int) and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return "lock_timeout"
+        if "database is locked" in message or "table is locked" in message or "busy" in message:
+            return "lock_timeout"
+        return "permanent"
+
+    def blocking_sessions_sql(self) -> str | None:
+        """None: SQLite has no session views."""
+        return None
+
+    def backup(
+        self, engine: Engine, dest_dir: PurePath, *, label: str, tables: list[str] | None = None
+    ) -> BackupInfo:
+        """Copy the whole database to a file with the online backup API, then verify it.
+
+        With ``tables``, restore() later puts back only those tables.
+        """
+        names = tuple(validate_identifier(t) for t in tables) if tables else None
+        dest = Path(dest_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        path = dest / backup_file_name(label, self.backup_suffix)
+        with engine.connect() as conn, closing(sqlite3.connect(path)) as copy:
+            _raw(conn).backup(copy)
+        info = BackupInfo(
+            str(path), self.name, label, path.stat().st_size, file_sha256(path), False, names
+        )
+        self.verify(engine, info)
+        return replace(info, verified=True)
+
+    def verify(self, engine: Engine, info: BackupInfo) -> None:
+        """Check size and sha256, run ``PRAGMA integrity_check`` on the copy and make sure
+        every recorded table is in it."""
+        path = Path(info.location)
+        if not path.is_file():
+            raise BackupVerificationError(f"backup file {info.location!r} is missing")
+        size = path.stat().st_size
+        if info.size_bytes is not None and size != info.size_bytes:
+            raise BackupVerificationError(
+                f"backup {info.location!r} is {size} bytes, expected {info.size_bytes}"
+            )
+        if info.sha256 is not None and file_sha256(path) != info.sha256:
+            raise BackupVerificationError(f"backup {info.location!r} fails its sha256 check")
+        try:
+            with closing(_open_read_only(path)) as copy:
+                result = [row[0] for row in copy.execute("PRAGMA integrity_check")]
+                present = {
+                    str(row[0]).lower()
+                    for row in copy.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                }
+        except sqlite3.DatabaseError as exc:
+            raise BackupVerificationError(f"backup {info.location!r} is unreadable: {exc}") from exc
+        if result != ["ok"]:
+            raise BackupVerificationError(f"backup {info.location!r} is corrupt: {result[:5]}")
+        missing = [t for t in info.tables or () if _bare(t).lower() not in present]
+        if missing:
+            raise BackupVerificationError(f"backup {info.location!r} lacks tables {missing}")
+
+    def restore(self, engine: Engine, info: BackupInfo) -> None:
+        """Verify, then copy the backup back into the target (only its tables, if any)."""
+        self.verify(engine, info)
+        with engine.connect() as conn:
+            raw = _raw(conn)
+            if raw.in_transaction:
+                raw.rollback()
+            if info.tables:
+                _restore_tables(raw, Path(info.location), info.tables)
+            else:
+                with closing(sqlite3.connect(info.location)) as copy:
+                    copy.backup(raw)
+
+
+def _restore_tables(raw: sqlite3.Connection, path: Path, tables: tuple[str, ...]) -> None:
+    """Replace the rows of ``tables`` with the backup's in one transaction.
+
+    Foreign keys are switched off meanwhile (so ON DELETE actions do not touch other
+    tables) and checked before committing; the tables must still exist in the target.
+    """
+    foreign_keys = raw.execute("PRAGMA foreign_keys").fetchone()[0]
+    raw.execute(f"ATTACH DATABASE ? AS {_BACKUP_SCHEMA}", (str(path),))
+    raw.execute("PRAGMA foreign_keys = OFF")
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            for table in tables:
+                raw.execute(f"DELETE FROM main.{_bare(table)}")
+                raw.execute(
+                    f"INSERT INTO main.{_bare(table)} SELECT * FROM {_BACKUP_SCHEMA}.{_bare(table)}"
+                )
+            problems = raw.execute("PRAGMA main.foreign_key_check").fetchall()
+            if foreign_keys and problems:
+                raise BackupError(f"restoring {list(tables)} breaks foreign keys: {problems[:5]}")
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+    finally:
+        raw.execute(f"PRAGMA foreign_keys = {int(foreign_keys)}")
+        raw.execute(f"DETACH DATABASE {_BACKUP_SCHEMA}")
+
+
+DIALECT = SqliteDialect()

@@ -1,0 +1,302 @@
+"""Backups on real SQLite and PostgreSQL databases (round trip, corruption, tables only),
+and the SQL Server orchestration against a recording stand-in for the pyodbc engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path, PureWindowsPath
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, make_url, text
+
+from bot.adapters.targets import mssql, postgresql
+from bot.adapters.targets.dialect import (
+    BackupError,
+    BackupInfo,
+    BackupVerificationError,
+    dialect_for,
+    file_sha256,
+)
+
+ROWS = 2000  # enough for a multi-page SQLite file, so a truncation hits real data
+
+
+def seed(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE items (id BIGINT PRIMARY KEY, label VARCHAR(80))"))
+        conn.execute(text("CREATE TABLE notes (id INT PRIMARY KEY, body VARCHAR(40))"))
+        conn.execute(
+            text("INSERT INTO items (id, label) VALUES (:id, :label)"),
+            [{"id": i, "label": f"item {i} " + "x" * 50} for i in range(1, ROWS + 1)],
+        )
+        conn.execute(text("INSERT INTO notes VALUES (1, 'original')"))
+
+
+def snapshot(engine: Engine) -> dict[str, Any]:
+    with engine.connect() as conn:
+        return {
+            "items": conn.execute(text("SELECT id, label FROM items ORDER BY id")).all(),
+            "notes": conn.execute(text("SELECT id, body FROM notes ORDER BY id")).all(),
+        }
+
+
+def mutate(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE items SET label = 'changed' WHERE id <= 10"))
+        conn.execute(text("DELETE FROM items WHERE id > 1500"))
+        conn.execute(text("INSERT INTO items (id, label) VALUES (99999, 'new')"))
+        conn.execute(text("UPDATE notes SET body = 'edited'"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
+    eng = create_engine(url)
+    seed(eng)
+    yield eng
+    eng.dispose()
+
+
+def test_backup_change_restore_round_trip(engine: Engine, tmp_path: Path) -> None:
+    d = dialect_for(engine)
+    before = snapshot(engine)
+    info = d.backup(engine, tmp_path / "backups", label="pre-step_1")
+    path = Path(info.location)
+    assert path.is_file() and path.parent == tmp_path / "backups"
+    assert path.name.startswith("pre-step_1-") and path.suffix == d.backup_suffix
+    assert info.dialect == d.name and info.verified and info.tables is None
+    assert info.size_bytes == path.stat().st_size > 0
+    assert info.sha256 == file_sha256(path)
+
+    mutate(engine)
+    assert snapshot(engine) != before
+    d.restore(engine, info)
+    assert snapshot(engine) == before
+
+
+def test_verify_detects_a_truncated_backup(engine: Engine, tmp_path: Path) -> None:
+    d = dialect_for(engine)
+    info = d.backup(engine, tmp_path, label="corrupt-me")
+    d.verify(engine, info)  # intact
+    data = Path(info.location).read_bytes()
+    Path(info.location).write_bytes(data[: len(data) // 2])
+    with pytest.raises(BackupVerificationError, match="bytes, expected"):
+        d.verify(engine, info)
+    # Without the recorded size and checksum the database tool itself must notice.
+    with pytest.raises(BackupVerificationError, match="corrupt|unreadable"):
+        d.verify(engine, replace(info, size_bytes=None, sha256=None))
+    # Same length, altered content: only the checksum can tell.
+    Path(info.location).write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    with pytest.raises(BackupVerificationError, match="sha256"):
+        d.verify(engine, info)
+    # A corrupted backup is never restored.
+    mutate(engine)
+    changed = snapshot(engine)
+    with pytest.raises(BackupVerificationError):
+        d.restore(engine, info)
+    assert snapshot(engine) == changed
+
+
+def test_verify_detects_a_missing_backup(engine: Engine, tmp_path: Path) -> None:
+    d = dialect_for(engine)
+    info = d.backup(engine, tmp_path, label="gone")
+    Path(info.location).unlink()
+    with pytest.raises(BackupVerificationError, match="missing"):
+        d.verify(engine, info)
+
+
+def test_tables_only_backup_restores_only_those_tables(engine: Engine, tmp_path: Path) -> None:
+    d = dialect_for(engine)
+    before = snapshot(engine)
+    info = d.backup(engine, tmp_path, label="items-only", tables=["items"])
+    assert info.tables == ("items",) and info.verified
+    mutate(engine)
+    d.restore(engine, info)
+    after = snapshot(engine)
+    assert after["items"] == before["items"]
+    assert after["notes"] == [(1, "edited")]  # not part of the backup: left as it was
+
+
+@pytest.mark.parametrize("label", ["", "../escape", "a/b", "has space", "-x", "x" * 101])
+def test_bad_labels_are_rejected(engine: Engine, tmp_path: Path, label: str) -> None:
+    with pytest.raises(ValueError, match="invalid backup label"):
+        dialect_for(engine).backup(engine, tmp_path, label=label)
+
+
+@pytest.mark.postgres
+def test_pg_tables_only_dump_holds_only_those_tables(pg_url: str, tmp_path: Path) -> None:
+    eng = create_engine(pg_url)
+    seed(eng)
+    info = postgresql.DIALECT.backup(eng, tmp_path, label="t", tables=["items"])
+    eng.dispose()
+    with pytest.raises(BackupError, match="no matching tables"):
+        postgresql.DIALECT.backup(eng, tmp_path, label="t", tables=["missing_table"])
+    listing = postgresql.subprocess.run(
+        ["pg_restore", "--list", info.location], capture_output=True, text=True, check=True
+    ).stdout
+    assert "TABLE public items" in listing and "notes" not in listing
+
+
+def test_pg_password_only_travels_in_the_environment() -> None:
+    url = make_url("postgresql+psycopg://barq:s3cr%3Et%27x@db.example:6543/prod?sslmode=require")
+    args, env = postgresql.connection_args(url)
+    assert env == {"PGPASSWORD": "s3cr>t'x", "PGSSLMODE": "require"}
+    assert not any("s3cr" in a for a in args)
+    assert args == [
+        "--no-password",
+        "--host=db.example",
+        "--port=6543",
+        "--username=barq",
+        "--dbname=dbname='prod'",
+    ]
+
+
+@pytest.mark.postgres
+def test_pg_dump_failure_reports_stderr_without_the_password(pg_url: str, tmp_path: Path) -> None:
+    secret = "Sup3r-Secret"
+    bad = make_url(pg_url).set(database="barq_no_such_db", password=secret)
+    eng = create_engine(bad)
+    with pytest.raises(BackupError) as info:
+        postgresql.DIALECT.backup(eng, tmp_path, label="x")
+    eng.dispose()
+    message = str(info.value)
+    assert "pg_dump exited with status 1" in message
+    assert '"barq_no_such_db" does not exist' in message
+    assert secret not in message
+    assert postgresql.redact(f"password={secret} and {secret}", secret) == "password=*** and ***"
+
+
+# -- SQL Server: orchestration, checked against a recording stand-in -------------------------
+
+
+class FakeCursor:
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine, self.pending = engine, 0
+
+    def execute(self, sql: str) -> None:
+        self.engine.log.append(sql)
+        if self.engine.fail_on and self.engine.fail_on in sql:
+            raise RuntimeError(f"[42000] failure in {sql.split()[0]} (3013)")
+        self.pending = 2  # e.g. "Processed 512 pages" messages still to be consumed
+
+    def nextset(self) -> bool:
+        self.pending -= 1
+        self.engine.log.append("<nextset>")
+        return self.pending > 0
+
+    def close(self) -> None:
+        self.engine.log.append("<close>")
+
+
+class FakeResult:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def scalar_one(self) -> Any:
+        return self.value
+
+    def scalar(self) -> Any:
+        return self.value
+
+
+class FakeConnection:
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+        self.connection = self  # pool proxy: .cursor() reaches the DBAPI connection
+
+    def __enter__(self) -> FakeConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.engine.log.append("<closed>")
+
+    def execution_options(self, **options: Any) -> FakeConnection:
+        self.engine.log.append(f"<options {options}>")
+        return self
+
+    def exec_driver_sql(self, sql: str) -> FakeResult:
+        self.engine.log.append(sql)
+        return FakeResult("barq")
+
+    def execute(self, clause: Any, params: Any = None) -> FakeResult:
+        self.engine.log.append(f"<size query {params}>")
+        return FakeResult(4096)
+
+    def cursor(self) -> FakeCursor:
+        return FakeCursor(self.engine)
+
+    def invalidate(self) -> None:
+        self.engine.log.append("<invalidate>")
+
+
+class FakeEngine:
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.log: list[str] = []
+        self.fail_on = fail_on
+
+    def connect(self) -> FakeConnection:
+        return FakeConnection(self)
+
+    def dispose(self) -> None:
+        self.log.append("<dispose>")
+
+
+BAK_DIR = PureWindowsPath(r"D:\SQLBackups")
+
+
+def statements(log: list[str]) -> list[str]:
+    return [entry.split(" N'")[0] for entry in log if not entry.startswith("<")]
+
+
+def test_mssql_backup_runs_in_autocommit_and_verifies() -> None:
+    engine = FakeEngine()
+    info = mssql.DIALECT.backup(engine, BAK_DIR, label="pre")  # type: ignore[arg-type]
+    assert info.location.startswith("D:\\SQLBackups\\pre-") and info.location.endswith(".bak")
+    assert (info.dialect, info.size_bytes, info.sha256, info.verified) == ("mssql", 4096, None, True)
+    assert engine.log[0] == "<options {'isolation_level': 'AUTOCOMMIT'}>"
+    assert statements(engine.log) == [
+        "SELECT DB_NAME()",
+        "BACKUP DATABASE [barq] TO DISK =",
+        "RESTORE VERIFYONLY FROM DISK =",
+    ]
+    # Every informational result set is drained before the cursor closes.
+    backup_at = next(i for i, e in enumerate(engine.log) if e.startswith("BACKUP"))
+    assert engine.log[backup_at + 1 : backup_at + 4] == ["<nextset>", "<nextset>", "<close>"]
+    assert f"N'{info.location}'" in engine.log[backup_at]
+
+
+def test_mssql_backup_refuses_table_subsets() -> None:
+    with pytest.raises(ValueError, match="whole database"):
+        mssql.DIALECT.backup(FakeEngine(), BAK_DIR, label="x", tables=["dbo.Tasks"])  # type: ignore[arg-type]
+
+
+def test_mssql_failed_verification_raises() -> None:
+    engine = FakeEngine(fail_on="VERIFYONLY")
+    info = BackupInfo(r"D:\SQLBackups\x.bak", "mssql", "x", None, None, True)
+    with pytest.raises(BackupVerificationError, match=r"x\.bak"):
+        mssql.DIALECT.verify(engine, info)  # type: ignore[arg-type]
+    with pytest.raises(BackupVerificationError):
+        mssql.DIALECT.restore(engine, info)  # type: ignore[arg-type]
+    assert not any(e.startswith("ALTER") or e.startswith("RESTORE DATABASE") for e in engine.log)
+
+
+@pytest.mark.parametrize("fail_on", [None, "RESTORE DATABASE"])
+def test_mssql_restore_sequence_always_reopens_the_database(fail_on: str | None) -> None:
+    engine = FakeEngine(fail_on=fail_on)
+    info = BackupInfo(r"D:\SQLBackups\x.bak", "mssql", "x", None, None, True)
+    if fail_on:
+        with pytest.raises(BackupError, match=r"RESTORE DATABASE \[barq\] failed"):
+            mssql.DIALECT.restore(engine, info)  # type: ignore[arg-type]
+    else:
+        mssql.DIALECT.restore(engine, info)  # type: ignore[arg-type]
+    assert statements(engine.log) == [
+        "RESTORE VERIFYONLY FROM DISK =",
+        "SELECT DB_NAME()",
+        "USE master",
+        "ALTER DATABASE [barq] SET SINGLE_USER WITH ROLLBACK IMMEDIATE;\nRESTORE DATABASE [barq]"
+        " FROM DISK =",
+        "ALTER DATABASE [barq] SET MULTI_USER",
+    ]
+    assert engine.log[-3:] == ["<invalidate>", "<closed>", "<dispose>"]

@@ -1,0 +1,245 @@
+"""The Slack flow over real HTTP on loopback: signed slash commands, button clicks and modal
+submissions into the bot; a LocalSlack stand-in receiving what it posts; SQLite targets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from bot.adapters.targets.barq_schema import create_demo_database
+from bot.domain.lifecycle import State
+from tests import harness
+from tests.harness import APPROVALS, MIGRATIONS, Harness
+
+ALICE, BOB, CAROL, DAVE = "U0ALICE", "U0BOB", "U0CAROL", "U0DAVE"
+REQUEST = "request tenant-consolidation source_tenant=3 target_tenant=7 on=staging"
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    staging = create_demo_database(tmp_path / "staging.db", now=harness.now())
+    production = create_demo_database(tmp_path / "production.db", now=harness.now())
+    bot = await harness.start(tmp_path, harness.policies(staging, production))
+    yield bot
+    await bot.close()
+
+
+def _count(h: Harness, target: str, sql: str) -> int:
+    engine = h.bot.service.targets[target].target.engine
+    with engine.connect() as conn:
+        return int(conn.execute(text(sql)).scalar() or 0)
+
+
+def _text(message: dict[str, object]) -> str:
+    return json.dumps(message.get("blocks") or []) + str(message.get("text", ""))
+
+
+async def test_help_lists_every_subcommand_with_an_example(h: Harness) -> None:
+    """/migrate help shows each subcommand and an example of it."""
+    reply = _text(await h.slash(ALICE, "help"))
+    for sub in ("help", "list", "plan", "request", "status", "cancel"):
+        assert f"/migrate {sub}" in reply
+
+
+async def test_list_shows_runbooks_with_description_and_parameters(h: Harness) -> None:
+    """/migrate list shows each runbook's description and parameters."""
+    reply = _text(await h.slash(ALICE, "list"))
+    assert "tenant-consolidation" in reply and "source_tenant" in reply and "Move a tenant" in reply
+
+
+async def test_plan_is_a_dry_run_with_counts_sql_checks_and_rollback(h: Harness) -> None:
+    """A plan shows steps, SQL, live row counts, checks and rollback, and changes nothing."""
+    tasks = _count(h, "staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")
+    reply = _text(await h.slash(ALICE, REQUEST.replace("request", "plan", 1)))
+    assert f"Rows it will touch now: *{tasks:,}*" in reply
+    assert "UPDATE Tasks SET TenantId = :target_tenant" in reply
+    assert "Passes when the value is `== 0`" in reply and "Rollback" in reply
+    assert _count(h, "staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3") == tasks
+    assert h.bot.store.recent() == []
+
+
+async def test_request_approve_and_run_to_success(h: Harness) -> None:
+    """Requested, approved by a group member, run in place, reported with row counts."""
+    before = _count(h, "staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId IN (3, 7)")
+    moved = _count(h, "staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")
+    reply = _text(await h.slash(ALICE, REQUEST))
+    assert "#1" in reply and "waiting for approval" in reply
+    await h.slack.wait_for(lambda s: s.messages_in(APPROVALS))
+    request = h.approval_message(1)
+    body = _text(request)
+    assert "<@U0ALICE>" in body and h.bot.store.get(1).plan.short_hash in body
+
+    confirmation = await h.click(BOB, request, "approve")
+    assert confirmation is not None and "You approved #1" in _text(confirmation)
+    await h.bot.service.wait_idle()
+    await h.bot.delivery.drain()
+
+    m = h.bot.store.get(1)
+    assert m.state is State.SUCCEEDED, m.error
+    assert _count(h, "staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3") == 0
+    assert _count(h, "staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 7") == before
+    outcome = [m for m in h.slack.messages_in(MIGRATIONS) if m.get("thread_ts")]
+    assert outcome and f"move-tasks: succeeded, {moved:,} rows" in _text(outcome[-1])
+    progress = h.slack.messages_in(MIGRATIONS)[0]
+    assert progress["updates"], "the progress message is updated in place"
+    assert "succeeded" in progress["text"] and "7 of 7 steps done" in _text(progress)
+    assert len(h.slack.messages_in(MIGRATIONS)) == 2, "one progress message and one outcome"
+    assert outcome[-1]["thread_ts"] == progress["ts"]
+    assert not h.slack.find_buttons(h.approval_message(1))
+    actions = [(a.actor, a.action) for a in h.bot.store.audit_trail(1)]
+    assert actions[:2] == [(ALICE, "request"), (BOB, "approve")]
+    assert ("bot", "start") in actions and ("bot", "succeed") in actions
+    assert sum(1 for _, act in actions if act == "step-succeeded") == 7
+
+
+async def test_forged_signature_and_stale_timestamp_get_401(h: Harness) -> None:
+    """Requests not signed with the signing secret, or older than 5 minutes, are refused."""
+    body = "command=%2Fmigrate&text=help&user_id=U0ALICE&response_url=x&trigger_id=1"
+    assert (await h.post(body, secret="not-the-secret")).status == 401
+    assert (await h.post(body, timestamp=harness.payloads.now_ts() - 6 * 60)).status == 401
+    assert (await h.post(body)).status == 200
+
+
+async def test_self_approval_and_outsiders_are_refused(h: Harness) -> None:
+    """The requester and non-approvers get an ephemeral refusal; nothing changes."""
+    await h.slash(ALICE, REQUEST)
+    await h.slack.wait_for(lambda s: s.messages_in(APPROVALS))
+    own = await h.click(ALICE, h.approval_message(1), "approve")
+    assert own is not None and "someone else must approve" in _text(own)
+    outsider = await h.click(DAVE, h.approval_message(1), "approve")  # dave approves prod only
+    assert outsider is not None and "not an approver" in _text(outsider)
+    assert h.bot.store.get(1).state is State.REQUESTED
+    assert h.bot.store.prior_approvals(1) == []
+
+
+async def test_production_needs_two_distinct_approvers_and_ignores_a_double_click(
+    h: Harness,
+) -> None:
+    """A second click by the same approver changes nothing; a second approver completes it."""
+    await h.slash(ALICE, REQUEST.replace("staging", "production"))
+    await h.slack.wait_for(lambda s: s.messages_in(APPROVALS))
+    await h.click(BOB, h.approval_message(1), "approve")
+    again = await h.click(BOB, h.approval_message(1), "approve")
+    assert again is not None and "already" in _text(again)
+    assert h.bot.store.get(1).state is State.REQUESTED
+    assert len(h.bot.store.prior_approvals(1)) == 1
+    await h.click(DAVE, h.approval_message(1), "approve")
+    await h.bot.service.wait_idle()
+    assert h.bot.store.get(1).state is State.SUCCEEDED
+
+
+async def test_approval_of_a_plan_that_changed_is_refused(h: Harness) -> None:
+    """If the runbook changed after the request, the old approval request cannot be approved."""
+    await h.slash(ALICE, REQUEST)
+    await h.slack.wait_for(lambda s: s.messages_in(APPROVALS))
+    runbook = h.bot.service.runbooks["tenant-consolidation"]
+    h.bot.service.runbooks["tenant-consolidation"] = runbook.model_copy(
+        update={"description": "edited after the request"}
+    )
+    reply = await h.click(BOB, h.approval_message(1), "approve")
+    assert reply is not None and "the plan changed since it was requested" in _text(reply)
+    assert h.bot.store.get(1).state is State.REQUESTED
+
+
+async def test_reject_asks_for_a_reason_then_approval_is_refused(h: Harness) -> None:
+    """Reject opens a modal; after rejecting, an approval click is refused."""
+    await h.slash(ALICE, REQUEST)
+    await h.slack.wait_for(lambda s: s.messages_in(APPROVALS))
+    await h.click(CAROL, h.approval_message(1), "reject")
+    assert h.slack.views and h.slack.views[-1]["callback_id"] == "reject_reason"
+    response = await h.submit_reason(CAROL, "wrong target tenant")
+    assert response.status == 200
+    m = h.bot.store.get(1)
+    assert m.state is State.REJECTED
+    await h.bot.delivery.drain()
+    assert not h.slack.find_buttons(h.approval_message(1)), "a decided request has no buttons"
+    with pytest.raises(PermissionError, match="is rejected"):
+        await h.bot.service.approve(1, BOB, m.plan.hash)
+    trail = [(a.actor, a.action, a.detail.get("reason")) for a in h.bot.store.audit_trail(1)]
+    assert (CAROL, "reject", "wrong target tenant") in trail
+
+
+async def test_a_stale_approve_button_after_rejection_is_refused(h: Harness) -> None:
+    """Clicking Approve on the old message (before it was refreshed) is refused, not counted."""
+    await h.slash(ALICE, REQUEST)
+    await h.slack.wait_for(lambda s: s.messages_in(APPROVALS))
+    stale = dict(h.approval_message(1))
+    await h.click(CAROL, stale, "reject")
+    await h.submit_reason(CAROL, "not this week")
+    reply = await h.click(BOB, stale, "approve")
+    assert reply is not None and "rejected" in _text(reply)
+    assert h.bot.store.prior_approvals(1) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("frobnicate", "unknown subcommand 'frobnicate'"),
+        ("plan nope source_tenant=3 target_tenant=7 on=staging", "there is no runbook 'nope'"),
+        ("plan tenant-consolidation source_tenant=3 on=staging", "missing target_tenant"),
+        (
+            "plan tenant-consolidation source_tenant=x target_tenant=7 on=staging",
+            "not a whole number",
+        ),
+        (
+            "plan tenant-consolidation source_tenant='3 OR 1=1' target_tenant=7 on=staging",
+            "is not a whole number",
+        ),
+        ("plan tenant-consolidation source_tenant=3 target_tenant=7", "on=<target>"),
+        ("plan tenant-consolidation source_tenant=3 target_tenant=7 on=qa", "no target 'qa'"),
+        ("plan tenant-consolidation source_tenant=3 target_tenant=999 on=staging", "no tenant"),
+        ("status abc", "is not a migration id"),
+        ("status 42", "there is no migration #42"),
+    ],
+)
+async def test_bad_input_gets_a_clear_message_and_runs_nothing(
+    h: Harness, text: str, message: str
+) -> None:
+    """Every mistake is explained to the user, and no migration is created."""
+    reply = _text(await h.slash(ALICE, text))
+    assert message in reply
+    assert h.bot.store.recent() == []
+
+
+async def test_cancel_before_the_run_stops_it_from_starting(h: Harness) -> None:
+    """A cancelled request never runs, and its buttons are gone."""
+    await h.slash(ALICE, REQUEST)
+    reply = _text(await h.slash(ALICE, "cancel 1"))
+    assert "cancelled" in reply
+    assert h.bot.store.get(1).state is State.CANCELLED
+    await h.bot.delivery.drain()
+    assert not h.slack.find_buttons(h.approval_message(1))
+
+
+async def test_slack_rate_limit_is_waited_out(h: Harness) -> None:
+    """A 429 from Slack is retried after Retry-After; the message still arrives."""
+    h.slack.limit("chat.postMessage", times=1, retry_after=1)
+    await h.slash(ALICE, REQUEST)
+    await h.slack.wait_for(lambda s: s.messages_in(APPROVALS), timeout=10)
+    assert h.slack.rate_limited["chat.postMessage"] == 1
+
+
+def test_sqlite_target_is_untouched_by_values_that_look_like_sql(tmp_path: Path) -> None:
+    """Parameter values are bound: a quote-laden string is stored verbatim."""
+    from bot.adapters.targets.target import Target
+
+    url = create_demo_database(tmp_path / "t.db", now=harness.now())
+    target = Target.connect("t", url)
+    evil = "x'; DROP TABLE Tasks; --"
+    rows = target.run_sql(
+        "UPDATE Tenants SET Name = :name WHERE Id = :id",
+        {"name": evil, "id": 1, "unused": 5},
+        run_key="k",
+        step="rename",
+        timeout=5,
+        now=harness.now(),
+    )
+    assert rows == 1
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT Name FROM Tenants WHERE Id = 1")).scalar() == evil
+        assert conn.execute(text("SELECT COUNT(*) FROM Tasks")).scalar() > 0
