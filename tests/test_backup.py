@@ -85,7 +85,7 @@ def test_verify_detects_a_truncated_backup(engine: Engine, tmp_path: Path) -> No
     with pytest.raises(BackupVerificationError, match="bytes, expected"):
         d.verify(engine, info)
     # Without the recorded size and checksum the database tool itself must notice.
-    with pytest.raises(BackupVerificationError, match="corrupt|unreadable"):
+    with pytest.raises(BackupVerificationError, match=r"corrupt|unreadable"):
         d.verify(engine, replace(info, size_bytes=None, sha256=None))
     # Same length, altered content: only the checksum can tell.
     Path(info.location).write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
@@ -254,7 +254,8 @@ def test_mssql_backup_runs_in_autocommit_and_verifies() -> None:
     engine = FakeEngine()
     info = mssql.DIALECT.backup(engine, BAK_DIR, label="pre")  # type: ignore[arg-type]
     assert info.location.startswith("D:\\SQLBackups\\pre-") and info.location.endswith(".bak")
-    assert (info.dialect, info.size_bytes, info.sha256, info.verified) == ("mssql", 4096, None, True)
+    assert (info.dialect, info.size_bytes, info.sha256) == ("mssql", 4096, None)
+    assert info.verified
     assert engine.log[0] == "<options {'isolation_level': 'AUTOCOMMIT'}>"
     assert statements(engine.log) == [
         "SELECT DB_NAME()",
@@ -300,3 +301,15 @@ def test_mssql_restore_sequence_always_reopens_the_database(fail_on: str | None)
         "ALTER DATABASE [barq] SET MULTI_USER",
     ]
     assert engine.log[-3:] == ["<invalidate>", "<closed>", "<dispose>"]
+
+
+@pytest.mark.parametrize(
+    ("dest_dir", "prefix"),
+    [
+        (r"D:\SQLBackups", "D:\\SQLBackups\\nightly-"),
+        ("/var/opt/mssql/backup", "/var/opt/mssql/backup/nightly-"),
+    ],
+)
+def test_mssql_backup_path_follows_the_server_os(dest_dir: str, prefix: str) -> None:
+    info = mssql.DIALECT.backup(FakeEngine(), dest_dir, label="nightly")  # type: ignore[arg-type]
+    assert info.location.startswith(prefix)

@@ -114,10 +114,12 @@ class Delivery:
         """One delivery pass; returns how many messages were sent."""
         async with self._lock:
             sent = 0
-            for item in await asyncio.to_thread(self.outbox.due, self.clock()):
-                if await self._deliver(item):
-                    sent += 1
-            return sent
+            while True:  # again while a pass made progress: replies wait for their parents
+                batch = await asyncio.to_thread(self.outbox.due, self.clock())
+                delivered = [item for item in batch if await self._deliver(item)]
+                sent += len(delivered)
+                if not delivered:
+                    return sent
 
     async def _deliver(self, item: Pending) -> bool:
         where = await asyncio.to_thread(self.outbox.location, item.key)

@@ -119,12 +119,11 @@ def unwrap_dbapi_error(exc: BaseException) -> tuple[BaseException, bool]:
     ``connection_invalidated`` when SQLAlchemy detected a disconnect.
     """
     invalidated = False
-    seen = 0
-    while isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None and seen < 5:
+    while isinstance(exc, sa_exc.DBAPIError):
         invalidated = invalidated or bool(exc.connection_invalidated)
-        exc, seen = exc.orig, seen + 1
-    if isinstance(exc, sa_exc.DBAPIError):
-        invalidated = invalidated or bool(exc.connection_invalidated)
+        if exc.orig is None or exc.orig is exc:
+            break
+        exc = exc.orig
     return exc, invalidated
 
 
@@ -218,7 +217,12 @@ class Dialect(ABC):
 
     @abstractmethod
     def backup(
-        self, engine: Engine, dest_dir: PurePath, *, label: str, tables: list[str] | None = None
+        self,
+        engine: Engine,
+        dest_dir: PurePath | str,
+        *,
+        label: str,
+        tables: list[str] | None = None,
     ) -> BackupInfo:
         """Back up the target (or only ``tables``) into ``dest_dir`` and verify it."""
 

@@ -39,16 +39,13 @@ _DB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$#@-]{0,127}")
 _NATIVE_CODE = re.compile(r"\((\d{2,6})\)")
 _SQLSTATE = re.compile(r"[0-9A-Z]{5}")
 
-_DEADLOCK_CODES = frozenset({1205})
-_LOCK_TIMEOUT_CODES = frozenset({1222})
-# Snapshot update conflicts and In-Memory OLTP validation failures.
-_SERIALIZATION_CODES = frozenset({3960, 3961, 3966, 41301, 41302, 41305, 41325})
-# Broken links (233, 64, 121, 10053/10054/10060/10061) and Azure SQL transient errors.
-_CONNECTION_CODES = frozenset(
-    {64, 121, 233, 4060, 4221, 10053, 10054, 10060, 10061, 10928, 10929, 40143, 40197}
-    | {40501, 40613, 49918, 49919, 49920}
-)
-_CONNECTION_STATES = frozenset({"08S01", "08001", "08003", "08004", "08007", "HYT01"})
+# Native error numbers: 1205 deadlock victim, 1222 lock request timeout; snapshot update
+# conflicts and In-Memory OLTP validation failures; broken links (233, 64, 121, 100xx)
+# and Azure SQL's transient errors.
+_SERIALIZATION_CODES = {3960, 3961, 3966, 41301, 41302, 41305, 41325}
+_CONNECTION_CODES = {64, 121, 233, 4060, 4221, 10053, 10054, 10060, 10061, 10928, 10929}
+_CONNECTION_CODES |= {40143, 40197, 40501, 40613, 49918, 49919, 49920}
+_CONNECTION_STATES = {"08S01", "08001", "08003", "08004", "08007", "HYT01"}
 
 
 def _database(db: str) -> str:
@@ -58,10 +55,10 @@ def _database(db: str) -> str:
 
 
 def _disk(path: str | PurePath) -> str:
-    text = str(path)
-    if not text or any(ch in text for ch in "\x00\r\n"):
-        raise ValueError(f"invalid backup path {text!r}")
-    return "N'" + text.replace("'", "''") + "'"
+    value = str(path)
+    if not value or any(ch in value for ch in "\x00\r\n"):
+        raise ValueError(f"invalid backup path {value!r}")
+    return "N'" + value.replace("'", "''") + "'"
 
 
 def backup_sql(db: str, path: str | PurePath) -> str:
@@ -150,12 +147,13 @@ class MssqlDialect(Dialect):
         ]
 
     def checkpoint_upsert_sql(self) -> str:
-        """MERGE ... WITH (HOLDLOCK) so concurrent upserts of one key cannot both insert."""
+        """MERGE ... WITH (HOLDLOCK) so concurrent upserts of one key cannot both insert.
+
+        Keys are bound uncast: a CAST would silently truncate an over-long id instead of
+        failing the insert."""
         return (
             "MERGE INTO dbo.barq_checkpoints WITH (HOLDLOCK) AS c\n"
-            "USING (SELECT CAST(:migration_id AS NVARCHAR(64)) AS migration_id,"
-            " CAST(:step AS NVARCHAR(100)) AS step,"
-            " CAST(:branch AS NVARCHAR(100)) AS branch) AS s\n"
+            "USING (SELECT :migration_id AS migration_id, :step AS step, :branch AS branch) AS s\n"
             "ON c.migration_id = s.migration_id AND c.step = s.step AND c.branch = s.branch\n"
             "WHEN MATCHED THEN UPDATE SET last_key = :last_key, rows_done = c.rows_done + :rows,"
             " batches = c.batches + 1, done = :done, updated_at = :now\n"
@@ -193,17 +191,16 @@ class MssqlDialect(Dialect):
         message = " ".join(args) or str(exc)
         codes = {int(c) for c in _NATIVE_CODE.findall(message)}
         lowered = message.lower()
-        if codes & _DEADLOCK_CODES or "deadlock victim" in lowered:
+        if 1205 in codes or "deadlock victim" in lowered:
             return "deadlock"
-        if codes & _LOCK_TIMEOUT_CODES or "lock request time out" in lowered:
+        if 1222 in codes or "lock request time out" in lowered:
             return "lock_timeout"
         if codes & _SERIALIZATION_CODES or state == "40001":
             return "serialization"
         if codes & _CONNECTION_CODES or state in _CONNECTION_STATES:
             return "connection"
-        if "communication link failure" in lowered or "tcp provider" in lowered:
-            return "connection"
-        return "permanent"
+        link_lost = "communication link failure" in lowered or "tcp provider" in lowered
+        return "connection" if link_lost else "permanent"
 
     def blocking_sessions_sql(self) -> str | None:
         """Requests currently blocked by another session."""
@@ -213,7 +210,12 @@ class MssqlDialect(Dialect):
         )
 
     def backup(
-        self, engine: Engine, dest_dir: PurePath, *, label: str, tables: list[str] | None = None
+        self,
+        engine: Engine,
+        dest_dir: PurePath | str,
+        *,
+        label: str,
+        tables: list[str] | None = None,
     ) -> BackupInfo:
         """BACKUP DATABASE to ``dest_dir`` on the SQL Server host, then RESTORE VERIFYONLY.
 

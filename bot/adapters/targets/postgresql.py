@@ -89,7 +89,12 @@ def _run_tool(tool: str, args: list[str], url: URL | None = None) -> None:
     extra_args, extra_env = connection_args(url) if url is not None else ([], {})
     env = {**os.environ, **extra_env}
     proc = subprocess.run(
-        [binary, *args, *extra_args], env=env, capture_output=True, text=True, check=False
+        [binary, *args, *extra_args],
+        env=env,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
     )
     if proc.returncode != 0:
         detail = redact(proc.stderr.strip() or proc.stdout.strip(), extra_env.get("PGPASSWORD"))
@@ -181,7 +186,12 @@ class PostgresqlDialect(Dialect):
         )
 
     def backup(
-        self, engine: Engine, dest_dir: PurePath, *, label: str, tables: list[str] | None = None
+        self,
+        engine: Engine,
+        dest_dir: PurePath | str,
+        *,
+        label: str,
+        tables: list[str] | None = None,
     ) -> BackupInfo:
         """``pg_dump --format=custom`` of the database (or only ``tables``), then verify.
 

@@ -102,7 +102,7 @@ class SqliteDialect(Dialect):
             return "serialization"  # WAL snapshot went stale: retry the whole transaction
         if isinstance(code, int) and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
             return "lock_timeout"
-        if "database is locked" in message or "table is locked" in message or "busy" in message:
+        if "is locked" in message or "is busy" in message:  # "database [table] is locked"
             return "lock_timeout"
         return "permanent"
 
@@ -111,7 +111,12 @@ class SqliteDialect(Dialect):
         return None
 
     def backup(
-        self, engine: Engine, dest_dir: PurePath, *, label: str, tables: list[str] | None = None
+        self,
+        engine: Engine,
+        dest_dir: PurePath | str,
+        *,
+        label: str,
+        tables: list[str] | None = None,
     ) -> BackupInfo:
         """Copy the whole database to a file with the online backup API, then verify it.
 

@@ -1,0 +1,172 @@
+"""End to end: `barq-bot serve` as a real process on loopback, a fake Slack Web API, signed
+requests as Slack sends them, and the migration's effect checked in a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+from sqlalchemy import create_engine, text
+
+from bot.adapters import slack_payloads as payloads
+from bot.adapters.slack_local import LocalSlack
+from bot.adapters.targets.barq_schema import create_schema, seed_demo
+from tests.harness import APPROVALS, CHANNELS, CONSOLE, MIGRATIONS, USERS, now
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "e2e-signing-secret"
+pytestmark = pytest.mark.postgres
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[LocalSlack]:
+    async with LocalSlack(channels=CHANNELS, usergroups={"S0DBA": ["U0BOB"]}, users=USERS) as s:
+        yield s
+
+
+@pytest.fixture
+async def served(tmp_path: Path, pg_url: str, slack: LocalSlack) -> AsyncIterator[str]:
+    engine = create_engine(pg_url)
+    create_schema(engine)
+    seed_demo(engine, now=now())
+    engine.dispose()
+    config = tmp_path / "barq.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "targets": {
+                    "staging": {
+                        "url": pg_url.replace("postgres@", "${E2E_PG_USER}@"),
+                        "approval": {"approver_groups": ["S0DBA"], "required": 1},
+                    }
+                },
+                "approvals_channel": APPROVALS,
+                "notify_channel": MIGRATIONS,
+                "runbooks_dir": str(ROOT / "runbooks"),
+            }
+        )
+    )
+    port = _free_port()
+    env = {
+        **os.environ,
+        "BARQ_CONFIG": str(config),
+        "BARQ_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+        "E2E_PG_USER": "postgres",
+        "SLACK_BOT_TOKEN": "xoxb-local",
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "PORT": str(port),
+    }
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_healthy(url, process, tmp_path / "serve.log")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+async def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"barq-bot serve exited:\n{log.read_text()}")
+            try:
+                async with session.get(f"{url}/healthz") as resp:
+                    if resp.status == 200 and (await resp.json())["ok"]:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"barq-bot serve never became healthy:\n{log.read_text()}")
+
+
+async def _post(url: str, body: str, secret: str = SECRET) -> tuple[int, float]:
+    headers = payloads.sign(body, secret, payloads.now_ts())
+    started = time.monotonic()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/slack/events", data=body, headers=headers) as resp,
+    ):
+        await resp.read()
+        return resp.status, time.monotonic() - started
+
+
+async def test_request_approve_run_on_postgresql(
+    served: str, slack: LocalSlack, pg_url: str
+) -> None:
+    """/migrate request, an approval click, and the tenant's data moved in PostgreSQL."""
+    target = create_engine(pg_url)
+    with target.connect() as conn:
+        moving = conn.execute(text("SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")).scalar()
+        total = conn.execute(text("SELECT COUNT(*) FROM Tasks WHERE TenantId IN (3, 7)")).scalar()
+    assert moving and moving > 0
+
+    forged, _ = await _post(served, "command=%2Fmigrate&text=help", secret="wrong")
+    assert forged == 401
+
+    body = payloads.slash_command(
+        "/migrate",
+        "request tenant-consolidation source_tenant=3 target_tenant=7 on=staging",
+        user_id="U0ALICE",
+        user_name="alice",
+        channel_id=CONSOLE,
+        response_url=slack.response_url("req"),
+        trigger_id=payloads.new_trigger_id(),
+    )
+    status, took = await _post(served, body)
+    assert status == 200 and took < 3.0, "Slack needs its ack within 3 seconds"
+    await slack.wait_for(lambda s: s.messages_in(APPROVALS), timeout=15)
+    request = slack.messages_in(APPROVALS)[0]
+    approve = next(b for b in slack.find_buttons(request) if b["action_id"] == "approve")
+
+    click = payloads.block_actions(
+        user_id="U0BOB",
+        user_name="bob",
+        channel_id=APPROVALS,
+        message=request,
+        action=approve,
+        response_url=slack.response_url("click"),
+        trigger_id=payloads.new_trigger_id(),
+    )
+    status, took = await _post(served, click)
+    assert status == 200 and took < 3.0
+
+    def finished(s: LocalSlack) -> bool:
+        return any(m.get("thread_ts") for m in s.messages_in(MIGRATIONS))
+
+    await slack.wait_for(finished, timeout=30)
+    outcome = next(m for m in slack.messages_in(MIGRATIONS) if m.get("thread_ts"))
+    assert "succeeded" in outcome["text"]
+    with target.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")).scalar() == 0
+        assert conn.execute(text("SELECT COUNT(*) FROM Tasks WHERE TenantId = 7")).scalar() == total
+        journal = conn.execute(text("SELECT COUNT(*) FROM barq_journal")).scalar()
+        assert journal and journal >= moving
+    assert [r["key"] for r in slack.responses][:1] == ["req"]
+    target.dispose()

@@ -1,0 +1,175 @@
+"""The step engine: failure reports, cancellation at a step boundary, resume after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from bot.adapters.targets.barq_schema import create_demo_database, create_schema, seed_demo
+from bot.domain.lifecycle import Event, State
+from tests import harness
+from tests.harness import MIGRATIONS, Harness
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKEN = """
+name: broken-move
+description: moves tasks, then fails on a column that does not exist
+targets: [staging]
+parameters:
+  source_tenant: {type: int, min: 1}
+  target_tenant: {type: int, min: 1}
+steps:
+  - name: move-tasks
+    kind: sql
+    sql: UPDATE Tasks SET TenantId = :target_tenant WHERE TenantId = :source_tenant
+  - name: move-ghosts
+    kind: sql
+    sql: UPDATE Tasks SET NoSuchColumn = 1 WHERE TenantId = :source_tenant
+  - name: never-runs
+    kind: check
+    sql: SELECT 1
+    expect: "== 1"
+"""
+SLOW = """
+name: slow-move
+description: waits on the server, then moves tasks
+targets: [staging]
+parameters:
+  source_tenant: {type: int, min: 1}
+  target_tenant: {type: int, min: 1}
+steps:
+  - name: wait
+    kind: sql
+    sql:
+      postgresql: SELECT pg_sleep(1.5)
+      sqlite: SELECT 1
+      mssql: WAITFOR DELAY '00:00:01.500'
+
+  - name: move-tasks
+    kind: sql
+    sql: UPDATE Tasks SET TenantId = :target_tenant WHERE TenantId = :source_tenant
+"""
+
+
+def _runbooks(tmp_path: Path) -> Path:
+    folder = tmp_path / "runbooks"
+    folder.mkdir()
+    shutil.copy(ROOT / "runbooks" / "tenant-consolidation.yaml", folder)
+    (folder / "broken-move.yaml").write_text(BROKEN)
+    (folder / "slow-move.yaml").write_text(SLOW)
+    return folder
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    staging = create_demo_database(tmp_path / "staging.db", now=harness.now())
+    bot = await harness.start(tmp_path, harness.policies(staging), _runbooks(tmp_path))
+    yield bot
+    await bot.close()
+
+
+@pytest.fixture
+async def pg(tmp_path: Path, pg_url: str) -> AsyncIterator[Harness]:
+    engine = create_engine(pg_url)
+    create_schema(engine)
+    seed_demo(engine, now=harness.now())
+    engine.dispose()
+    bot = await harness.start(tmp_path, harness.policies(pg_url), _runbooks(tmp_path))
+    yield bot
+    await bot.close()
+
+
+def _scalar(h: Harness, sql: str) -> int:
+    with h.bot.service.targets["staging"].target.engine.connect() as conn:
+        return int(conn.execute(text(sql)).scalar() or 0)
+
+
+async def _approved(h: Harness, runbook: str) -> int:
+    m = await h.bot.service.request(
+        "U0ALICE", runbook, {"source_tenant": "3", "target_tenant": "7"}, "staging"
+    )
+    await h.bot.service.approve(m.id, "U0BOB", m.plan.hash)
+    return m.id
+
+
+async def test_failure_reports_error_step_and_what_was_committed(h: Harness) -> None:
+    """A failing step fails the run; the report names the step, the database's error and
+    how far the data was committed."""
+    moved = _scalar(h, "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")
+    migration_id = await _approved(h, "broken-move")
+    await h.bot.service.wait_idle()
+    await h.bot.delivery.drain()
+    m = h.bot.store.get(migration_id)
+    assert m.state is State.FAILED
+    assert m.error is not None and "step 2 (move-ghosts)" in m.error and "NoSuchColumn" in m.error
+    assert "[SQL:" not in m.error, "the database's own message, not SQLAlchemy's echo"
+    outcome = next(x for x in h.slack.messages_in(MIGRATIONS) if x.get("thread_ts"))
+    report = str(outcome["blocks"])
+    assert "Committed up to step 1 (move-tasks)" in report
+    assert "step 2 (move-ghosts) was rolled back" in report
+    assert _scalar(h, "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3") == 0
+    assert _scalar(h, "SELECT COUNT(*) FROM Tasks WHERE TenantId = 7") >= moved
+    assert [r.name for r in h.bot.store.step_runs(migration_id)] == ["move-tasks", "move-ghosts"]
+
+
+async def test_resume_after_a_crash_skips_committed_steps(h: Harness) -> None:
+    """A run interrupted after its first step committed resumes from the checkpoint: the
+    journal step (whose second run would violate its primary key) is not applied twice."""
+    m = await h.bot.service.request(
+        "U0ALICE", "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
+    )
+    store, target = h.bot.store, h.bot.service.targets["staging"].target
+    store.record_decision(
+        m.id,
+        user="U0BOB",
+        decision="approve",
+        plan_hash=m.plan.hash,
+        now=harness.now(),
+        event=Event.APPROVE,
+    )
+    store.transition(m.id, Event.START, actor="bot", now=harness.now(), started_at=harness.now())
+    first = m.plan.steps[0]
+    params = {**m.plan.params, "migration_id": m.run_key}
+    journalled = target.run_sql(
+        first.sql, params, run_key=m.run_key, step=first.name, timeout=10, now=harness.now()
+    )
+    assert journalled > 0
+    # the bot "crashed" here; a pass of run_due after the restart picks the run up
+    await h.bot.service.run_due()
+    await h.bot.service.wait_idle()
+    m = store.get(m.id)
+    assert m.state is State.SUCCEEDED, m.error
+    runs = store.step_runs(m.id)
+    assert runs[0].detail == "already committed before a restart; not run again"
+    assert _scalar(h, "SELECT COUNT(*) FROM barq_journal") == journalled
+    assert _scalar(h, "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3") == 0
+
+
+@pytest.mark.postgres
+async def test_cancel_during_a_run_stops_at_the_next_step_boundary(pg: Harness) -> None:
+    """/migrate cancel while a step runs lets that step finish and runs no further step."""
+    before = _scalar(pg, "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")
+    migration_id = await _approved(pg, "slow-move")
+    await asyncio.sleep(0.5)
+    assert pg.bot.store.get(migration_id).state is State.RUNNING
+    m = await pg.bot.service.cancel(migration_id, "U0ALICE")
+    assert m.state is State.CANCELLING and m.cancel_requested
+    await pg.bot.service.wait_idle()
+    assert pg.bot.store.get(migration_id).state is State.CANCELLED
+    assert [r.name for r in pg.bot.store.step_runs(migration_id)] == ["wait"]
+    assert _scalar(pg, "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3") == before
+
+
+async def test_only_the_requester_or_an_approver_may_cancel(h: Harness) -> None:
+    """Anyone else is refused."""
+    m = await h.bot.service.request(
+        "U0ALICE", "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
+    )
+    with pytest.raises(PermissionError, match="only the requester"):
+        await h.bot.service.cancel(m.id, "U0DAVE")
+    assert (await h.bot.service.cancel(m.id, "U0CAROL")).state is State.CANCELLED
