@@ -89,7 +89,7 @@ def _socket(_args: argparse.Namespace) -> int:
         bot = build(settings)
         await bot.start_background()
         try:
-            await AsyncSocketModeHandler(bot.bolt, app_token).start_async()
+            await AsyncSocketModeHandler(bot.bolt, app_token).start_async()  # type: ignore[no-untyped-call]
         finally:
             await bot.stop_background()
 

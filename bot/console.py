@@ -136,7 +136,7 @@ class Console:
 
     async def _dispatch(self, body: str) -> None:
         request = AsyncBoltRequest(
-            body=body, headers=payloads.sign(body, self._secret, payloads.now_ts())
+            body=body, headers=dict(payloads.sign(body, self._secret, payloads.now_ts()).items())
         )
         response = await self.bot.bolt.async_dispatch(request)
         if response.status != 200:
@@ -181,7 +181,7 @@ class Console:
             user_id=self.user, user_name=demo.USERS[self.user], view=view, values=values
         )
         request = AsyncBoltRequest(
-            body=body, headers=payloads.sign(body, self._secret, payloads.now_ts())
+            body=body, headers=dict(payloads.sign(body, self._secret, payloads.now_ts()).items())
         )
         response = await self.bot.bolt.async_dispatch(request)
         if response.body and "errors" in response.body:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -111,7 +112,7 @@ class Engine:
         await asyncio.to_thread(self._finish, m.id, Event.SUCCEED, None)
 
     def _execute(
-        self, target: Target, m: Migration, step: PlannedStep, params: dict[str, object]
+        self, target: Target, m: Migration, step: PlannedStep, params: dict[str, Any]
     ) -> tuple[int, str | None]:
         if step.kind == "check":
             result = target.check(step.sql, params, expect=step.expect, equals_sql=step.equals_sql)

@@ -164,7 +164,7 @@ class SlackDirectory:
 
     async def groups_of(self, user: str, groups: list[str]) -> set[str]:
         """Which of ``groups`` have ``user`` as a member."""
-        member_of = set()
+        member_of: set[str] = set()
         for group in groups:
             if user in await self._members(group):
                 member_of.add(group)
@@ -181,6 +181,6 @@ class SlackDirectory:
                 "cannot list members of user group %s: %s", group, exc.response.get("error")
             )
             return set()
-        members = set(response.get("users", []))
+        members: set[str] = set(response.get("users", []))
         self._cache[group] = (time.monotonic(), members)
         return members

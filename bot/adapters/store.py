@@ -130,7 +130,7 @@ class Store:
     ) -> Migration:
         """Record a new migration request, and audit it."""
         with self._tx() as conn:
-            new_id = conn.execute(
+            result = conn.execute(
                 insert(migrations).values(
                     run_key=f"barq-{secrets.token_hex(6)}",
                     runbook=plan.runbook,
@@ -146,7 +146,9 @@ class Store:
                     cancel_requested=False,
                     current_step=0,
                 )
-            ).inserted_primary_key[0]
+            )
+            assert result.inserted_primary_key is not None
+            new_id = int(result.inserted_primary_key[0])
             self._audit(conn, new_id, requester, "request", {"plan_hash": plan.hash}, now)
             return self._get(conn, new_id)
 

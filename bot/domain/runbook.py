@@ -39,7 +39,7 @@ def sql_for(sql: SqlText, dialect: str) -> str:
         return sql
     if dialect not in sql:
         raise KeyError(f"no SQL for dialect {dialect!r} (it has {', '.join(sorted(sql))})")
-    return sql[dialect]  # type: ignore[index]
+    return sql[dialect]  # type: ignore[index,unused-ignore]
 
 
 def _texts(sql: SqlText | None) -> list[str]:
