@@ -11,14 +11,56 @@ import difflib
 import hashlib
 import json
 import re
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.domain.runbook import CheckStep, Parameter, Runbook, SqlStep, sql_for
+from bot.domain.batching import BatchSettings
+from bot.domain.runbook import Parameter, Runbook
+from bot.domain.sqltext import SqlText, sql_for
+from bot.domain.steps import (
+    AnyStep,
+    BackupStep,
+    BatchStep,
+    CheckStep,
+    CommandStep,
+    ParallelStep,
+    SqlStep,
+)
 from bot.errors import ParameterError
 
 ParamValue = int | str | bool
 _TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
+
+
+class BatchPlan(BaseModel):
+    """A batch step resolved for the dialect: the table, key, condition and change."""
+
+    model_config = ConfigDict(frozen=True)
+
+    table: str
+    key: str
+    where_sql: str | None = None
+    set_sql: str | None = None
+    insert_into: str | None = None
+    insert_columns: tuple[str, ...] = ()
+    insert_select_sql: str | None = None
+    hook: str | None = None
+    hook_digest: str = ""
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    settings: BatchSettings = BatchSettings()
+    retries: int = 5
+
+
+class CommandPlan(BaseModel):
+    """A command with the runbook's parameters filled in; ``{target.*}`` is filled at run
+    time, so the plan never holds the target's secrets."""
+
+    model_config = ConfigDict(frozen=True)
+
+    argv: tuple[str, ...]
+    env: dict[str, str] = {}
 
 
 class PlannedStep(BaseModel):
@@ -30,11 +72,17 @@ class PlannedStep(BaseModel):
     name: str
     kind: str
     description: str = ""
-    sql: str
+    sql: str = ""
     count_sql: str | None = None
     expect: str | None = None
     equals_sql: str | None = None
     timeout: float = 300.0
+    batch: BatchPlan | None = None
+    command: CommandPlan | None = None
+    tables: tuple[str, ...] | None = None
+    over_sql: str | None = None
+    branch_param: str | None = None
+    concurrency: int = 1
 
 
 class Plan(BaseModel):
@@ -124,8 +172,8 @@ def _coerce(name: str, param: Parameter, text: str) -> ParamValue:
 
 def build_plan(runbook: Runbook, params: dict[str, ParamValue], target: str, dialect: str) -> Plan:
     """Resolve ``runbook`` for ``target`` (of ``dialect``) with already-coerced ``params``."""
-    steps = tuple(_resolve(i, s, dialect) for i, s in enumerate(runbook.steps, 1))
-    rollback = tuple(_resolve(i, s, dialect) for i, s in enumerate(runbook.rollback, 1))
+    steps = tuple(_resolve(i, s, dialect, params) for i, s in enumerate(runbook.steps, 1))
+    rollback = tuple(_resolve(i, s, dialect, params) for i, s in enumerate(runbook.rollback, 1))
     material = json.dumps(
         [runbook.digest, target, dialect, sorted(params.items())], sort_keys=True, default=str
     )
@@ -142,29 +190,76 @@ def build_plan(runbook: Runbook, params: dict[str, ParamValue], target: str, dia
     )
 
 
-def _resolve(index: int, step: SqlStep | CheckStep, dialect: str) -> PlannedStep:
+def _resolve(index: int, step: AnyStep, dialect: str, params: dict[str, ParamValue]) -> PlannedStep:
     try:
-        if isinstance(step, SqlStep):
-            return PlannedStep(
-                index=index,
-                name=step.name,
-                kind=step.kind,
-                description=step.description,
-                sql=sql_for(step.sql, dialect),
-                count_sql=None if step.count is None else sql_for(step.count, dialect),
-                timeout=step.timeout,
-            )
         return PlannedStep(
             index=index,
             name=step.name,
             kind=step.kind,
             description=step.description,
-            sql=sql_for(step.sql, dialect),
-            expect=step.expect,
-            equals_sql=None if step.equals is None else sql_for(step.equals, dialect),
             timeout=step.timeout,
+            **_details(step, dialect, params),
         )
     except KeyError as exc:
         raise ParameterError(
             f"step {step.name!r} cannot run on this target: {exc.args[0]}"
         ) from exc
+
+
+def _details(step: AnyStep, dialect: str, params: dict[str, ParamValue]) -> dict[str, Any]:
+    if isinstance(step, SqlStep):
+        return {"sql": sql_for(step.sql, dialect), "count_sql": _opt(step.count, dialect)}
+    if isinstance(step, CheckStep):
+        return {
+            "sql": sql_for(step.sql, dialect),
+            "expect": step.expect,
+            "equals_sql": _opt(step.equals, dialect),
+        }
+    if isinstance(step, BatchStep):
+        return {"batch": _batch(step, dialect), "count_sql": _opt(step.count, dialect)}
+    if isinstance(step, ParallelStep):
+        return {
+            "over_sql": sql_for(step.over, dialect),
+            "branch_param": step.as_,
+            "concurrency": step.concurrency,
+            "batch": _batch(step.step, dialect),
+            "count_sql": _opt(step.step.count, dialect),
+        }
+    if isinstance(step, CommandStep):
+        values = {k: _show(v) for k, v in params.items()}
+        return {
+            "command": CommandPlan(
+                argv=tuple(_fill(a, values) for a in step.argv),
+                env={k: _fill(v, values) for k, v in step.env.items()},
+            )
+        }
+    if isinstance(step, BackupStep):
+        return {"tables": tuple(step.tables) if step.tables else None}
+    return {}
+
+
+def _opt(sql: SqlText | None, dialect: str) -> str | None:
+    return None if sql is None else sql_for(sql, dialect)
+
+
+def _batch(step: BatchStep, dialect: str) -> BatchPlan:
+    return BatchPlan(
+        table=step.table,
+        key=step.key,
+        where_sql=_opt(step.where, dialect),
+        set_sql=_opt(step.update, dialect),
+        insert_into=step.insert.into if step.insert else None,
+        insert_columns=tuple(step.insert.columns) if step.insert else (),
+        insert_select_sql=sql_for(step.insert.select, dialect) if step.insert else None,
+        hook=step.transform.hook if step.transform else None,
+        hook_digest=step.transform.digest if step.transform else "",
+        read=tuple(step.transform.read) if step.transform else (),
+        write=tuple(step.transform.write) if step.transform else (),
+        settings=step.batch,
+        retries=step.retries,
+    )
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    """Fill ``{param}`` placeholders; leave ``{target.*}`` for run time."""
+    return re.sub(r"\{([A-Za-z_][\w.]*)\}", lambda m: values.get(m.group(1), m.group(0)), text)

@@ -9,50 +9,49 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-DIALECTS = ("mssql", "postgresql", "sqlite")
-BUILTIN_PARAMS = frozenset({"migration_id"})
-NAME = r"^[a-z][a-z0-9-]{0,62}$"
-_BIND = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-_EXPECT = re.compile(r"^(==|!=|>=|<=|>|<)\s*(-?\d+)$")
+from bot.domain.sqltext import (
+    BUILTIN_PARAMS,
+    DIALECTS,
+    NAME,
+    Model,
+    SqlText,
+    bound_names,
+    compare,
+    sql_for,
+    texts,
+)
+from bot.domain.steps import (
+    SECRET_FIELDS,
+    TARGET_FIELDS,
+    AnyStep,
+    BatchStep,
+    CheckStep,
+    CommandStep,
+    ParallelStep,
+    SqlStep,
+    Step,
+    placeholders,
+)
 
-Dialect = Literal["mssql", "postgresql", "sqlite"]
-SqlText = str | dict[Dialect, str]
+__all__ = [
+    "DIALECTS",
+    "BatchStep",
+    "CheckStep",
+    "CommandStep",
+    "Parameter",
+    "Runbook",
+    "SqlStep",
+    "bound_names",
+    "compare",
+    "sql_for",
+]
 
 
-def bound_names(sql: str) -> set[str]:
-    """Return the names of the ``:name`` bind parameters used in ``sql``."""
-    return set(_BIND.findall(_strip_literals(sql)))
-
-
-def _strip_literals(sql: str) -> str:
-    """Blank out quoted literals and comments so that ':x' inside them is not a parameter."""
-    return re.sub(r"'(?:[^']|'')*'|--[^\n]*|/\*.*?\*/", " ", sql, flags=re.S)
-
-
-def sql_for(sql: SqlText, dialect: str) -> str:
-    """Pick the text of ``sql`` for ``dialect``; raise KeyError naming what is missing."""
-    if isinstance(sql, str):
-        return sql
-    if dialect not in sql:
-        raise KeyError(f"no SQL for dialect {dialect!r} (it has {', '.join(sorted(sql))})")
-    return sql[dialect]  # type: ignore[index,unused-ignore]
-
-
-def _texts(sql: SqlText | None) -> list[str]:
-    if sql is None:
-        return []
-    return [sql] if isinstance(sql, str) else list(sql.values())
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Parameter(_Model):
+class Parameter(Model):
     """A typed runbook parameter, e.g. a tenant id that must be positive and exist."""
 
     type: Literal["int", "str", "bool"]
@@ -74,53 +73,7 @@ class Parameter(_Model):
         return value
 
 
-class _Step(_Model):
-    name: str = Field(pattern=NAME)
-    description: str = ""
-    timeout: float = Field(default=300.0, gt=0, le=86_400)
-
-    def sql_texts(self) -> list[str]:
-        """Every SQL text of the step, all dialects, for validation."""
-        raise NotImplementedError
-
-
-class SqlStep(_Step):
-    """Statements run in one transaction on the target; ``count`` estimates rows touched."""
-
-    kind: Literal["sql"]
-    sql: SqlText
-    count: SqlText | None = None
-
-    def sql_texts(self) -> list[str]:
-        return _texts(self.sql) + _texts(self.count)
-
-
-class CheckStep(_Step):
-    """A query whose single value must meet ``expect`` (e.g. '== 0') or equal ``equals``."""
-
-    kind: Literal["check"]
-    sql: SqlText
-    expect: str | None = None
-    equals: SqlText | None = None
-
-    @model_validator(mode="after")
-    def _one_expectation(self) -> CheckStep:
-        if (self.expect is None) == (self.equals is None):
-            raise ValueError("a check needs exactly one of 'expect' (e.g. '== 0') or 'equals'")
-        if self.expect is not None and not _EXPECT.match(self.expect.strip()):
-            raise ValueError(
-                f"expect {self.expect!r} is not a comparison: write e.g. '== 0' or '> 0'"
-            )
-        return self
-
-    def sql_texts(self) -> list[str]:
-        return _texts(self.sql) + _texts(self.equals)
-
-
-Step = Annotated[SqlStep | CheckStep, Field(discriminator="kind")]
-
-
-class Runbook(_Model):
+class Runbook(Model):
     """A validated runbook: name, parameters, allowed targets, steps and rollback."""
 
     name: str = Field(pattern=NAME)
@@ -145,14 +98,30 @@ class Runbook(_Model):
             if dupes:
                 raise ValueError(f"{where}: step names must be unique; repeated: {dupes}")
             for step in steps:
-                self._check_binds(f"{where}.{step.name}", step.sql_texts())
+                self._check_step(f"{where}.{step.name}", step)
         for name, param in self.parameters.items():
-            self._check_binds(f"parameters.{name}.exists", _texts(param.exists), {"value"})
+            self._check_binds(f"parameters.{name}.exists", texts(param.exists), {"value"})
         return self
 
-    def _check_binds(self, where: str, texts: list[str], extra: set[str] | None = None) -> None:
+    def _check_step(self, where: str, step: AnyStep) -> None:
+        self._check_binds(where, step.sql_texts())
+        if isinstance(step, ParallelStep):
+            if step.as_ in self.parameters:
+                raise ValueError(f"{where}: 'as: {step.as_}' hides the parameter {step.as_!r}")
+            self._check_binds(f"{where}.step", step.step.sql_texts(), {step.as_})
+        if isinstance(step, CommandStep):
+            allowed = set(self.parameters) | TARGET_FIELDS | BUILTIN_PARAMS
+            for text in [*step.argv, *step.env.values()]:
+                unknown = placeholders(text) - allowed - SECRET_FIELDS
+                if unknown:
+                    raise ValueError(
+                        f"{where} uses undeclared placeholder(s) "
+                        f"{', '.join('{' + u + '}' for u in sorted(unknown))}"
+                    )
+
+    def _check_binds(self, where: str, sql: list[str], extra: set[str] | None = None) -> None:
         known = set(self.parameters) | BUILTIN_PARAMS | (extra or set())
-        for text in texts:
+        for text in sql:
             unknown = sorted(bound_names(text) - known)
             if unknown:
                 raise ValueError(
@@ -165,21 +134,5 @@ class Runbook(_Model):
 
     @property
     def digest(self) -> str:
-        """A content hash: any edit of the runbook changes it (and so every plan's hash)."""
+        """A content hash: any edit of the runbook (or its hooks) changes it."""
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
-
-
-def compare(value: int | float, expect: str) -> bool:
-    """Evaluate ``value`` against an expectation such as '== 0' or '> 10'."""
-    match = _EXPECT.match(expect.strip())
-    if match is None:
-        raise ValueError(f"expect {expect!r} is not a comparison: write e.g. '== 0'")
-    op, bound = match.group(1), int(match.group(2))
-    return {
-        "==": value == bound,
-        "!=": value != bound,
-        ">=": value >= bound,
-        "<=": value <= bound,
-        ">": value > bound,
-        "<": value < bound,
-    }[op]

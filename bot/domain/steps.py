@@ -1,0 +1,171 @@
+"""The kinds of runbook step, as declared in runbook YAML."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from bot.domain.batching import BatchSettings
+from bot.domain.sqltext import COLUMN, IDENTIFIER, NAME, Model, SqlText, texts, valid_expectation
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.]*)\}")
+TARGET_FIELDS = frozenset({"target.host", "target.port", "target.database", "target.user"})
+SECRET_FIELDS = frozenset({"target.password"})
+
+
+def placeholders(text: str) -> set[str]:
+    """The ``{name}`` placeholders of a command argument."""
+    return set(_PLACEHOLDER.findall(text))
+
+
+class _Step(Model):
+    name: str = Field(pattern=NAME)
+    description: str = ""
+    timeout: float = Field(default=300.0, gt=0, le=86_400)
+
+    def sql_texts(self) -> list[str]:
+        """Every SQL text of the step, all dialects, for validation."""
+        return []
+
+
+class SqlStep(_Step):
+    """Statements run in one transaction on the target; ``count`` estimates rows touched."""
+
+    kind: Literal["sql"]
+    sql: SqlText
+    count: SqlText | None = None
+
+    def sql_texts(self) -> list[str]:
+        return texts(self.sql) + texts(self.count)
+
+
+class CheckStep(_Step):
+    """A query whose single value must meet ``expect`` (e.g. '== 0') or equal ``equals``."""
+
+    kind: Literal["check"]
+    sql: SqlText
+    expect: str | None = None
+    equals: SqlText | None = None
+
+    @model_validator(mode="after")
+    def _one_expectation(self) -> CheckStep:
+        if (self.expect is None) == (self.equals is None):
+            raise ValueError("a check needs exactly one of 'expect' (e.g. '== 0') or 'equals'")
+        if self.expect is not None and not valid_expectation(self.expect):
+            raise ValueError(
+                f"expect {self.expect!r} is not a comparison: write e.g. '== 0' or '> 0'"
+            )
+        return self
+
+    def sql_texts(self) -> list[str]:
+        return texts(self.sql) + texts(self.equals)
+
+
+class InsertChange(Model):
+    """Copy or transform the batch's rows into another table."""
+
+    into: str = Field(pattern=IDENTIFIER)
+    columns: list[str] = Field(min_length=1)
+    select: SqlText = Field(description="expressions over the source table, one per column")
+
+
+class TransformChange(Model):
+    """A Python function that reshapes each row: ``hook: file.py:function`` (in runbooks/)."""
+
+    hook: str = Field(pattern=r"^[\w./-]+\.py:[A-Za-z_]\w*$")
+    read: list[str] = Field(min_length=1)
+    write: list[str] = Field(min_length=1)
+    digest: str = Field(default="", description="sha256 of the hook's file, set by the loader")
+
+
+class BatchStep(_Step):
+    """Keyset-paginated work: each batch of keys in (last, next] is one short transaction
+    that also writes its checkpoint."""
+
+    kind: Literal["batch"]
+    table: str = Field(pattern=IDENTIFIER)
+    key: str = Field(pattern=COLUMN)
+    where: SqlText | None = None
+    update: SqlText | None = Field(default=None, description="a SET clause")
+    insert: InsertChange | None = None
+    transform: TransformChange | None = None
+    count: SqlText | None = None
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    retries: int = Field(default=5, ge=0, le=50)
+    timeout: float = Field(default=60.0, gt=0, le=3600, description="per batch")
+
+    @model_validator(mode="after")
+    def _one_change(self) -> BatchStep:
+        given = [n for n in ("update", "insert", "transform") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a batch step needs exactly one of 'update' (a SET clause), 'insert' (copy "
+                f"into another table) or 'transform' (a Python hook); it has {given or 'none'}"
+            )
+        for column in [
+            *(self.insert.columns if self.insert else []),
+            *(self.transform.read + self.transform.write if self.transform else []),
+        ]:
+            if not re.match(COLUMN, column):
+                raise ValueError(f"{column!r} is not a column name")
+        return self
+
+    def sql_texts(self) -> list[str]:
+        found = texts(self.where) + texts(self.update) + texts(self.count)
+        return found + (texts(self.insert.select) if self.insert else [])
+
+
+class ParallelStep(_Step):
+    """One batch step fanned out over the keys a query returns, with bounded concurrency."""
+
+    kind: Literal["parallel"]
+    over: SqlText = Field(description="a query whose first column gives the branch keys")
+    as_: str = Field(alias="as", pattern=COLUMN, description="the parameter bound to each key")
+    concurrency: int = Field(default=4, ge=1, le=32)
+    step: BatchStep
+
+    def sql_texts(self) -> list[str]:
+        return texts(self.over)
+
+
+class CommandStep(_Step):
+    """An external program, run with an argument list (never a shell)."""
+
+    kind: Literal["command"]
+    argv: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(default=600.0, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _no_secret_in_argv(self) -> CommandStep:
+        for arg in self.argv:
+            if placeholders(arg) & SECRET_FIELDS:
+                raise ValueError(
+                    f"argument {arg!r} would put a secret on the command line (visible to "
+                    "every process); pass it in env instead"
+                )
+        return self
+
+
+class BackupStep(_Step):
+    """Back up the target (or some tables), and verify the backup."""
+
+    kind: Literal["backup"]
+    tables: list[str] | None = None
+    timeout: float = Field(default=3600.0, gt=0, le=86_400)
+
+
+class RestoreStep(_Step):
+    """Restore the migration's latest backup (usually a rollback step)."""
+
+    kind: Literal["restore"]
+    timeout: float = Field(default=3600.0, gt=0, le=86_400)
+
+
+Step = Annotated[
+    SqlStep | CheckStep | BatchStep | ParallelStep | CommandStep | BackupStep | RestoreStep,
+    Field(discriminator="kind"),
+]
+AnyStep = SqlStep | CheckStep | BatchStep | ParallelStep | CommandStep | BackupStep | RestoreStep
