@@ -105,6 +105,7 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
         targets=targets,
         clock=clock,
         on_change=delivery.kick,
+        engine={"backup_dir": settings.backup_dir, "runbooks_dir": settings.runbooks_dir},
     )
     secret = settings.slack_signing_secret
     bolt = AsyncApp(

@@ -1,25 +1,28 @@
 """The step engine: runs an approved migration's steps off the event loop.
 
-Each step commits on the target together with its checkpoint row, so after a restart the run
-resumes after the last committed step. Cancellation is honoured at step boundaries.
+Every step commits on the target together with its checkpoint, so after a restart the run
+resumes after the last committed step (and batch). Cancel and pause act at the next batch
+or step boundary; a paused run holds no transaction and no lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import re
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.adapters.store import Migration, Store
-from bot.adapters.targets.target import Target
+from bot.adapters.targets.target import Target, error_message
 from bot.domain.lifecycle import Event, State
 from bot.domain.plan import PlannedStep
 from bot.domain.ports import Clock, Notifier
+from bot.domain.progress import LiveProgress
 from bot.errors import StepFailed
+from bot.executors import Control, Executors, StepOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -28,31 +31,60 @@ class Engine:
     """Starts and tracks one asyncio task per running migration."""
 
     def __init__(
-        self, store: Store, notifier: Notifier, clock: Clock, on_change: Callable[[], None]
+        self,
+        store: Store,
+        notifier: Notifier,
+        clock: Clock,
+        on_change: Callable[[], None],
+        *,
+        backup_dir: Path = Path("var/backups"),
+        runbooks_dir: Path = Path("runbooks"),
+        backoff: Callable[[int], float] | None = None,
+        progress_seconds: float = 2.0,
     ) -> None:
         self.store = store
         self.notifier = notifier
         self.clock = clock
         self.on_change = on_change
+        self.progress_seconds = progress_seconds
+        self.executors = Executors(
+            store, clock, backup_dir=backup_dir, runbooks_dir=runbooks_dir, backoff=backoff
+        )
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._controls: dict[int, Control] = {}
+        self._live: dict[int, LiveProgress] = {}
 
     def is_running(self, migration_id: int) -> bool:
         """Whether this process is running the migration now."""
         task = self._tasks.get(migration_id)
         return task is not None and not task.done()
 
+    def signal(self, migration_id: int, *, cancel: bool = False, pause: bool = False) -> None:
+        """Ask a running migration to stop (cancel) or pause at its next boundary."""
+        control = self._controls.get(migration_id)
+        if control is not None:
+            if cancel:
+                control.cancel.set()
+            if pause:
+                control.pause.set()
+
+    def live(self, migration_id: int) -> LiveProgress | None:
+        """The running step's live progress, if the migration is running here."""
+        return self._live.get(migration_id) if self.is_running(migration_id) else None
+
     def start(self, migration_id: int, target: Target) -> None:
         """Move an approved migration to running and run it in the background."""
         if not self.is_running(migration_id):
-            self._spawn(migration_id, target, resume=False)
+            self._spawn(migration_id, target, begin=True)
 
     def resume(self, migration_id: int, target: Target) -> None:
-        """Continue a run that a restart interrupted, from its checkpoints."""
+        """Continue a run from its checkpoints (after a restart or a pause)."""
         if not self.is_running(migration_id):
-            self._spawn(migration_id, target, resume=True)
+            self._spawn(migration_id, target, begin=False)
 
-    def _spawn(self, migration_id: int, target: Target, *, resume: bool) -> None:
-        task = asyncio.create_task(self._run(migration_id, target, resume), name=f"m{migration_id}")
+    def _spawn(self, migration_id: int, target: Target, *, begin: bool) -> None:
+        self._controls[migration_id] = Control()
+        task = asyncio.create_task(self._run(migration_id, target, begin), name=f"m{migration_id}")
         self._tasks[migration_id] = task
 
     async def wait_idle(self) -> None:
@@ -60,9 +92,10 @@ class Engine:
         while tasks := [t for t in self._tasks.values() if not t.done()]:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run(self, migration_id: int, target: Target, resume: bool) -> None:
+    async def _run(self, migration_id: int, target: Target, begin: bool) -> None:
+        ticker = asyncio.create_task(self._tick(migration_id))
         try:
-            if not resume:
+            if begin:
                 await asyncio.to_thread(self._begin, migration_id)
             await self._steps(migration_id, target)
         except Exception:  # the record must never stay "running" without a note
@@ -71,7 +104,28 @@ class Engine:
                 self._finish, migration_id, Event.FAIL, "internal error in the bot; see its log"
             )
         finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            self._live.pop(migration_id, None)
             self.on_change()
+
+    async def _tick(self, migration_id: int) -> None:
+        """Refresh the progress message while a step runs (batches only update memory)."""
+        while True:
+            await asyncio.sleep(self.progress_seconds)
+            live = self._live.get(migration_id)
+            if live is not None:
+                await asyncio.to_thread(self._publish, migration_id, live)
+                self.on_change()
+
+    def _publish(self, migration_id: int, live: LiveProgress | None) -> None:
+        now = self.clock()
+        with self.store.transaction():
+            m = self.store.get(migration_id)
+            if live is not None:
+                self.store.step_rows(migration_id, "run", live.step_index, live.rows)
+            self.notifier.progress(m, self.store.step_runs(migration_id), now, live)
 
     def _begin(self, migration_id: int) -> None:
         now = self.clock()
@@ -79,74 +133,69 @@ class Engine:
             m = self.store.transition(
                 migration_id, Event.START, actor="bot", now=now, started_at=now
             )
-            self.notifier.progress(m, [], now)
+            self.notifier.progress(m, [], now, None)
         logger.info("migration %s: started", migration_id)
 
     async def _steps(self, migration_id: int, target: Target) -> None:
         m = await asyncio.to_thread(self.store.get, migration_id)
+        control = self._controls[migration_id]
+        if m.cancel_requested:
+            control.cancel.set()
+        if m.pause_requested:
+            control.pause.set()
         try:
             committed = await asyncio.to_thread(target.completed_steps, m.run_key)
         except SQLAlchemyError as exc:
-            await asyncio.to_thread(
-                self._finish, m.id, Event.FAIL, f"cannot reach {target.name}: {_db_message(exc)}"
-            )
+            message = f"cannot reach {target.name}: {error_message(exc)}"
+            await asyncio.to_thread(self._finish, m.id, Event.FAIL, message)
             return
-        params = {**m.plan.params, "migration_id": m.run_key}
         for step in m.plan.steps:
-            m = await asyncio.to_thread(self.store.get, migration_id)
-            if m.cancel_requested:
-                await asyncio.to_thread(self._finish, m.id, Event.STOP, None)
+            if control.stopping():
+                await asyncio.to_thread(self._stop, m.id, control)
                 return
             if step.name in committed:
                 await asyncio.to_thread(self._skip, m, step)
                 continue
+            live = LiveProgress(step.index, step.name, step.kind, started_at=self.clock())
+            self._live[m.id] = live
             await asyncio.to_thread(self._started, m, step)
             try:
-                rows, detail = await asyncio.to_thread(self._execute, target, m, step, params)
-            except (StepFailed, SQLAlchemyError, OSError) as exc:
-                message = exc.message if isinstance(exc, StepFailed) else _db_message(exc)
-                await asyncio.to_thread(self._failed, m, step, message)
+                outcome = await self.executors.run(m, step, target, control, live)
+            except (StepFailed, SQLAlchemyError, OSError, ValueError) as exc:
+                message = exc.message if isinstance(exc, StepFailed) else error_message(exc)
+                await asyncio.to_thread(self._failed, m, step, live.rows, message)
                 return
-            await asyncio.to_thread(self._succeeded, m, step, rows, detail)
-        m = await asyncio.to_thread(self.store.get, migration_id)
+            await asyncio.to_thread(self._ended, m, step, outcome)
+            if not outcome.finished:
+                await asyncio.to_thread(self._stop, m.id, control)
+                return
         await asyncio.to_thread(self._finish, m.id, Event.SUCCEED, None)
-
-    def _execute(
-        self, target: Target, m: Migration, step: PlannedStep, params: dict[str, Any]
-    ) -> tuple[int, str | None]:
-        if step.kind == "check":
-            result = target.check(step.sql, params, expect=step.expect, equals_sql=step.equals_sql)
-            if not result.passed:
-                raise StepFailed(
-                    step.name, f"check failed: got {result.value!r}, expected {result.expected}"
-                )
-            return 0, f"value {result.value!r} (expected {result.expected})"
-        rows = target.run_sql(
-            step.sql,
-            params,
-            run_key=m.run_key,
-            step=step.name,
-            timeout=step.timeout,
-            now=self.clock(),
-        )
-        return rows, None
 
     def _started(self, m: Migration, step: PlannedStep) -> None:
         now = self.clock()
         with self.store.transaction():
             self.store.step_started(m.id, "run", step.index, step.name, step.kind, now)
-            self.notifier.progress(self.store.get(m.id), self.store.step_runs(m.id), now)
+            self.notifier.progress(
+                self.store.get(m.id), self.store.step_runs(m.id), now, self._live.get(m.id)
+            )
         logger.info("migration %s: step %s (%s) started", m.id, step.index, step.name)
         self.on_change()
 
-    def _succeeded(self, m: Migration, step: PlannedStep, rows: int, detail: str | None) -> None:
+    def _ended(self, m: Migration, step: PlannedStep, outcome: StepOutcome) -> None:
         now = self.clock()
+        state = "succeeded" if outcome.finished else "stopped"
         with self.store.transaction():
             self.store.step_finished(
-                m.id, "run", step.index, state="succeeded", rows=rows, detail=detail, now=now
+                m.id,
+                "run",
+                step.index,
+                state=state,
+                rows=outcome.rows,
+                detail=outcome.detail,
+                now=now,
             )
-            self.notifier.progress(self.store.get(m.id), self.store.step_runs(m.id), now)
-        logger.info("migration %s: step %s succeeded, %s rows", m.id, step.index, rows)
+            self.notifier.progress(self.store.get(m.id), self.store.step_runs(m.id), now, None)
+        logger.info("migration %s: step %s %s, %s rows", m.id, step.index, state, outcome.rows)
         self.on_change()
 
     def _skip(self, m: Migration, step: PlannedStep) -> None:
@@ -164,14 +213,27 @@ class Engine:
             )
         logger.info("migration %s: step %s was already committed", m.id, step.index)
 
-    def _failed(self, m: Migration, step: PlannedStep, message: str) -> None:
+    def _failed(self, m: Migration, step: PlannedStep, rows: int, message: str) -> None:
         now = self.clock()
         with self.store.transaction():
             self.store.step_finished(
-                m.id, "run", step.index, state="failed", rows=0, detail=message, now=now
+                m.id, "run", step.index, state="failed", rows=rows, detail=message, now=now
             )
             self._finish(m.id, Event.FAIL, f"step {step.index} ({step.name}): {message}")
         logger.warning("migration %s: step %s failed: %s", m.id, step.index, message)
+
+    def _stop(self, migration_id: int, control: Control) -> None:
+        """Stop at a boundary: cancelled if cancel was asked, else paused."""
+        if control.cancel.is_set():
+            self._finish(migration_id, Event.STOP, None)
+            return
+        now = self.clock()
+        with self.store.transaction():
+            m = self.store.transition(
+                migration_id, Event.PAUSE, actor="bot", now=now, pause_requested=False
+            )
+            self.notifier.progress(m, self.store.step_runs(migration_id), now, None)
+        logger.info("migration %s: paused at a boundary", migration_id)
 
     def _finish(self, migration_id: int, event: Event, error: str | None) -> None:
         now = self.clock()
@@ -183,13 +245,6 @@ class Engine:
                 migration_id, event, actor="bot", now=now, finished_at=now, error=error
             )
             runs = self.store.step_runs(migration_id)
-            self.notifier.progress(m, runs, now)
+            self.notifier.progress(m, runs, now, None)
             self.notifier.outcome(m, runs, now)
         logger.info("migration %s: %s", migration_id, m.state.value)
-
-
-def _db_message(exc: BaseException) -> str:
-    """The database's own message, without SQLAlchemy's SQL echo and parameters."""
-    text = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
-    text = text.split("\n[SQL:")[0].split("\n(Background on this error")[0]
-    return re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", text).strip()[:1500]

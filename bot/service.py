@@ -47,6 +47,7 @@ class Service:
         targets: dict[str, TargetEntry],
         clock: Clock,
         on_change: Callable[[], None] = lambda: None,
+        engine: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -55,7 +56,7 @@ class Service:
         self.targets = targets
         self.clock = clock
         self.on_change = on_change
-        self.engine = Engine(store, notifier, clock, on_change)
+        self.engine = Engine(store, notifier, clock, on_change, **(engine or {}))
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -234,16 +235,10 @@ class Service:
             return m
 
     async def cancel(self, migration_id: int, user: str) -> Migration:
-        """Cancel before the run, or stop a running one at the next step boundary.
+        """Cancel before the run, or stop a running one at the next batch or step boundary.
 
         The requester and the target's approvers may cancel."""
-        m = await asyncio.to_thread(self.store.get, migration_id)
-        policy = self._policy(m)
-        groups = await self.directory.groups_of(user, policy.approver_groups)
-        if user != m.requester and not policy_rules.may_approve(policy, user, groups):
-            raise Refused(
-                f"only the requester (<@{m.requester}>) or an approver may cancel #{m.id}"
-            )
+        await self._authorize_control(migration_id, user, "cancel")
         m = await asyncio.to_thread(self._cancel, migration_id, user)
         self.on_change()
         return m
@@ -257,13 +252,69 @@ class Service:
                 m = self.store.transition(
                     m.id, Event.CANCEL, actor=user, now=now, cancel_requested=True
                 )
-                self.notifier.progress(m, self.store.step_runs(m.id), now)
+                self.engine.signal(m.id, cancel=True)
+                self.notifier.progress(m, self.store.step_runs(m.id), now, None)
+                return m
+            if m.state is State.PAUSED:
+                m = self.store.transition(m.id, Event.CANCEL, actor=user, now=now, finished_at=now)
+                runs = self.store.step_runs(m.id)
+                self.notifier.progress(m, runs, now, None)
+                self.notifier.outcome(m, runs, now)
                 return m
             if m.state not in (State.REQUESTED, State.APPROVED):
                 raise Refused(f"migration #{m.id} is already {m.state.value}")
             m = self.store.transition(m.id, Event.CANCEL, actor=user, now=now, finished_at=now)
             self.notifier.approval(m, [], policy)
             return m
+
+    async def pause(self, migration_id: int, user: str) -> Migration:
+        """Pause a running migration at its next batch or step boundary."""
+        await self._authorize_control(migration_id, user, "pause")
+        m = await asyncio.to_thread(self._pause, migration_id, user)
+        self.on_change()
+        return m
+
+    def _pause(self, migration_id: int, user: str) -> Migration:
+        with self.store.transaction():
+            m = self.store.get(migration_id)
+            if m.state is not State.RUNNING:
+                raise Refused(f"migration #{m.id} is {m.state.value}; only a running one pauses")
+            now = self.clock()
+            m = self.store.set_fields(m.id, now, pause_requested=True)
+            self.store.audit(m.id, user, "pause-request", {}, now)
+            self.engine.signal(m.id, pause=True)
+            self.notifier.progress(m, self.store.step_runs(m.id), now, None)
+            return m
+
+    async def resume(self, migration_id: int, user: str) -> Migration:
+        """Continue a paused run, or a failed one whose cause was fixed, from its checkpoints.
+
+        Steps and batches already committed are not run again."""
+        await self._authorize_control(migration_id, user, "resume")
+        m = await asyncio.to_thread(self._resume, migration_id, user)
+        self.engine.resume(m.id, self.targets[m.target].target)
+        self.on_change()
+        return m
+
+    def _resume(self, migration_id: int, user: str) -> Migration:
+        with self.store.transaction():
+            m = self.store.get(migration_id)
+            if m.state not in (State.PAUSED, State.FAILED):
+                raise Refused(
+                    f"migration #{m.id} is {m.state.value}; only a paused or failed run resumes"
+                )
+            return self.store.transition(
+                m.id, Event.RESUME, actor=user, now=self.clock(), error=None, finished_at=None
+            )
+
+    async def _authorize_control(self, migration_id: int, user: str, verb: str) -> None:
+        m = await asyncio.to_thread(self.store.get, migration_id)
+        policy = self._policy(m)
+        groups = await self.directory.groups_of(user, policy.approver_groups)
+        if user != m.requester and not policy_rules.may_approve(policy, user, groups):
+            raise Refused(
+                f"only the requester (<@{m.requester}>) or an approver may {verb} #{m.id}"
+            )
 
     # -- the scheduler's one entry point -------------------------------------------------------
 

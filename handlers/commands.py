@@ -60,8 +60,17 @@ async def _run(service: Service, cmd: Command, user: str) -> blocks.Message:
         if cmd.migration_id is None:
             return blocks.status_list(await service.recent())
         m, runs = await service.status(cmd.migration_id)
-        return blocks.status(m, runs, service.clock())
-    assert cmd.name == "cancel" and cmd.migration_id is not None
-    m = await service.cancel(cmd.migration_id, user)
-    what = "will stop at the next step boundary" if m.cancel_requested else "is cancelled"
-    return blocks.message(f"#{m.id} {what}", [blocks.section(f":octagonal_sign: #{m.id} {what}.")])
+        return blocks.status(m, runs, service.clock(), service.engine.live(m.id))
+    assert cmd.migration_id is not None
+    if cmd.name == "pause":
+        m = await service.pause(cmd.migration_id, user)
+        what = "will pause at the next batch or step boundary"
+    elif cmd.name == "resume":
+        m = await service.resume(cmd.migration_id, user)
+        what = "resumes from its last checkpoint"
+    else:
+        m = await service.cancel(cmd.migration_id, user)
+        what = (
+            "will stop at the next batch or step boundary" if m.cancel_requested else "is cancelled"
+        )
+    return blocks.message(f"#{m.id} {what}", [blocks.section(f"#{m.id} {what}.")])

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from bot.errors import UsageError
 
-SUBCOMMANDS = ("help", "list", "plan", "request", "status", "cancel")
+SUBCOMMANDS = ("help", "list", "plan", "request", "status", "cancel", "pause", "resume")
 _PARAM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
 _SMART_QUOTES = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'"})
 
@@ -43,7 +43,7 @@ def parse(text: str) -> Command:
         )
     if name in ("help", "list"):
         return Command(name)
-    if name in ("status", "cancel"):
+    if name in ("status", "cancel", "pause", "resume"):
         return _with_id(name, rest)
     return _planned(name, rest)
 
@@ -52,7 +52,7 @@ def _with_id(name: str, rest: list[str]) -> Command:
     if not rest:
         if name == "status":
             return Command(name)
-        raise UsageError("say which migration to cancel: `/migrate cancel 12`")
+        raise UsageError(f"say which migration to {name}: `/migrate {name} 12`")
     if len(rest) > 1 or not re.fullmatch(r"#?\d{1,9}", rest[0]):
         raise UsageError(
             f"{' '.join(rest)!r} is not a migration id: write e.g. `/migrate {name} 12`"

@@ -20,6 +20,10 @@ from bot.errors import InvalidTransition
         (State.RUNNING, Event.CANCEL, State.CANCELLING),
         (State.CANCELLING, Event.STOP, State.CANCELLED),
         (State.APPROVED, Event.CANCEL, State.CANCELLED),
+        (State.RUNNING, Event.PAUSE, State.PAUSED),
+        (State.PAUSED, Event.RESUME, State.RUNNING),
+        (State.PAUSED, Event.CANCEL, State.CANCELLED),
+        (State.FAILED, Event.RESUME, State.RUNNING),
     ],
 )
 def test_allowed_transitions(state: State, event: Event, after: State) -> None:

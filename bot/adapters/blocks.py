@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime
 from typing import Any
 
@@ -9,6 +10,7 @@ from bot.adapters.store import Migration, StepRun
 from bot.domain.approval import ApprovalPolicy, PriorApproval
 from bot.domain.lifecycle import State
 from bot.domain.plan import Plan, PlannedStep
+from bot.domain.progress import LiveProgress
 from bot.domain.runbook import Runbook
 
 Block = dict[str, Any]
@@ -20,6 +22,7 @@ _ICON = {
     State.APPROVED: ":white_check_mark:",
     State.RUNNING: ":arrows_counterclockwise:",
     State.CANCELLING: ":octagonal_sign:",
+    State.PAUSED: ":double_vertical_bar:",
     State.SUCCEEDED: ":large_green_circle:",
     State.FAILED: ":red_circle:",
     State.CANCELLED: ":no_entry_sign:",
@@ -41,7 +44,9 @@ USAGE = [
         "ask for approval to run that plan",
     ),
     ("status", "/migrate status 12", "one migration, or the recent ones without an id"),
-    ("cancel", "/migrate cancel 12", "stop it from starting, or stop at the next step"),
+    ("cancel", "/migrate cancel 12", "stop it from starting, or stop at the next boundary"),
+    ("pause", "/migrate pause 12", "pause a run at the next batch boundary (holds no locks)"),
+    ("resume", "/migrate resume 12", "continue a paused run from its last checkpoint"),
 ]
 
 
@@ -116,11 +121,48 @@ def _step_text(step: PlannedStep, counts: dict[str, int]) -> str:
         head += f" — {step.description}"
     if step.name in counts:
         head += f"\nRows it will touch now: *{counts[step.name]:,}*"
+    body = _code(step.sql) if step.sql else ""
+    if step.batch is not None:
+        body = _batch_text(step)
+    elif step.command is not None:
+        body = "Runs (no shell):\n" + _code(shlex.join(step.command.argv))
+    elif step.kind == "backup":
+        tables = ", ".join(step.tables) if step.tables else "the whole database"
+        body = f"Backs up {tables} and verifies the backup; its location is recorded."
+    elif step.kind == "restore":
+        body = "Restores this migration's latest verified backup over the target."
     if step.expect:
-        head += f"\nPasses when the value is `{step.expect}`"
+        body += f"\nPasses when the value is `{step.expect}`"
     if step.equals_sql:
-        head += f"\nPasses when it equals:\n{_code(step.equals_sql)}"
-    return f"{head}\n{_code(step.sql)}"
+        body += f"\nPasses when it equals:\n{_code(step.equals_sql)}"
+    return f"{head}\n{body}"
+
+
+def _batch_text(step: PlannedStep) -> str:
+    plan = step.batch
+    assert plan is not None
+    s = plan.settings
+    text = (
+        f"In keyset batches over `{plan.table}` by `{plan.key}` (first {s.size:,} rows, then "
+        f"sized to {s.budget_ms} ms per transaction within {s.min:,}–{s.max:,}; each batch "
+        "commits with its checkpoint)"
+    )
+    if step.over_sql:
+        text = (
+            f"For each `:{step.branch_param}` from the query below, {step.concurrency} at a "
+            f"time, each branch with its own checkpoints:\n{_code(step.over_sql)}\n" + text
+        )
+    if plan.set_sql:
+        text += f"\nSET {plan.set_sql}"
+    if plan.insert_into:
+        columns = ", ".join(plan.insert_columns)
+        text += f"\nINSERT INTO {plan.insert_into} ({columns}) SELECT {plan.insert_select_sql}"
+    if plan.hook:
+        reads, writes = ", ".join(plan.read), ", ".join(plan.write)
+        text += f"\nPython hook `{plan.hook}` reads {reads}, writes {writes}"
+    if plan.where_sql:
+        text += f"\nWHERE {plan.where_sql}"
+    return text
 
 
 def plan_message(plan: Plan, counts: dict[str, int], *, title: str = "Dry run") -> Message:
@@ -226,13 +268,16 @@ def _elapsed(start: datetime | None, end: datetime) -> str:
     return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def progress(m: Migration, runs: list[StepRun], now: datetime) -> Message:
-    """The live progress message: step k of n, rows so far, elapsed."""
+def progress(
+    m: Migration, runs: list[StepRun], now: datetime, live: LiveProgress | None = None
+) -> Message:
+    """The live progress message: step k of n, rows so far (and of how many), rows per
+    second, branches of a parallel step, the last output lines of a command, elapsed."""
     total = len(m.plan.steps)
     done_rows = sum(r.rows for r in runs if r.phase == "run")
     current = next((s for s in m.plan.steps if s.index == m.current_step), None)
     where = f"step {m.current_step} of {total}" + (f": *{current.name}*" if current else "")
-    if m.state not in (State.RUNNING, State.CANCELLING):
+    if m.state not in (State.RUNNING, State.CANCELLING, State.PAUSED):
         where = f"{len([r for r in runs if r.phase == 'run' and r.state == 'succeeded'])}"
         where += f" of {total} steps done"
     elapsed = _elapsed(m.started_at, m.finished_at or now)
@@ -240,9 +285,41 @@ def progress(m: Migration, runs: list[StepRun], now: datetime) -> Message:
         f"{_ICON[m.state]} *#{m.id} {m.plan.runbook}* on *{m.plan.target}* — {m.state.value}",
         f"{where} · {done_rows:,} rows so far · elapsed {elapsed}",
     ]
-    if m.cancel_requested and m.state is State.CANCELLING:
-        lines.append("Cancel requested: stopping at the next step boundary.")
-    return message(lines[0].replace("*", ""), [section("\n".join(lines)), _step_table(runs)])
+    if m.state is State.CANCELLING:
+        lines.append("Cancel requested: stopping at the next batch or step boundary.")
+    elif m.pause_requested and m.state is State.RUNNING:
+        lines.append("Pause requested: pausing at the next batch or step boundary.")
+    elif m.state is State.PAUSED:
+        lines.append(f"Paused: holds no locks. Continue with `/migrate resume {m.id}`.")
+    blocks = [section("\n".join(lines))]
+    if live is not None and m.state in (State.RUNNING, State.CANCELLING):
+        blocks.append(section(_live_text(live, now)))
+    blocks.append(_step_table(runs))
+    return message(lines[0].replace("*", ""), blocks)
+
+
+def _live_text(live: LiveProgress, now: datetime) -> str:
+    of = f" of ~{live.total:,}" if live.total is not None else ""
+    text = f"*{live.step_name}*: {live.rows:,}{of} rows · {live.rate(now):,.0f} rows/s"
+    if live.batches:
+        text += f" · {live.batches:,} batches, longest {live.longest_batch * 1000:.0f} ms"
+    if live.retries:
+        text += f" · {live.retries} retried after transient errors"
+    if live.branches:
+        states = [b.state for b in live.branches.values()]
+        text += "\n" + ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
+        shown = list(live.branches.items())[:12]
+        text += "\n" + "\n".join(
+            f"• {key}: {b.rows:,}"
+            + (f"/{b.total:,}" if b.total is not None else "")
+            + f" {b.state}"
+            for key, b in shown
+        )
+        if len(live.branches) > len(shown):
+            text += f"\n… and {len(live.branches) - len(shown)} more branches"
+    if live.tail:
+        text += "\n" + _code("\n".join(live.tail))
+    return text
 
 
 def _step_table(runs: list[StepRun]) -> Block:
@@ -289,9 +366,11 @@ def data_state(m: Migration, runs: list[StepRun]) -> str:
     return where + "."
 
 
-def status(m: Migration, runs: list[StepRun], now: datetime) -> Message:
+def status(
+    m: Migration, runs: list[StepRun], now: datetime, live: LiveProgress | None = None
+) -> Message:
     """One migration in full."""
-    msg = progress(m, runs, now)
+    msg = progress(m, runs, now, live)
     extra = context(
         f"requested by <@{m.requester}> at {m.requested_at:%Y-%m-%d %H:%M} UTC · "
         f"`{m.plan.args()}` · plan `{m.plan.short_hash}`"

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from bot.adapters.targets.batch_hooks import hook_digest
 from bot.domain.runbook import Runbook
 from bot.errors import RunbookError
 
@@ -38,6 +39,7 @@ def load_runbook(path: Path) -> Runbook:
     if raw.get("name") != path.stem:
         raise RunbookError(str(path), "name", f"must be the file's name {path.stem!r}")
     _inline_sql_files(raw, path.parent, str(path))
+    _digest_hooks(raw, path.parent, str(path))
     try:
         return Runbook.model_validate(raw)
     except ValidationError as exc:
@@ -62,6 +64,22 @@ def _inline_sql_files(node: Any, base: Path, file: str) -> None:
                         value[dialect] = _read_sql(base / text["file"], file, key)
             else:
                 _inline_sql_files(value, base, file)
+
+
+def _digest_hooks(node: Any, base: Path, file: str) -> None:
+    """Stamp each transform hook with its file's sha256, so the plan hash covers its code."""
+    if isinstance(node, list):
+        for item in node:
+            _digest_hooks(item, base, file)
+    elif isinstance(node, dict):
+        transform = node.get("transform")
+        if isinstance(transform, dict) and isinstance(transform.get("hook"), str):
+            try:
+                transform["digest"] = hook_digest(base, transform["hook"])
+            except (OSError, ValueError) as exc:
+                raise RunbookError(file, "transform.hook", str(exc)) from exc
+        for value in node.values():
+            _digest_hooks(value, base, file)
 
 
 def _read_sql(path: Path, file: str, key: str) -> str:

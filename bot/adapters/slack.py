@@ -21,6 +21,7 @@ from bot.adapters.outbox import Outbox, Pending
 from bot.adapters.store import Migration, StepRun
 from bot.domain.approval import ApprovalPolicy, PriorApproval
 from bot.domain.ports import Clock
+from bot.domain.progress import LiveProgress
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +71,12 @@ class SlackNotices:
         message = blocks.approval_request(m, approvals, policy)
         self.outbox.put(f"approval:{m.id}", self.approvals_channel, message, m.updated_at)
 
-    def progress(self, m: Migration, runs: list[StepRun], now: datetime) -> None:
+    def progress(
+        self, m: Migration, runs: list[StepRun], now: datetime, live: LiveProgress | None
+    ) -> None:
         """Post or refresh the one progress message of ``m``."""
-        self.outbox.put(f"progress:{m.id}", self.notify_channel, blocks.progress(m, runs, now), now)
+        message = blocks.progress(m, runs, now, live)
+        self.outbox.put(f"progress:{m.id}", self.notify_channel, message, now)
 
     def outcome(self, m: Migration, runs: list[StepRun], now: datetime) -> None:
         """Post the final report in the thread of the progress message."""

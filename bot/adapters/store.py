@@ -39,8 +39,10 @@ class Migration:
     started_at: datetime | None
     finished_at: datetime | None
     cancel_requested: bool
+    pause_requested: bool
     current_step: int
     error: str | None
+    backups: list[dict[str, Any]]
 
     @property
     def runbook(self) -> str:
@@ -92,8 +94,10 @@ def _migration(row: Any) -> Migration:
         started_at=row.started_at,
         finished_at=row.finished_at,
         cancel_requested=bool(row.cancel_requested),
+        pause_requested=bool(row.pause_requested),
         current_step=row.current_step,
         error=row.error,
+        backups=list(row.backups or []),
     )
 
 
@@ -144,6 +148,7 @@ class Store:
                     requested_at=now,
                     updated_at=now,
                     cancel_requested=False,
+                    pause_requested=False,
                     current_step=0,
                 )
             )
@@ -224,6 +229,17 @@ class Store:
                 .values(updated_at=now, **fields)
             )
             return self._get(conn, migration_id)
+
+    def add_backup(self, migration_id: int, backup: dict[str, Any], now: datetime) -> None:
+        """Record where a verified backup of the target was taken, and audit it."""
+        with self._tx() as conn:
+            m = self._get(conn, migration_id)
+            conn.execute(
+                update(migrations)
+                .where(migrations.c.id == migration_id)
+                .values(backups=[*m.backups, backup], updated_at=now)
+            )
+            self._audit(conn, migration_id, "bot", "backup", backup, now)
 
     # -- approvals --------------------------------------------------------------------------
 
@@ -349,6 +365,24 @@ class Store:
             if detail:
                 audit["detail"] = detail
             self._audit(conn, migration_id, "bot", "step-" + state, audit, now)
+
+    def step_rows(self, migration_id: int, phase: str, index: int, rows: int) -> None:
+        """Update the row count of a step's latest run while it is still running."""
+        with self._tx() as conn:
+            latest = (
+                select(func.max(step_runs.c.id))
+                .where(
+                    step_runs.c.migration_id == migration_id,
+                    step_runs.c.phase == phase,
+                    step_runs.c.step_index == index,
+                )
+                .scalar_subquery()
+            )
+            conn.execute(
+                update(step_runs)
+                .where(step_runs.c.id == latest, step_runs.c.state == "running")
+                .values(rows=rows)
+            )
 
     def step_runs(self, migration_id: int, phase: str | None = None) -> list[StepRun]:
         """The step runs of a migration, in order."""

@@ -67,6 +67,8 @@ migrations = Table(
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
     Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("pause_requested", Boolean, nullable=False, default=False, server_default="0"),
+    Column("backups", JSON),
     Column("current_step", Integer, nullable=False, default=0),
     Column("error", Text),
 )

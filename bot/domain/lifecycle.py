@@ -14,6 +14,7 @@ class State(StrEnum):
     APPROVED = "approved"
     RUNNING = "running"
     CANCELLING = "cancelling"
+    PAUSED = "paused"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -32,6 +33,8 @@ class Event(StrEnum):
     FAIL = "fail"
     CANCEL = "cancel"
     STOP = "stop"
+    PAUSE = "pause"
+    RESUME = "resume"
 
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
@@ -45,14 +48,17 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.RUNNING, Event.SUCCEED): State.SUCCEEDED,
     (State.RUNNING, Event.FAIL): State.FAILED,
     (State.RUNNING, Event.CANCEL): State.CANCELLING,
+    (State.RUNNING, Event.PAUSE): State.PAUSED,
+    (State.PAUSED, Event.RESUME): State.RUNNING,
+    (State.PAUSED, Event.CANCEL): State.CANCELLED,
+    (State.FAILED, Event.RESUME): State.RUNNING,
     (State.CANCELLING, Event.STOP): State.CANCELLED,
     (State.CANCELLING, Event.SUCCEED): State.SUCCEEDED,
     (State.CANCELLING, Event.FAIL): State.FAILED,
 }
 
-TERMINAL = frozenset(
-    {State.SUCCEEDED, State.FAILED, State.CANCELLED, State.REJECTED, State.EXPIRED}
-)
+# A failed run is not terminal: once its cause is fixed it may resume from its checkpoints.
+TERMINAL = frozenset({State.SUCCEEDED, State.CANCELLED, State.REJECTED, State.EXPIRED})
 ACTIVE = frozenset({State.RUNNING, State.CANCELLING})
 
 

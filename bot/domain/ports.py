@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from bot.adapters.store import Migration, StepRun
     from bot.domain.approval import ApprovalPolicy, PriorApproval
+    from bot.domain.progress import LiveProgress
 
 Clock = Callable[[], datetime]
 
@@ -20,7 +21,9 @@ class Notifier(Protocol):
         self, m: Migration, approvals: list[PriorApproval], policy: ApprovalPolicy
     ) -> None: ...
 
-    def progress(self, m: Migration, runs: list[StepRun], now: datetime) -> None: ...
+    def progress(
+        self, m: Migration, runs: list[StepRun], now: datetime, live: LiveProgress | None
+    ) -> None: ...
 
     def outcome(self, m: Migration, runs: list[StepRun], now: datetime) -> None: ...
 

@@ -7,11 +7,12 @@ Every method blocks: callers run them in a thread, never on the event loop.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -26,6 +27,7 @@ from sqlalchemy import (
     event,
     text,
 )
+from sqlalchemy.exc import DBAPIError
 
 from bot.adapters.targets.dialect import Dialect, dialect_for
 from bot.adapters.targets.statements import split_for
@@ -119,10 +121,26 @@ class Target:
         self.prepare()
         with self.engine.connect() as conn:
             rows = conn.execute(
-                text("SELECT step FROM barq_checkpoints WHERE migration_id = :m AND done = :d"),
+                text(
+                    "SELECT step FROM barq_checkpoints"
+                    " WHERE migration_id = :m AND branch = '' AND done = :d"
+                ),
                 {"m": run_key, "d": True},
             )
             return {r[0] for r in rows}
+
+    def keys(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        """The first column of every row of ``sql`` (the branch keys of a parallel step)."""
+        with self.engine.connect() as conn:
+            return [row[0] for row in conn.execute(text(sql), _bind(sql, params))]
+
+    def mark_done(self, run_key: str, step: str, now: datetime, rows: int = 0) -> None:
+        """Checkpoint a step that is not a transaction on the target (command, backup)."""
+        self.prepare()
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(self.sql.checkpoint_upsert_sql()), _checkpoint(run_key, step, rows, now)
+            )
 
     def run_sql(
         self,
@@ -142,16 +160,7 @@ class Target:
                 result = conn.execute(text(statement), _bind(statement, params))
                 rows += max(result.rowcount or 0, 0)
             conn.execute(
-                text(self.sql.checkpoint_upsert_sql()),
-                {
-                    "migration_id": run_key,
-                    "step": step,
-                    "branch": "",
-                    "last_key": None,
-                    "rows": rows,
-                    "done": True,
-                    "now": now.replace(tzinfo=None),
-                },
+                text(self.sql.checkpoint_upsert_sql()), _checkpoint(run_key, step, rows, now)
             )
         return rows
 
@@ -166,6 +175,25 @@ class Target:
                     yield conn
             else:
                 yield conn
+
+
+def _checkpoint(run_key: str, step: str, rows: int, now: datetime) -> dict[str, Any]:
+    return {
+        "migration_id": run_key,
+        "step": step,
+        "branch": "",
+        "last_key": None,
+        "rows": rows,
+        "done": True,
+        "now": now.astimezone(UTC).replace(tzinfo=None),
+    }
+
+
+def error_message(exc: BaseException) -> str:
+    """The database's own message, without SQLAlchemy's SQL echo, parameters or passwords."""
+    text = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
+    text = text.split("\n[SQL:")[0].split("\n(Background on this error")[0]
+    return re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", text).strip()[:1500]
 
 
 def _bind(sql: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,151 @@
+"""Batch and parallel steps through the engine: pause and resume at batch boundaries, a
+failing parallel branch stopping its siblings, and a resume finishing them. SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from bot import executors
+from bot.domain.lifecycle import State
+from tests import harness
+from tests.harness import Harness
+
+ITEMS = """
+CREATE TABLE Items (
+  Id INTEGER PRIMARY KEY,
+  TenantId INTEGER NOT NULL,
+  Value INTEGER NOT NULL CHECK (Value < 100),
+  Hits INTEGER NOT NULL DEFAULT 0
+)
+"""
+COUNTER = """
+name: count-items
+description: add one hit to every item, in small batches
+targets: [staging]
+steps:
+  - name: hit
+    kind: batch
+    table: Items
+    key: Id
+    update: Hits = Hits + 1
+    batch: {size: 10, min: 5, max: 10, budget_ms: 200}
+"""
+PARALLEL = """
+name: bump-tenants
+description: add 50 to every item's value, one branch per tenant
+targets: [staging]
+steps:
+  - name: bump
+    kind: parallel
+    over: SELECT DISTINCT TenantId FROM Items ORDER BY TenantId
+    as: tenant
+    concurrency: 2
+    step:
+      name: bump-tenant
+      kind: batch
+      table: Items
+      key: Id
+      where: TenantId = :tenant
+      update: Value = Value + 50, Hits = Hits + 1
+      batch: {size: 5, min: 5, max: 5, budget_ms: 200}
+      retries: 10
+"""
+BAD_TENANT = 4
+
+
+def _seed(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(ITEMS))
+        for i in range(1, 301):
+            tenant = (i % 6) + 1
+            value = 60 if (tenant == BAD_TENANT and i == 201) else 0
+            conn.execute(
+                text("INSERT INTO Items (Id, TenantId, Value, Hits) VALUES (:i, :t, :v, 0)"),
+                {"i": i, "t": tenant, "v": value},
+            )
+    engine.dispose()
+
+
+@pytest.fixture
+async def h(tmp_path: Path, target_url: str) -> AsyncIterator[Harness]:
+    _seed(target_url)
+    folder = tmp_path / "runbooks"
+    folder.mkdir()
+    (folder / "count-items.yaml").write_text(COUNTER)
+    (folder / "bump-tenants.yaml").write_text(PARALLEL)
+    bot = await harness.start(tmp_path, harness.policies(target_url), folder)
+    bot.bot.service.engine.executors.backoff = lambda _attempt: 0.0
+    yield bot
+    await bot.close()
+
+
+def _rows(h: Harness, sql: str) -> list[tuple[int, ...]]:
+    with h.bot.service.targets["staging"].target.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(sql))]
+
+
+async def test_pause_stops_at_a_batch_boundary_and_resume_finishes_exactly_once(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A paused batch step holds nothing, keeps its checkpoint, and resumes without applying
+    any batch twice or skipping one."""
+    service = h.bot.service
+    loop = asyncio.get_running_loop()
+    m = await service.request("U0ALICE", "count-items", {}, "staging")
+    real = executors.run_batches
+
+    def run_batches(*args: Any, on_batch: Any, **kwargs: Any) -> Any:
+        def counted(report: Any) -> None:
+            on_batch(report)
+            if report.batches == 3:  # the user's /migrate pause lands during batch 4
+                asyncio.run_coroutine_threadsafe(service.pause(m.id, "U0ALICE"), loop).result()
+
+        return real(*args, on_batch=counted, **kwargs)
+
+    monkeypatch.setattr(executors, "run_batches", run_batches)
+    await service.approve(m.id, "U0BOB", m.plan.hash)
+    await service.wait_idle()
+    assert h.bot.store.get(m.id).state is State.PAUSED
+    assert _rows(h, "SELECT SUM(Hits), MAX(Hits) FROM Items") == [(30, 1)], "3 batches of 10"
+
+    monkeypatch.setattr(executors, "run_batches", real)
+    await service.resume(m.id, "U0ALICE")
+    await service.wait_idle()
+    assert h.bot.store.get(m.id).state is State.SUCCEEDED
+    assert _rows(h, "SELECT MIN(Hits), MAX(Hits), COUNT(*) FROM Items") == [(1, 1, 300)]
+    assert [r.state for r in h.bot.store.step_runs(m.id)] == ["stopped", "succeeded"]
+    actions = [a.action for a in h.bot.store.audit_trail(m.id)]
+    order = [actions.index(a) for a in ("pause-request", "pause", "resume", "succeed")]
+    assert order == sorted(order), actions
+
+
+async def test_a_failing_branch_stops_the_others_and_a_resume_finishes_them(h: Harness) -> None:
+    """One tenant's branch hits a constraint; its siblings stop at a batch boundary; after the
+    data is fixed, resuming the failed run finishes every branch, each row exactly once."""
+    service = h.bot.service
+    m = await service.request("U0ALICE", "bump-tenants", {}, "staging")
+    await service.approve(m.id, "U0BOB", m.plan.hash)
+    await service.wait_idle()
+    failed = h.bot.store.get(m.id)
+    assert failed.state is State.FAILED
+    assert failed.error is not None and f"branch tenant={BAD_TENANT}" in failed.error
+    assert _rows(h, "SELECT MAX(Hits) FROM Items") == [(1,)]
+    done_before = _rows(h, "SELECT COUNT(*) FROM Items WHERE Hits = 1")[0][0]
+    assert 0 < done_before < 300
+
+    with h.bot.service.targets["staging"].target.engine.begin() as conn:
+        conn.execute(text("UPDATE Items SET Value = 0 WHERE Id = 201"))
+    resumed = await service.resume(m.id, "U0ALICE")
+    assert resumed.state is State.RUNNING
+    await service.wait_idle()
+    assert h.bot.store.get(m.id).state is State.SUCCEEDED
+    assert _rows(h, "SELECT MIN(Hits), MAX(Hits) FROM Items") == [(1, 1)]
+    assert _rows(h, "SELECT COUNT(*) FROM Items WHERE Value <> 50 AND Id <> 201") == [(0,)]
