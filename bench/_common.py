@@ -100,6 +100,18 @@ def fresh_tasks(url: str, rows: int, tenants: int) -> float:
     return took
 
 
+def checkpoints(url: str) -> int:
+    """Checkpoints the server has started so far (timed + requested; server-wide). A
+    measurement that spans one pays for flushing the dirty pages and for full-page writes."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            sql = "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+            return int(conn.execute(text(sql)).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def tenant_counts(url: str) -> dict[int, int]:
     """Rows per TenantId in Tasks."""
     engine = create_engine(url, poolclass=NullPool)

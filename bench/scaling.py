@@ -23,6 +23,7 @@ from bench._common import (
     SOURCE_TENANT,
     TARGET_TENANT,
     MeasurementError,
+    checkpoints,
     emit,
     fresh_tasks,
     logger,
@@ -102,7 +103,9 @@ def measure(url: str, rows: int, tenants: int) -> dict[str, Any]:
     fresh_tasks(url, rows, tenants)
     moving = tenant_counts(url).get(SOURCE_TENANT, 0)
     logger.info("measuring the batch step over %d rows (%d move)", rows, moving)
+    started_checkpoints = checkpoints(url)
     figures = run_child(url)
+    figures["server_checkpoints_during"] = checkpoints(url) - started_checkpoints
     after = tenant_counts(url)
     if after.get(SOURCE_TENANT, 0) != 0 or after.get(TARGET_TENANT, 0) != moving:
         raise MeasurementError(f"{rows} rows: the step did not move all {moving} rows: {after}")

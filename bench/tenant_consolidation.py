@@ -25,6 +25,7 @@ from bench._common import (
     SOURCE_TENANT,
     TARGET_TENANT,
     MeasurementError,
+    checkpoints,
     emit,
     fresh_tasks,
     logger,
@@ -60,8 +61,10 @@ def measure(
     """Reload the data, run one way of moving the tenant, and check what it moved."""
     fresh_tasks(url, args.rows, args.tenants)
     before = tenant_counts(url)
+    started_checkpoints = checkpoints(url)
     logger.info("measuring %s", label)
     figures = run()
+    figures["server_checkpoints_during"] = checkpoints(url) - started_checkpoints
     after = tenant_counts(url)
     moved = after.get(TARGET_TENANT, 0) - before.get(TARGET_TENANT, 0)
     figures["source_rows_before"] = before.get(SOURCE_TENANT, 0)

@@ -50,12 +50,12 @@ async def _run(service: Service, cmd: Command, user: str) -> blocks.Message:
     if cmd.name == "request":
         assert cmd.runbook and cmd.target
         m = await service.request(user, cmd.runbook, cmd.params, cmd.target)
-        msg = blocks.plan_message(m.plan, m.counts, title=f"Requested #{m.id}")
         note = blocks.section(
-            f":inbox_tray: Migration *#{m.id}* is waiting for approval "
+            f":inbox_tray: Migration *#{m.id}* ({m.plan.runbook} on {m.plan.target}, "
+            f"`{m.plan.args()}`) is waiting for approval in the approvals channel "
             f"(plan `{m.plan.short_hash}`). Follow it with `/migrate status {m.id}`."
         )
-        return blocks.message(f"Requested migration #{m.id}", [note, *msg["blocks"]])
+        return blocks.message(f"Requested migration #{m.id}", [note])
     if cmd.name == "status":
         if cmd.migration_id is None:
             return blocks.status_list(await service.recent())

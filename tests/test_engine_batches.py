@@ -57,6 +57,29 @@ steps:
       batch: {size: 5, min: 5, max: 5, budget_ms: 200}
       retries: 10
 """
+RESTORING = """
+name: change-then-restore
+description: back up, change every item, then restore the backup
+targets: [staging]
+steps:
+  - name: backup
+    kind: backup
+  - name: hit
+    kind: batch
+    table: Items
+    key: Id
+    update: Hits = Hits + 1
+  - name: all-hit
+    kind: check
+    sql: SELECT MIN(Hits) FROM Items
+    expect: "== 1"
+  - name: restore
+    kind: restore
+  - name: none-hit
+    kind: check
+    sql: SELECT MAX(Hits) FROM Items
+    expect: "== 0"
+"""
 BAD_TENANT = 4
 
 
@@ -81,6 +104,7 @@ async def h(tmp_path: Path, target_url: str) -> AsyncIterator[Harness]:
     folder.mkdir()
     (folder / "count-items.yaml").write_text(COUNTER)
     (folder / "bump-tenants.yaml").write_text(PARALLEL)
+    (folder / "change-then-restore.yaml").write_text(RESTORING)
     bot = await harness.start(tmp_path, harness.policies(target_url), folder)
     bot.bot.service.engine.executors.backoff = lambda _attempt: 0.0
     yield bot
@@ -149,3 +173,19 @@ async def test_a_failing_branch_stops_the_others_and_a_resume_finishes_them(h: H
     assert h.bot.store.get(m.id).state is State.SUCCEEDED
     assert _rows(h, "SELECT MIN(Hits), MAX(Hits) FROM Items") == [(1, 1)]
     assert _rows(h, "SELECT COUNT(*) FROM Items WHERE Value <> 50 AND Id <> 201") == [(0,)]
+
+
+async def test_backup_and_restore_steps_round_trip_and_record_the_backup(h: Harness) -> None:
+    """A backup step records a verified backup on the migration; a restore step puts the
+    data back as it was."""
+    service = h.bot.service
+    m = await service.request("U0ALICE", "change-then-restore", {}, "staging")
+    await service.approve(m.id, "U0BOB", m.plan.hash)
+    await service.wait_idle()
+    done = h.bot.store.get(m.id)
+    assert done.state is State.SUCCEEDED, done.error
+    (backup,) = done.backups
+    assert backup["verified"] is True and Path(backup["location"]).is_file()
+    assert backup["sha256"] and backup["size_bytes"] > 0
+    assert _rows(h, "SELECT SUM(Hits) FROM Items") == [(0,)]
+    assert "backup" in [a.action for a in h.bot.store.audit_trail(m.id)]

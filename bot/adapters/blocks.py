@@ -342,7 +342,7 @@ def outcome(m: Migration, runs: list[StepRun]) -> Message:
     table = "\n".join(
         f"{r.step_index}. {r.name}: {r.state}, {r.rows:,} rows"
         + (f", {_elapsed(r.started_at, r.finished_at)}" if r.finished_at else "")
-        + (f" — {r.detail}" if r.detail and r.state != "succeeded" else "")
+        + (f" — {r.detail}" if r.detail else "")
         for r in runs
     )
     blocks = [section("\n".join(lines)), section(f"*Steps*\n{table or 'none ran'}")]

@@ -107,7 +107,8 @@ class Plan(BaseModel):
 
     def args(self) -> str:
         """The parameters as the user typed them: ``a=1 b=2``."""
-        return " ".join(f"{k}={_show(v)}" for k, v in sorted(self.params.items()))
+        shown = " ".join(f"{k}={_show(v)}" for k, v in sorted(self.params.items()))
+        return shown or "no parameters"
 
 
 def _show(value: ParamValue) -> str:
