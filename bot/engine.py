@@ -159,6 +159,7 @@ class Engine:
             live = LiveProgress(step.index, step.name, step.kind, started_at=self.clock())
             self._live[m.id] = live
             await asyncio.to_thread(self._started, m, step)
+            self.on_change()  # on the event loop: the outbox's wake-up is not thread-safe
             try:
                 outcome = await self.executors.run(m, step, target, control, live)
             except (StepFailed, SQLAlchemyError, OSError, ValueError) as exc:
@@ -166,6 +167,7 @@ class Engine:
                 await asyncio.to_thread(self._failed, m, step, live.rows, message)
                 return
             await asyncio.to_thread(self._ended, m, step, outcome)
+            self.on_change()
             if not outcome.finished:
                 await asyncio.to_thread(self._stop, m.id, control)
                 return
@@ -179,7 +181,6 @@ class Engine:
                 self.store.get(m.id), self.store.step_runs(m.id), now, self._live.get(m.id)
             )
         logger.info("migration %s: step %s (%s) started", m.id, step.index, step.name)
-        self.on_change()
 
     def _ended(self, m: Migration, step: PlannedStep, outcome: StepOutcome) -> None:
         now = self.clock()
@@ -196,7 +197,6 @@ class Engine:
             )
             self.notifier.progress(self.store.get(m.id), self.store.step_runs(m.id), now, None)
         logger.info("migration %s: step %s %s, %s rows", m.id, step.index, state, outcome.rows)
-        self.on_change()
 
     def _skip(self, m: Migration, step: PlannedStep) -> None:
         now = self.clock()

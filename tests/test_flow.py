@@ -3,6 +3,7 @@ submissions into the bot; a LocalSlack stand-in receiving what it posts; SQLite 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from bot.adapters.slack import Delivery
 from bot.adapters.targets.barq_schema import create_demo_database
 from bot.domain.lifecycle import State
 from tests import harness
@@ -244,3 +246,19 @@ def test_sqlite_target_is_untouched_by_values_that_look_like_sql(tmp_path: Path)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT Name FROM Tenants WHERE Id = 1")).scalar() == evil
         assert conn.execute(text("SELECT COUNT(*) FROM Tasks")).scalar() > 0
+
+
+async def test_delivery_stops_when_cancelled_just_as_it_is_woken(h: Harness) -> None:
+    """Shutdown cancels the outbox loop; a wake-up landing at the same moment must not
+    swallow that cancellation (asyncio.wait_for on Python 3.11 did, and shutdown hung)."""
+    delivery = Delivery(h.bot.outbox, h.bot.delivery.client, h.bot.service.clock)
+    task = asyncio.create_task(delivery.run_forever())
+    await h.bot.delivery.drain()
+    for _ in range(50):  # let its first pass finish, so that it waits to be woken
+        await asyncio.sleep(0.01)
+    delivery.kick()
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(3):
+            await task

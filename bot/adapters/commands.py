@@ -241,7 +241,8 @@ async def _stop(proc: asyncio.subprocess.Process, grace: float) -> None:
     try:
         for wait in (grace, max(grace, 1.0)):  # for the TERM, then for the KILL
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_ended(proc), wait)
+                async with asyncio.timeout(wait):
+                    await _ended(proc)
             _signal_group(proc.pid, signal.SIGKILL)
     finally:
         _signal_group(proc.pid, signal.SIGKILL)

@@ -98,20 +98,33 @@ class Delivery:
         self.clock = clock
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set once run_forever runs
 
     def kick(self) -> None:
-        """Ask the delivery loop to run now."""
-        self._wake.set()
+        """Ask the delivery loop to run now; safe to call from any thread."""
+        loop = self._loop
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if loop is None or loop is here:
+            self._wake.set()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def run_forever(self, idle_seconds: float = 5.0) -> None:
         """Deliver whenever kicked, and every ``idle_seconds`` to retry failures."""
+        self._loop = asyncio.get_running_loop()
         while True:
             try:
                 await self.drain()
             except Exception:
                 logger.exception("outbox delivery pass failed")
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+            # cancellation that stops this loop when the wake-up lands at the same moment.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), idle_seconds)
+                async with asyncio.timeout(idle_seconds):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def drain(self) -> int:
