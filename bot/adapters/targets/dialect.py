@@ -170,26 +170,56 @@ class Dialect(ABC):
     def _after_key(self, key: str) -> str:
         """Predicate: ``key`` lies after ``:last_key``, or true when ``:last_key`` is NULL."""
 
-    @abstractmethod
     def checkpoint_table_ddl(self) -> list[str]:
-        """Statements creating ``barq_checkpoints`` if it is missing (idempotent)."""
+        """Statements creating ``barq_checkpoints`` if it is missing (idempotent).
 
-    @abstractmethod
+        This form serves PostgreSQL and SQLite; SQL Server overrides it."""
+        return [
+            f"CREATE TABLE IF NOT EXISTS {self.checkpoint_table} (\n"
+            "    migration_id VARCHAR(64) NOT NULL,\n"
+            "    step VARCHAR(100) NOT NULL,\n"
+            "    branch VARCHAR(100) NOT NULL DEFAULT '',\n"
+            "    last_key BIGINT NULL,\n"
+            "    rows_done BIGINT NOT NULL DEFAULT 0,\n"
+            "    batches BIGINT NOT NULL DEFAULT 0,\n"
+            "    done BOOLEAN NOT NULL DEFAULT FALSE,\n"
+            "    updated_at TIMESTAMP NOT NULL,\n"
+            "    PRIMARY KEY (migration_id, step, branch)\n"
+            ")"
+        ]
+
     def checkpoint_upsert_sql(self) -> str:
         """Insert or update one checkpoint row, recording one more batch.
 
         Parameters: ``:migration_id, :step, :branch, :last_key, :rows, :done, :now``.
         ``rows_done`` grows by ``:rows``, ``batches`` by one; ``last_key``, ``done`` and
         ``updated_at`` are overwritten. Pass ``:now`` as a naive UTC datetime.
-        """
 
-    @abstractmethod
+        This form, ``INSERT ... ON CONFLICT DO UPDATE``, is atomic under concurrency on
+        PostgreSQL and SQLite (>= 3.24); SQL Server overrides it.
+        """
+        return (
+            f"INSERT INTO {self.checkpoint_table} AS c"
+            " (migration_id, step, branch, last_key, rows_done, batches, done, updated_at)\n"
+            "VALUES (:migration_id, :step, :branch, :last_key, :rows, 1, :done, :now)\n"
+            "ON CONFLICT (migration_id, step, branch) DO UPDATE SET"
+            " last_key = EXCLUDED.last_key, rows_done = c.rows_done + EXCLUDED.rows_done,"
+            " batches = c.batches + 1, done = EXCLUDED.done, updated_at = EXCLUDED.updated_at"
+        )
+
     def next_key_sql(self, table: str, key: str, where: str | None = None) -> str:
         """Upper key of the next batch: MAX(key) of the first ``:batch_size`` matching rows
         after ``:last_key`` in key order (from the start when NULL); NULL when exhausted.
 
         ``where`` is a trusted SQL fragment from the runbook (empty/None means all rows).
+        This LIMIT form serves PostgreSQL and SQLite; SQL Server overrides it with TOP.
         """
+        key = validate_column(key)
+        return (
+            f"SELECT MAX(b.{key}) FROM (SELECT {key} FROM {self.quote_identifier(table)}"
+            f" WHERE ({where_clause(where)}) AND {self._after_key(key)}"
+            f" ORDER BY {key} LIMIT :batch_size) AS b"
+        )
 
     @abstractmethod
     def statement_timeout_sql(self, seconds: float) -> str | None:

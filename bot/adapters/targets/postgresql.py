@@ -22,9 +22,7 @@ from .dialect import (
     backup_file_name,
     file_sha256,
     timeout_ms,
-    validate_column,
     validate_identifier,
-    where_clause,
 )
 
 __all__ = ["DIALECT", "PostgresqlDialect", "connection_args", "redact"]
@@ -107,45 +105,9 @@ class PostgresqlDialect(Dialect):
     name = "postgresql"
     backup_suffix = ".dump"
 
-    def checkpoint_table_ddl(self) -> list[str]:
-        """CREATE TABLE IF NOT EXISTS barq_checkpoints."""
-        return [
-            "CREATE TABLE IF NOT EXISTS barq_checkpoints (\n"
-            "    migration_id VARCHAR(64) NOT NULL,\n"
-            "    step VARCHAR(100) NOT NULL,\n"
-            "    branch VARCHAR(100) NOT NULL DEFAULT '',\n"
-            "    last_key BIGINT NULL,\n"
-            "    rows_done BIGINT NOT NULL DEFAULT 0,\n"
-            "    batches BIGINT NOT NULL DEFAULT 0,\n"
-            "    done BOOLEAN NOT NULL DEFAULT FALSE,\n"
-            "    updated_at TIMESTAMP NOT NULL,\n"
-            "    PRIMARY KEY (migration_id, step, branch)\n"
-            ")"
-        ]
-
-    def checkpoint_upsert_sql(self) -> str:
-        """INSERT ... ON CONFLICT DO UPDATE (atomic under concurrency)."""
-        return (
-            "INSERT INTO barq_checkpoints AS c"
-            " (migration_id, step, branch, last_key, rows_done, batches, done, updated_at)\n"
-            "VALUES (:migration_id, :step, :branch, :last_key, :rows, 1, :done, :now)\n"
-            "ON CONFLICT (migration_id, step, branch) DO UPDATE SET"
-            " last_key = EXCLUDED.last_key, rows_done = c.rows_done + EXCLUDED.rows_done,"
-            " batches = c.batches + 1, done = EXCLUDED.done, updated_at = EXCLUDED.updated_at"
-        )
-
     def _after_key(self, key: str) -> str:
         # psycopg binds server-side: a bare NULL parameter has no type, hence the casts.
         return f"(CAST(:last_key AS BIGINT) IS NULL OR {key} > CAST(:last_key AS BIGINT))"
-
-    def next_key_sql(self, table: str, key: str, where: str | None = None) -> str:
-        """LIMIT-based boundary query (custom plans fold the NULL test away)."""
-        key = validate_column(key)
-        return (
-            f"SELECT MAX(b.{key}) FROM (SELECT {key} FROM {self.quote_identifier(table)}"
-            f" WHERE ({where_clause(where)}) AND {self._after_key(key)}"
-            f" ORDER BY {key} LIMIT :batch_size) AS b"
-        )
 
     def statement_timeout_sql(self, seconds: float) -> str | None:
         """``SET LOCAL statement_timeout``; only effective inside a transaction."""

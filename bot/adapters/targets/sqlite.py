@@ -19,9 +19,7 @@ from .dialect import (
     ErrorKind,
     backup_file_name,
     file_sha256,
-    validate_column,
     validate_identifier,
-    where_clause,
 )
 
 __all__ = ["DIALECT", "SqliteDialect"]
@@ -50,46 +48,10 @@ class SqliteDialect(Dialect):
     name = "sqlite"
     backup_suffix = ".sqlite3"
 
-    def checkpoint_table_ddl(self) -> list[str]:
-        """CREATE TABLE IF NOT EXISTS barq_checkpoints."""
-        return [
-            "CREATE TABLE IF NOT EXISTS barq_checkpoints (\n"
-            "    migration_id VARCHAR(64) NOT NULL,\n"
-            "    step VARCHAR(100) NOT NULL,\n"
-            "    branch VARCHAR(100) NOT NULL DEFAULT '',\n"
-            "    last_key BIGINT NULL,\n"
-            "    rows_done BIGINT NOT NULL DEFAULT 0,\n"
-            "    batches BIGINT NOT NULL DEFAULT 0,\n"
-            "    done BOOLEAN NOT NULL DEFAULT 0,\n"
-            "    updated_at TIMESTAMP NOT NULL,\n"
-            "    PRIMARY KEY (migration_id, step, branch)\n"
-            ")"
-        ]
-
-    def checkpoint_upsert_sql(self) -> str:
-        """INSERT ... ON CONFLICT DO UPDATE (SQLite >= 3.24)."""
-        return (
-            "INSERT INTO barq_checkpoints AS c"
-            " (migration_id, step, branch, last_key, rows_done, batches, done, updated_at)\n"
-            "VALUES (:migration_id, :step, :branch, :last_key, :rows, 1, :done, :now)\n"
-            "ON CONFLICT (migration_id, step, branch) DO UPDATE SET"
-            " last_key = excluded.last_key, rows_done = c.rows_done + excluded.rows_done,"
-            " batches = c.batches + 1, done = excluded.done, updated_at = excluded.updated_at"
-        )
-
     def _after_key(self, key: str) -> str:
         # SQLite cannot drop an "IS NULL OR" branch at plan time; this form stays an index
         # range scan. For integers, k >= last_key + 1 is k > last_key.
         return f"{key} >= COALESCE(:last_key + 1, -9223372036854775808)"
-
-    def next_key_sql(self, table: str, key: str, where: str | None = None) -> str:
-        """LIMIT-based boundary query over an integer key."""
-        key = validate_column(key)
-        return (
-            f"SELECT MAX(b.{key}) FROM (SELECT {key} FROM {self.quote_identifier(table)}"
-            f" WHERE ({where_clause(where)}) AND {self._after_key(key)}"
-            f" ORDER BY {key} LIMIT :batch_size) AS b"
-        )
 
     def statement_timeout_sql(self, seconds: float) -> str | None:
         """None: SQLite has no such setting; callers interrupt via a progress handler."""
