@@ -133,8 +133,9 @@ class Executors:
         result = await asyncio.to_thread(self._batches, target, job, control.stopping, live, step)
         if result.finished:
             await asyncio.to_thread(target.mark_done, m.run_key, step.name, self.clock())
+        batches = "batch" if result.batches == 1 else "batches"
         detail = (
-            f"{result.batches} batches, longest {result.longest_batch_seconds * 1000:.0f} ms"
+            f"{result.batches:,} {batches}, longest {result.longest_batch_seconds * 1000:.0f} ms"
             + (f", {result.retries} retried" if result.retries else "")
         )
         return StepOutcome(result.rows_done, detail, result.finished)

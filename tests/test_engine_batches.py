@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from bot import executors
+from bot.adapters import blocks
 from bot.domain.lifecycle import State
 from tests import harness
 from tests.harness import Harness
@@ -164,6 +165,10 @@ async def test_a_failing_branch_stops_the_others_and_a_resume_finishes_them(h: H
     assert _rows(h, "SELECT MAX(Hits) FROM Items") == [(1,)]
     done_before = _rows(h, "SELECT COUNT(*) FROM Items WHERE Hits = 1")[0][0]
     assert 0 < done_before < 300
+    assert blocks.data_state(failed, h.bot.store.step_runs(m.id)) == (
+        f"Nothing was committed; step 1 (bump) committed {done_before:,} rows in batches up "
+        "to its last checkpoint; the failing batch was rolled back."
+    )
 
     with h.bot.service.targets["staging"].target.engine.begin() as conn:
         conn.execute(text("UPDATE Items SET Value = 0 WHERE Id = 201"))

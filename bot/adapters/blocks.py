@@ -261,6 +261,10 @@ def reject_modal(migration_id: int, plan_hash: str) -> dict[str, Any]:
     }
 
 
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
+
+
 def _elapsed(start: datetime | None, end: datetime) -> str:
     if start is None:
         return "-"
@@ -302,7 +306,8 @@ def _live_text(live: LiveProgress, now: datetime) -> str:
     of = f" of ~{live.total:,}" if live.total is not None else ""
     text = f"*{live.step_name}*: {live.rows:,}{of} rows · {live.rate(now):,.0f} rows/s"
     if live.batches:
-        text += f" · {live.batches:,} batches, longest {live.longest_batch * 1000:.0f} ms"
+        batches = _plural(live.batches, "batch", "batches")
+        text += f" · {batches}, longest {live.longest_batch * 1000:.0f} ms"
     if live.retries:
         text += f" · {live.retries} retried after transient errors"
     if live.branches:
@@ -325,7 +330,8 @@ def _live_text(live: LiveProgress, now: datetime) -> str:
 def _step_table(runs: list[StepRun]) -> Block:
     mark = {"succeeded": "✓", "failed": "✗", "running": "…", "skipped": "↷"}
     lines = [
-        f"{mark.get(r.state, '·')} {r.phase} {r.step_index}. {r.name}: {r.rows:,} rows"
+        f"{mark.get(r.state, '·')} {'rollback ' if r.phase == 'rollback' else ''}"
+        f"{r.step_index}. {r.name}: {r.rows:,} rows"
         + (f", {_elapsed(r.started_at, r.finished_at)}" if r.finished_at else "")
         for r in runs
     ]
@@ -355,15 +361,30 @@ def data_state(m: Migration, runs: list[StepRun]) -> str:
     committed = [r for r in runs if r.phase == "run" and r.state == "succeeded"]
     if m.state is State.SUCCEEDED:
         return f"All {len(m.plan.steps)} steps committed and verified."
-    failed = [r for r in runs if r.state == "failed"]
     where = (
         f"Committed up to step {committed[-1].step_index} ({committed[-1].name})"
         if committed
         else "Nothing was committed"
     )
-    if failed:
-        where += f"; step {failed[-1].step_index} ({failed[-1].name}) was rolled back"
+    last = runs[-1] if runs and runs[-1].phase == "run" else None
+    if last is None or last.state not in ("failed", "stopped"):
+        return where + "."
+    step = f"step {last.step_index} ({last.name})"
+    if last.kind in ("batch", "parallel"):
+        where += f"; {step} committed {last.rows:,} rows in batches up to its last checkpoint" + (
+            "; the failing batch was rolled back" if last.state == "failed" else ""
+        )
+    elif last.state == "failed":
+        where += f"; {step} " + _FAILED_STEP_LEFT.get(last.kind, "was rolled back")
     return where + "."
+
+
+_FAILED_STEP_LEFT = {
+    "check": "changed nothing",
+    "backup": "changed nothing",
+    "command": "failed outside any transaction: check what the program changed",
+    "restore": "may have left the database partly restored: check it before going on",
+}
 
 
 def status(
