@@ -124,7 +124,8 @@ def test_update_moves_exactly_the_matching_rows_once(target: Target) -> None:
     assert [r.last_key for r in reports] == [moving[k] for k in (6, 13, 20, 27, 34, 39)]
     assert [r.rows_done for r in reports] == [7, 14, 21, 28, 35, 40]
     assert result.batches == reports[-1].batches == 6
-    assert result.longest_batch_seconds == max(r.seconds for r in reports) > 0
+    # the longest transaction may be the last one, which finds nothing left and is not reported
+    assert result.longest_batch_seconds >= max(r.seconds for r in reports) > 0
     cp = checkpoint(target, j)
     assert (cp["rows_done"], cp["batches"], bool(cp["done"])) == (40, 6, True)
     assert cp["last_key"] == moving[-1]
