@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from bot import executors
 from bot.adapters import blocks
@@ -112,6 +113,30 @@ async def h(tmp_path: Path, target_url: str) -> AsyncIterator[Harness]:
     await bot.close()
 
 
+def _assert_nothing_held(h: Harness) -> None:
+    """No open transaction and no lock on Items: another session gets an exclusive lock at
+    once (and, on PostgreSQL, no session of the bot sits idle in a transaction)."""
+    url = h.bot.service.targets["staging"].target.engine.url
+    if url.get_backend_name() == "sqlite":
+        engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 1})
+        with engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN EXCLUSIVE")
+            conn.exec_driver_sql("ROLLBACK")
+    else:
+        engine = create_engine(url, poolclass=NullPool)
+        with engine.begin() as conn:
+            idle_in_transaction = conn.execute(
+                text(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+                )
+            )
+            assert idle_in_transaction.scalar() == 0
+            conn.execute(text("SET LOCAL lock_timeout = '1s'"))
+            conn.execute(text("LOCK TABLE Items IN ACCESS EXCLUSIVE MODE"))
+    engine.dispose()
+
+
 def _rows(h: Harness, sql: str) -> list[tuple[int, ...]]:
     with h.bot.service.targets["staging"].target.engine.connect() as conn:
         return [tuple(r) for r in conn.execute(text(sql))]
@@ -140,6 +165,7 @@ async def test_pause_stops_at_a_batch_boundary_and_resume_finishes_exactly_once(
     await service.wait_idle()
     assert h.bot.store.get(m.id).state is State.PAUSED
     assert _rows(h, "SELECT SUM(Hits), MAX(Hits) FROM Items") == [(30, 1)], "3 batches of 10"
+    _assert_nothing_held(h)
 
     monkeypatch.setattr(executors, "run_batches", real)
     await service.resume(m.id, "U0ALICE")
