@@ -133,7 +133,11 @@ def _validate(_args: argparse.Namespace) -> int:
     settings = load_settings()
     found = load_runbooks(settings.runbooks_dir)
     for name, runbook in sorted(found.items()):
-        print(f"ok  {name}: {len(runbook.steps)} steps, {len(runbook.rollback)} rollback steps")
+        steps, rollback = len(runbook.steps), len(runbook.rollback)
+        print(
+            f"ok  {name}: {steps} step{'s' * (steps != 1)}, "
+            f"{rollback} rollback step{'s' * (rollback != 1)}"
+        )
     print(f"{len(found)} runbooks valid in {settings.runbooks_dir}")
     return 0
 

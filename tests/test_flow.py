@@ -58,7 +58,9 @@ async def test_plan_is_a_dry_run_with_counts_sql_checks_and_rollback(h: Harness)
     tasks = _count(h, "staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")
     reply = _text(await h.slash(ALICE, REQUEST.replace("request", "plan", 1)))
     assert f"Rows it will touch now: *{tasks:,}*" in reply
-    assert "SET TenantId = :target_tenant" in reply and "keyset batches over `Tasks`" in reply
+    assert "keyset batches over `Tasks`" in reply
+    each_batch = "UPDATE Tasks SET\\nTenantId = :target_tenant\\nWHERE Id >= :_barq_from AND"
+    assert f"Each batch runs:```{each_batch}" in reply
     assert "Passes when the value is `== 0`" in reply and "Rollback" in reply
     assert _count(h, "staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3") == tasks
     assert h.bot.store.recent() == []

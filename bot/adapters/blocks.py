@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from bot.adapters.store import Migration, StepRun
+from bot.adapters.targets.batch_sql import batch_sql
+from bot.adapters.targets.dialect import dialect_for
 from bot.domain.approval import ApprovalPolicy, PriorApproval
 from bot.domain.lifecycle import State
 from bot.domain.plan import Plan, PlannedStep
@@ -115,7 +117,7 @@ def _code(sql: str) -> str:
     return "```" + sql.strip().replace("```", "'''") + "```"
 
 
-def _step_text(step: PlannedStep, counts: dict[str, int]) -> str:
+def _step_text(step: PlannedStep, counts: dict[str, int], dialect: str) -> str:
     head = f"*{step.index}. {step.name}* ({step.kind})"
     if step.description:
         head += f" — {step.description}"
@@ -123,7 +125,7 @@ def _step_text(step: PlannedStep, counts: dict[str, int]) -> str:
         head += f"\nRows it will touch now: *{counts[step.name]:,}*"
     body = _code(step.sql) if step.sql else ""
     if step.batch is not None:
-        body = _batch_text(step)
+        body = _batch_text(step, dialect)
     elif step.command is not None:
         body = "Runs (no shell):\n" + _code(shlex.join(step.command.argv))
     elif step.kind == "backup":
@@ -138,7 +140,7 @@ def _step_text(step: PlannedStep, counts: dict[str, int]) -> str:
     return f"{head}\n{body}"
 
 
-def _batch_text(step: PlannedStep) -> str:
+def _batch_text(step: PlannedStep, dialect: str) -> str:
     plan = step.batch
     assert plan is not None
     s = plan.settings
@@ -152,17 +154,13 @@ def _batch_text(step: PlannedStep) -> str:
             f"For each `:{step.branch_param}` from the query below, {step.concurrency} at a "
             f"time, each branch with its own checkpoints:\n{_code(step.over_sql)}\n" + text
         )
-    if plan.set_sql:
-        text += f"\nSET {plan.set_sql}"
-    if plan.insert_into:
-        columns = ", ".join(plan.insert_columns)
-        text += f"\nINSERT INTO {plan.insert_into} ({columns}) SELECT {plan.insert_select_sql}"
-    if plan.hook:
+    statements = batch_sql(dialect_for(dialect), plan)
+    if statements.kind == "hook":
         reads, writes = ", ".join(plan.read), ", ".join(plan.write)
-        text += f"\nPython hook `{plan.hook}` reads {reads}, writes {writes}"
-    if plan.where_sql:
-        text += f"\nWHERE {plan.where_sql}"
-    return text
+        text += f"\nPython hook `{plan.hook}` reads {reads} and writes {writes} of the rows"
+        text += f" each batch selects:{_code(statements.change)}"
+        return text + f"one row at a time with:{_code(statements.row_update or '')}"
+    return text + "\nEach batch runs:" + _code(statements.change)
 
 
 def plan_message(plan: Plan, counts: dict[str, int], *, title: str = "Dry run") -> Message:
@@ -174,10 +172,10 @@ def plan_message(plan: Plan, counts: dict[str, int], *, title: str = "Dry run") 
             f"plan `{plan.short_hash}`"
         ),
     ]
-    blocks += [section(_step_text(s, counts)) for s in plan.steps]
+    blocks += [section(_step_text(s, counts, plan.dialect)) for s in plan.steps]
     if plan.rollback:
         blocks.append(header("Rollback"))
-        blocks += [section(_step_text(s, {})) for s in plan.rollback]
+        blocks += [section(_step_text(s, {}, plan.dialect)) for s in plan.rollback]
     else:
         blocks.append(context(":warning: This runbook declares no rollback."))
     total = sum(counts.values())
