@@ -255,7 +255,8 @@ class Executors:
         await asyncio.to_thread(self.store.add_backup, m.id, record, self.clock())
         await asyncio.to_thread(target.mark_done, m.run_key, step.name, self.clock())
         size = f"{info.size_bytes:,} bytes" if info.size_bytes is not None else "size unknown"
-        return StepOutcome(0, f"backup at {info.location} ({size}, verified: {info.verified})")
+        checked = "verified" if info.verified else "NOT verified"
+        return StepOutcome(0, f"backup at {info.location} ({size}, {checked})")
 
     async def _restore(
         self, m: Migration, step: PlannedStep, target: Target, *args: Any

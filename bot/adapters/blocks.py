@@ -202,7 +202,7 @@ def approval_request(
             f"{_ICON[m.state]} *{m.state.value}* · requested by <@{m.requester}>\n"
             f"`{plan.args()}` · plan `{plan.short_hash}`\n{plan.description}"
         ),
-        section(f"*Steps*\n{steps}\n*Rollback*: {len(plan.rollback)} step(s)"),
+        section(f"*Steps*\n{steps}\n*Rollback*: {_plural(len(plan.rollback), 'step', 'steps')}"),
         context(
             f"Approvals: {len(approvals)}/{policy.required} ({approved}) · "
             f"approvers: {policy.describe()}"
