@@ -18,10 +18,9 @@ import pytest
 import yaml
 from sqlalchemy import Engine, create_engine, text
 
-from bot.adapters import slack_payloads as payloads
 from bot.adapters.slack_local import LocalSlack
-from tests.harness import APPROVALS, CHANNELS, CONSOLE, MIGRATIONS, USERS
-from tests.test_e2e_serve import SECRET, _free_port, _post, _wait_healthy
+from tests.harness import APPROVALS, CHANNELS, MIGRATIONS, USERS
+from tests.test_e2e_serve import SECRET, _free_port, _wait_healthy, request_and_approve
 
 pytestmark = pytest.mark.postgres
 ROWS = 40_000
@@ -120,7 +119,7 @@ async def test_sigkilled_bot_resumes_the_run_and_applies_no_batch_twice(
         bot = _Bot(tmp_path, {**env, "PORT": str(_free_port())})
         try:
             await bot.start()
-            await _request_and_approve(bot.url, slack)
+            await request_and_approve(bot.url, slack, "request hit-items on=staging")
             killed_at: list[int] = []
             while len(killed_at) < KILLS:
                 before = killed_at[-1] if killed_at else 0
@@ -143,32 +142,6 @@ async def test_sigkilled_bot_resumes_the_run_and_applies_no_batch_twice(
         assert tuple(checkpoint) == (ROWS, True)
     assert bot.log_path.read_text().count("resuming after a restart") == KILLS
     target.dispose()
-
-
-async def _request_and_approve(url: str, slack: LocalSlack) -> None:
-    body = payloads.slash_command(
-        "/migrate",
-        "request hit-items on=staging",
-        user_id="U0ALICE",
-        user_name="alice",
-        channel_id=CONSOLE,
-        response_url=slack.response_url("request"),
-        trigger_id=payloads.new_trigger_id(),
-    )
-    assert (await _post(url, body))[0] == 200
-    await slack.wait_for(lambda s: s.messages_in(APPROVALS), timeout=15)
-    request = slack.messages_in(APPROVALS)[0]
-    approve = next(b for b in slack.find_buttons(request) if b["action_id"] == "approve")
-    click = payloads.block_actions(
-        user_id="U0BOB",
-        user_name="bob",
-        channel_id=APPROVALS,
-        message=request,
-        action=approve,
-        response_url=slack.response_url("click"),
-        trigger_id=payloads.new_trigger_id(),
-    )
-    assert (await _post(url, click))[0] == 200
 
 
 async def _wait_until(ready: Callable[[], bool], bot: _Bot, timeout: float = 30) -> None:
