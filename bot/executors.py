@@ -86,6 +86,8 @@ class Executors:
             step=step.name,
             timeout=step.timeout,
             now=self.clock(),
+            retries=step.retries,
+            **({"backoff": self.backoff} if self.backoff is not None else {}),
         )
         return StepOutcome(rows)
 

@@ -248,3 +248,30 @@ def test_sqlite_database_locked_retries(sqlite_url: str) -> None:
     holder.close()
     target.engine.dispose()
     assert waits == [1] and result.retries == 1 and _hits(target) == [1] * 30
+
+
+@pytest.mark.postgres
+def test_a_sql_step_retries_its_whole_transaction_and_runs_once(
+    pg: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sql step that cannot get its row locks in time is retried whole after the backoff;
+    once committed with its checkpoint, running it again changes nothing."""
+    caplog.set_level(logging.WARNING, "bot.adapters.targets.target")
+    holder = pg.engine.connect()
+    holder.execute(text("UPDATE Items SET TenantId = 3 WHERE Id = 15"))
+    waits: list[int] = []
+
+    def backoff(attempt: int) -> float:
+        waits.append(attempt)
+        holder.rollback()  # released while the step waits
+        return 0.01
+
+    step = {"run_key": "m-7", "step": "bump-all", "now": NOW}
+    bump = "UPDATE Items SET Hits = Hits + 1"
+    rows = pg.run_sql(bump, {}, timeout=0.3, retries=2, backoff=backoff, **step)
+    holder.close()
+    assert rows == 30 and waits == [1]
+    assert _hits(pg) == [1] * 30
+    assert "m-7 step bump-all: lock_timeout, retry 1 of 2" in caplog.text
+    assert pg.run_sql(bump, {}, timeout=5, **step) == 30, "the committed step's row count"
+    assert _hits(pg) == [1] * 30

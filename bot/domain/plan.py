@@ -83,6 +83,7 @@ class PlannedStep(BaseModel):
     over_sql: str | None = None
     branch_param: str | None = None
     concurrency: int = 1
+    retries: int = 0  # sql steps: whole-transaction retries on transient errors
 
 
 class Plan(BaseModel):
@@ -209,7 +210,11 @@ def _resolve(index: int, step: AnyStep, dialect: str, params: dict[str, ParamVal
 
 def _details(step: AnyStep, dialect: str, params: dict[str, ParamValue]) -> dict[str, Any]:
     if isinstance(step, SqlStep):
-        return {"sql": sql_for(step.sql, dialect), "count_sql": _opt(step.count, dialect)}
+        return {
+            "sql": sql_for(step.sql, dialect),
+            "count_sql": _opt(step.count, dialect),
+            "retries": step.retries,
+        }
     if isinstance(step, CheckStep):
         return {
             "sql": sql_for(step.sql, dialect),

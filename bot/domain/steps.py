@@ -36,6 +36,7 @@ class SqlStep(_Step):
     kind: Literal["sql"]
     sql: SqlText
     count: SqlText | None = None
+    retries: int = Field(default=3, ge=0, le=50, description="on transient errors")
 
     def sql_texts(self) -> list[str]:
         return texts(self.sql) + texts(self.count)

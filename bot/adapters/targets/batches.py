@@ -35,7 +35,7 @@ from bot.adapters.targets.batch_sql import (
     batch_sql,
     runbook_binds,
 )
-from bot.adapters.targets.target import Target
+from bot.adapters.targets.target import Target, exponential_backoff
 from bot.domain.batching import next_size
 from bot.domain.plan import BatchPlan
 from bot.domain.sqltext import bound_names
@@ -57,11 +57,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ISOLATION_LEVELS = frozenset({"READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"})
-
-
-def exponential_backoff(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (1, 2, ...): 0.05 s doubling, at most 5 s."""
-    return float(min(5.0, 0.05 * 2**attempt))
 
 
 @dataclass(frozen=True)

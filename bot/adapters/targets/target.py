@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +27,7 @@ from sqlalchemy import (
     event,
     text,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import DBAPIError
 
 from bot.adapters.targets.dialect import Dialect, dialect_for
@@ -44,6 +45,11 @@ journal = Table(
     Column("row_id", BigInteger, primary_key=True, autoincrement=False, quote=False),
     quote=False,
 )
+
+
+def exponential_backoff(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1, 2, ...): 0.05 s doubling, at most 5 s."""
+    return float(min(5.0, 0.05 * 2**attempt))
 
 
 @dataclass(frozen=True)
@@ -151,11 +157,48 @@ class Target:
         step: str,
         timeout: float,
         now: datetime,
+        retries: int = 0,
+        backoff: Callable[[int], float] = exponential_backoff,
     ) -> int:
-        """Run a step's statements and its checkpoint in one transaction; return rows touched."""
+        """Run a step's statements and its checkpoint in one transaction; return rows touched.
+
+        Exactly once: a step whose checkpoint is committed already is not run again, so a
+        retry after a commit whose answer was lost finds it. Transient errors (deadlock,
+        serialization failure, lock timeout, lost connection) retry the whole transaction
+        up to ``retries`` times; any other error propagates at once.
+        """
         self.prepare()
+        attempt = 0
+        while True:
+            try:
+                return self._run_sql_once(sql, params, run_key, step, timeout, now)
+            except (DBAPIError, sa_exc.TimeoutError) as exc:
+                kind = self.sql.classify(exc)
+                if kind == "permanent" or attempt >= retries:
+                    raise
+                attempt += 1
+                delay = backoff(attempt)
+                logger.warning(
+                    "migration %s step %s: %s, retry %d of %d in %.2f s: %s",
+                    *(run_key, step, kind, attempt, retries, delay, error_message(exc)),
+                )
+                time.sleep(delay)
+
+    def _run_sql_once(
+        self,
+        sql: str,
+        params: dict[str, Any],
+        run_key: str,
+        step: str,
+        timeout: float,
+        now: datetime,
+    ) -> int:
         rows = 0
         with self._transaction(timeout) as conn:
+            key = {"migration_id": run_key, "step": step, "branch": ""}
+            done = conn.execute(text(self.sql.checkpoint_select_sql()), key).mappings().first()
+            if done is not None and done["done"]:
+                return int(done["rows_done"])
             for statement in split_for(self.dialect, sql):
                 result = conn.execute(text(statement), _bind(statement, params))
                 rows += max(result.rowcount or 0, 0)
