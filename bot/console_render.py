@@ -44,7 +44,9 @@ def render(blocks: list[dict[str, Any]], names: dict[str, str], number: Any) -> 
         elif kind == "section":
             lines.append(mrkdwn(block["text"]["text"], names))
         elif kind == "context":
-            lines += ["  " + mrkdwn(e.get("text", ""), names) for e in block["elements"]]
+            for element in block["elements"]:
+                text = mrkdwn(element.get("text", ""), names)
+                lines += ["  " + line for line in text.split("\n")]
         elif kind == "divider":
             lines.append("─" * 40)
         elif kind == "actions":

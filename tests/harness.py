@@ -146,6 +146,7 @@ async def start(
     slack = await LocalSlack(channels=CHANNELS, usergroups=demo.GROUPS, users=USERS).start()
     settings = load_settings(
         database_url=f"sqlite:///{tmp_path / 'state.db'}",
+        backup_dir=tmp_path / "backups",
         targets=targets,
         approvals_channel=APPROVALS,
         notify_channel=MIGRATIONS,

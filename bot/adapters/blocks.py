@@ -48,7 +48,7 @@ USAGE = [
     ("status", "/migrate status 12", "one migration, or the recent ones without an id"),
     ("cancel", "/migrate cancel 12", "stop it from starting, or stop at the next boundary"),
     ("pause", "/migrate pause 12", "pause a run at the next batch boundary (holds no locks)"),
-    ("resume", "/migrate resume 12", "continue a paused run from its last checkpoint"),
+    ("resume", "/migrate resume 12", "continue a paused or failed run from its checkpoint"),
 ]
 
 

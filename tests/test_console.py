@@ -1,0 +1,58 @@
+"""The local console as a new user meets it: `barq-bot shell --demo` reading lines from
+standard input, on freshly made demo SQLite targets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _console(tmp_path: Path, *lines: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "shell", "--demo", "--workdir", str(tmp_path / "demo")],
+        cwd=ROOT,
+        input="\n".join([*lines, "/quit"]) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_request_approve_and_run_in_the_console(tmp_path: Path) -> None:
+    """alice requests, her own click is refused, bob's click runs it, status shows it done."""
+    out = _console(
+        tmp_path,
+        "/migrate request tenant-consolidation source_tenant=3 target_tenant=7 on=staging",
+        "1",
+        "/as bob",
+        "1",
+        "/migrate status 1",
+    )
+    assert "[1] Approve   [2] Reject" in out
+    assert "you requested this migration, so someone else must approve it" in out
+    assert "#1 tenant-consolidation on staging succeeded" in out
+    assert "All 9 steps committed and verified." in out
+    status = out[out.rindex("bob> /migrate status 1") :]
+    assert "succeeded" in status and "9 of 9 steps done" in status
+    assert "  requested by @alice" in status, "context lines are indented"
+
+
+def test_reject_with_a_reason_in_the_console(tmp_path: Path) -> None:
+    """Reject opens a modal; the typed reason is recorded and shown on the request."""
+    out = _console(
+        tmp_path,
+        "/migrate request tenant-consolidation source_tenant=3 target_tenant=7 on=production",
+        "/as carol",
+        "2",
+        "not during the sales peak",
+        "/migrate status 1",
+    )
+    assert "modal:" in out
+    assert "not during the sales peak" in out
+    status = out[out.rindex("carol> /migrate status 1") :]
+    assert "rejected" in status
