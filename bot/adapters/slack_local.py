@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
@@ -152,8 +152,10 @@ class LocalSlack:
         channels: dict[str, str] | None = None,
         usergroups: dict[str, list[str]] | None = None,
         users: dict[str, str] | None = None,
+        app_token: str = "xapp-local",
     ) -> None:
         self.token = token
+        self.app_token = app_token  # Socket Mode: apps.connections.open takes only this one
         self.channels = dict(channels or {})
         self.usergroups = {gid: list(members) for gid, members in (usergroups or {}).items()}
         self.users = dict(users or {})
@@ -170,6 +172,8 @@ class LocalSlack:
         self._last_ts = 0
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
+        self._sockets: list[web.WebSocketResponse] = []
+        self._socket_acks: dict[str, asyncio.Future[Record]] = {}
 
     async def start(self, port: int = 0) -> LocalSlack:
         """Bind 127.0.0.1 (a random free port when `port` is 0) and start serving."""
@@ -177,6 +181,7 @@ class LocalSlack:
         app.router.add_route("GET", "/api/{method}", self._api)
         app.router.add_route("POST", "/api/{method}", self._api)
         app.router.add_route("POST", "/respond/{key}", self._respond)
+        app.router.add_route("GET", "/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", port).start()
@@ -186,6 +191,8 @@ class LocalSlack:
 
     async def stop(self) -> None:
         """Stop serving; safe to call more than once."""
+        for ws in list(self._sockets):
+            await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -271,7 +278,9 @@ class LocalSlack:
         handler = None if "_" in method else getattr(self, f"_m_{method.replace('.', '_')}", None)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
-        if token != self.token:
+        if method == "apps.connections.open" and token == self.token:
+            return web.json_response({"ok": False, "error": "not_allowed_token_type"})
+        if token != (self.app_token if method == "apps.connections.open" else self.token):
             error = "invalid_auth" if token else "not_authed"
             return web.json_response({"ok": False, "error": error})
         if (retry_after := self._take_limit(method)) is not None:
@@ -281,6 +290,56 @@ class LocalSlack:
             return web.json_response({"ok": True, **handler(args)})
         except SlackError as exc:
             return web.json_response(exc.body)
+
+    # -- Socket Mode ------------------------------------------------------------------------
+
+    @property
+    def socket_connections(self) -> int:
+        """How many Socket Mode connections are open."""
+        return len(self._sockets)
+
+    async def socket_send(self, kind: str, payload: Record, timeout: float = 3.0) -> Record:  # noqa: ASYNC109
+        """Send an envelope (``slash_commands``, ``interactive`` …) over the newest Socket Mode
+        connection, as Slack does, and return the ack's payload; the app has 3 s to ack."""
+        if not self._sockets:
+            raise AssertionError("no Socket Mode connection is open")
+        envelope_id = secrets.token_hex(8)
+        acked = self._socket_acks[envelope_id] = asyncio.get_running_loop().create_future()
+        await self._sockets[-1].send_json(
+            {
+                "envelope_id": envelope_id,
+                "type": kind,
+                "payload": payload,
+                "accepts_response_payload": kind != "events_api",
+            }
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                ack: Record = await acked
+                return ack
+        finally:
+            self._socket_acks.pop(envelope_id, None)
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        hello = {"type": "hello", "num_connections": len(self._sockets)}
+        await ws.send_json({**hello, "connection_info": {"app_id": self.app_id}})
+        try:
+            async for frame in ws:
+                if frame.type is not WSMsgType.TEXT:
+                    continue
+                ack = json.loads(frame.data)
+                waiting = self._socket_acks.get(ack.get("envelope_id", ""))
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(ack.get("payload") or {})
+        finally:
+            self._sockets.remove(ws)
+        return ws
+
+    def _m_apps_connections_open(self, args: dict[str, Any]) -> Record:
+        return {"url": self.api_url.replace("http://", "ws://").replace("/api/", "/socket")}
 
     def _take_limit(self, method: str) -> int | None:
         remaining, retry_after = self._limits.get(method, [0, 0])

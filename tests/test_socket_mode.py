@@ -1,0 +1,123 @@
+"""Socket Mode end to end: `barq-bot socket` as a real process opens its WebSocket through
+apps.connections.open on the loopback Slack stand-in, which sends envelopes as Slack does
+and reads the acks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+import yaml
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import create_engine, text
+
+from bot.adapters import slack_payloads as payloads
+from bot.adapters.slack_local import LocalSlack
+from bot.adapters.targets.barq_schema import create_demo_database
+from tests.harness import APPROVALS, CHANNELS, CONSOLE, MIGRATIONS, USERS, now
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _slash(slack: LocalSlack, text: str) -> dict[str, Any]:
+    """A slash command as a Socket Mode payload: the HTTP form's fields as JSON."""
+    body = payloads.slash_command(
+        "/migrate",
+        text,
+        user_id="U0ALICE",
+        user_name="alice",
+        channel_id=CONSOLE,
+        response_url=slack.response_url(payloads.new_trigger_id().replace(".", "")),
+        trigger_id=payloads.new_trigger_id(),
+    )
+    return {key: values[0] for key, values in parse_qs(body).items()}
+
+
+async def _connected(slack: LocalSlack, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while slack.socket_connections == 0:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"barq-bot socket did not connect:\n{log.read_text()}")
+        await asyncio.sleep(0.05)
+
+
+async def test_request_approve_and_run_over_socket_mode(tmp_path: Path) -> None:
+    """Help is answered in the ack; a request and an approval click arrive as envelopes and
+    the tenant's data moves; a bot token cannot open a socket."""
+    target = create_demo_database(tmp_path / "staging.db", now=now())
+    policy = {"approver_groups": ["S0DBA"], "required": 1}
+    config = {
+        "targets": {"staging": {"url": target, "approval": policy}},
+        "approvals_channel": APPROVALS,
+        "notify_channel": MIGRATIONS,
+        "runbooks_dir": str(ROOT / "runbooks"),
+        "backup_dir": str(tmp_path / "backups"),
+    }
+    (tmp_path / "barq.yaml").write_text(yaml.safe_dump(config))
+    log = tmp_path / "socket.log"
+    async with LocalSlack(channels=CHANNELS, usergroups={"S0DBA": ["U0BOB"]}, users=USERS) as slack:
+        env = {
+            **os.environ,
+            "BARQ_CONFIG": str(tmp_path / "barq.yaml"),
+            "BARQ_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+            "SLACK_BOT_TOKEN": "xoxb-local",
+            "SLACK_APP_TOKEN": slack.app_token,
+            "SLACK_API_URL": slack.api_url,
+        }
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "bot.cli", "socket"],
+                cwd=tmp_path,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            with pytest.raises(SlackApiError, match="not_allowed_token_type"):
+                await AsyncWebClient(base_url=slack.api_url).apps_connections_open(
+                    app_token="xoxb-local"
+                )
+            await _connected(slack, process, log)
+            help_ack = await slack.socket_send("slash_commands", _slash(slack, "help"))
+            assert "/migrate request tenant-consolidation" in json.dumps(help_ack)
+
+            request = "request tenant-consolidation source_tenant=3 target_tenant=7 on=staging"
+            assert await slack.socket_send("slash_commands", _slash(slack, request)) == {}
+            await slack.wait_for(lambda s: s.messages_in(APPROVALS), timeout=15)
+            posted = slack.messages_in(APPROVALS)[0]
+            approve = next(b for b in slack.find_buttons(posted) if b["action_id"] == "approve")
+            click = payloads.block_actions(
+                user_id="U0BOB",
+                user_name="bob",
+                channel_id=APPROVALS,
+                message=posted,
+                action=approve,
+                response_url=slack.response_url("click"),
+                trigger_id=payloads.new_trigger_id(),
+            )
+            await slack.socket_send("interactive", json.loads(parse_qs(click)["payload"][0]))
+
+            def finished(s: LocalSlack) -> bool:
+                return any(m.get("thread_ts") for m in s.messages_in(MIGRATIONS))
+
+            await slack.wait_for(finished, timeout=30)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    outcome = next(m for m in slack.messages_in(MIGRATIONS) if m.get("thread_ts"))
+    assert "succeeded" in outcome["text"], outcome["text"]
+    engine = create_engine(target)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")).scalar() == 0
+    engine.dispose()
+    opened = [c for c in slack.calls if c["method"] == "apps.connections.open"]
+    assert opened, "the socket was opened through apps.connections.open"
