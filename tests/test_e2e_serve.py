@@ -165,9 +165,16 @@ async def request_and_approve(url: str, slack: LocalSlack, text: str) -> tuple[f
     status, typed = await _post(url, body)
     assert status == 200
     await slack.wait_for(lambda s: s.messages_in(APPROVALS), timeout=15)
+    status, clicked = await _post(url, approve_click(slack))
+    assert status == 200
+    return typed, clicked
+
+
+def approve_click(slack: LocalSlack) -> str:
+    """The block_actions body of bob clicking Approve on the first approval request."""
     request = slack.messages_in(APPROVALS)[0]
     approve = next(b for b in slack.find_buttons(request) if b["action_id"] == "approve")
-    click = payloads.block_actions(
+    return payloads.block_actions(
         user_id="U0BOB",
         user_name="bob",
         channel_id=APPROVALS,
@@ -176,6 +183,3 @@ async def request_and_approve(url: str, slack: LocalSlack, text: str) -> tuple[f
         response_url=slack.response_url("click"),
         trigger_id=payloads.new_trigger_id(),
     )
-    status, clicked = await _post(url, click)
-    assert status == 200
-    return typed, clicked

@@ -24,6 +24,7 @@ from bot.adapters import slack_payloads as payloads
 from bot.adapters.slack_local import LocalSlack
 from bot.adapters.targets.barq_schema import create_demo_database
 from tests.harness import APPROVALS, CHANNELS, CONSOLE, MIGRATIONS, USERS, now
+from tests.test_e2e_serve import approve_click
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,17 +94,7 @@ async def test_request_approve_and_run_over_socket_mode(tmp_path: Path) -> None:
             request = "request tenant-consolidation source_tenant=3 target_tenant=7 on=staging"
             assert await slack.socket_send("slash_commands", _slash(slack, request)) == {}
             await slack.wait_for(lambda s: s.messages_in(APPROVALS), timeout=15)
-            posted = slack.messages_in(APPROVALS)[0]
-            approve = next(b for b in slack.find_buttons(posted) if b["action_id"] == "approve")
-            click = payloads.block_actions(
-                user_id="U0BOB",
-                user_name="bob",
-                channel_id=APPROVALS,
-                message=posted,
-                action=approve,
-                response_url=slack.response_url("click"),
-                trigger_id=payloads.new_trigger_id(),
-            )
+            click = approve_click(slack)
             await slack.socket_send("interactive", json.loads(parse_qs(click)["payload"][0]))
 
             def finished(s: LocalSlack) -> bool:
