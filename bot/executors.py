@@ -17,7 +17,7 @@ from bot.adapters.store import Migration, Store
 from bot.adapters.targets.batch_hooks import load_hook
 from bot.adapters.targets.batches import BatchJob, BatchReport, remaining, run_batches
 from bot.adapters.targets.dialect import BackupInfo
-from bot.adapters.targets.target import Target, error_message
+from bot.adapters.targets.target import Target, error_message, exponential_backoff
 from bot.domain.plan import PlannedStep
 from bot.domain.ports import Clock
 from bot.domain.progress import LiveProgress
@@ -63,7 +63,7 @@ class Executors:
         self.clock = clock
         self.backup_dir = backup_dir
         self.runbooks_dir = runbooks_dir
-        self.backoff = backoff
+        self.backoff = backoff or exponential_backoff  # seconds before retry n (tests: 0)
 
     async def run(
         self, m: Migration, step: PlannedStep, target: Target, control: Control, live: LiveProgress
@@ -87,7 +87,7 @@ class Executors:
             timeout=step.timeout,
             now=self.clock(),
             retries=step.retries,
-            **({"backoff": self.backoff} if self.backoff is not None else {}),
+            backoff=self.backoff,
         )
         return StepOutcome(rows)
 
@@ -107,15 +107,15 @@ class Executors:
         self, m: Migration, step: PlannedStep, branch: str, params: dict[str, Any]
     ) -> BatchJob:
         assert step.batch is not None
-        job = BatchJob(
+        return BatchJob(
             run_key=m.run_key,
             step=step.name,
             branch=branch,
             plan=step.batch,
             params=params,
             timeout=step.timeout,
+            backoff=self.backoff,
         )
-        return job if self.backoff is None else dataclasses.replace(job, backoff=self.backoff)
 
     def _hook(self, step: PlannedStep) -> Any:
         assert step.batch is not None

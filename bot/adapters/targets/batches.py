@@ -35,7 +35,7 @@ from bot.adapters.targets.batch_sql import (
     batch_sql,
     runbook_binds,
 )
-from bot.adapters.targets.target import Target, exponential_backoff
+from bot.adapters.targets.target import Target, exponential_backoff, retry_transient
 from bot.domain.batching import next_size
 from bot.domain.plan import BatchPlan
 from bot.domain.sqltext import bound_names
@@ -209,30 +209,25 @@ class _Runner:
     def batch_with_retries(self, size: int) -> tuple[_Batch, float, int]:
         """Run one batch, retrying it on transient errors; return it, the seconds its
         committed transaction took and how many retries it needed."""
-        attempt = 0
-        while True:
+
+        def attempt() -> tuple[_Batch, float]:
             started = time.perf_counter()
             try:
                 with self.target._transaction(self.job.timeout) as conn:
                     batch = self._batch(conn, size)
-                seconds = time.perf_counter() - started
-                self.longest = max(self.longest, seconds)
-                return batch, seconds, attempt
-            except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:
+                return batch, time.perf_counter() - started  # the commit included
+            finally:
                 self.longest = max(self.longest, time.perf_counter() - started)
-                kind = self.target.sql.classify(exc)
-                if kind == "permanent":
-                    raise
-                if attempt >= self.job.plan.retries:
-                    logger.error("%s: %s, giving up after %d retries", self._where(), kind, attempt)
-                    raise
-                attempt += 1
-                delay = self.job.backoff(attempt)
-                logger.warning(
-                    "%s: %s, retry %d of %d in %.2f s: %s",
-                    *(self._where(), kind, attempt, self.job.plan.retries, delay, _first(exc)),
-                )
-                time.sleep(delay)
+
+        (batch, seconds), retries = retry_transient(
+            attempt,
+            self.target.sql,
+            retries=self.job.plan.retries,
+            backoff=self.job.backoff,
+            where=self._where(),
+            log=logger,
+        )
+        return batch, seconds, retries
 
     def _batch(self, conn: Connection, size: int) -> _Batch:
         claimed = conn.execute(text(self.sql.checkpoint_claim), self._key())
@@ -289,8 +284,3 @@ def _identity(job: BatchJob) -> dict[str, Any]:
 def _runbook_params(job: BatchJob, sql: str) -> dict[str, Any]:
     names = bound_names(sql)
     return {k: v for k, v in job.params.items() if k in names}
-
-
-def _first(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -35,6 +35,7 @@ from bot.adapters.targets.statements import split_for
 from bot.domain.runbook import bound_names, compare
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _journal_md = MetaData()
 journal = Table(
@@ -50,6 +51,39 @@ journal = Table(
 def exponential_backoff(attempt: int) -> float:
     """Seconds to wait before retry ``attempt`` (1, 2, ...): 0.05 s doubling, at most 5 s."""
     return float(min(5.0, 0.05 * 2**attempt))
+
+
+def retry_transient(
+    call: Callable[[], T],
+    dialect: Dialect,
+    *,
+    retries: int,
+    backoff: Callable[[int], float],
+    where: str,
+    log: logging.Logger = logger,
+) -> tuple[T, int]:
+    """Run ``call`` (one whole transaction), again after a backoff while it fails with a
+    transient error (deadlock, serialization failure, lock timeout, lost connection), at
+    most ``retries`` more times; return its result and how many retries it took. Any other
+    error, or the last transient one, propagates; each retry logs a line naming ``where``."""
+    attempt = 0
+    while True:
+        try:
+            return call(), attempt
+        except (DBAPIError, sa_exc.TimeoutError) as exc:
+            kind = dialect.classify(exc)
+            if kind == "permanent":
+                raise
+            if attempt >= retries:
+                log.error("%s: %s, giving up after %d retries", where, kind, attempt)
+                raise
+            attempt += 1
+            delay = backoff(attempt)
+            log.warning(
+                "%s: %s, retry %d of %d in %.2f s: %s",
+                *(where, kind, attempt, retries, delay, error_message(exc).split("\n")[0]),
+            )
+            time.sleep(delay)
 
 
 @dataclass(frozen=True)
@@ -168,43 +202,26 @@ class Target:
         up to ``retries`` times; any other error propagates at once.
         """
         self.prepare()
-        attempt = 0
-        while True:
-            try:
-                return self._run_sql_once(sql, params, run_key, step, timeout, now)
-            except (DBAPIError, sa_exc.TimeoutError) as exc:
-                kind = self.sql.classify(exc)
-                if kind == "permanent" or attempt >= retries:
-                    raise
-                attempt += 1
-                delay = backoff(attempt)
-                logger.warning(
-                    "migration %s step %s: %s, retry %d of %d in %.2f s: %s",
-                    *(run_key, step, kind, attempt, retries, delay, error_message(exc)),
-                )
-                time.sleep(delay)
+        key = {"migration_id": run_key, "step": step, "branch": ""}
 
-    def _run_sql_once(
-        self,
-        sql: str,
-        params: dict[str, Any],
-        run_key: str,
-        step: str,
-        timeout: float,
-        now: datetime,
-    ) -> int:
-        rows = 0
-        with self._transaction(timeout) as conn:
-            key = {"migration_id": run_key, "step": step, "branch": ""}
-            done = conn.execute(text(self.sql.checkpoint_select_sql()), key).mappings().first()
-            if done is not None and done["done"]:
-                return int(done["rows_done"])
-            for statement in split_for(self.dialect, sql):
-                result = conn.execute(text(statement), _bind(statement, params))
-                rows += max(result.rowcount or 0, 0)
-            conn.execute(
-                text(self.sql.checkpoint_upsert_sql()), _checkpoint(run_key, step, rows, now)
-            )
+        def once() -> int:
+            rows = 0
+            with self._transaction(timeout) as conn:
+                done = conn.execute(text(self.sql.checkpoint_select_sql()), key).mappings()
+                checkpoint = done.first()
+                if checkpoint is not None and checkpoint["done"]:
+                    return int(checkpoint["rows_done"])
+                for statement in split_for(self.dialect, sql):
+                    result = conn.execute(text(statement), _bind(statement, params))
+                    rows += max(result.rowcount or 0, 0)
+                checkpoint_row = _checkpoint(run_key, step, rows, now)
+                conn.execute(text(self.sql.checkpoint_upsert_sql()), checkpoint_row)
+            return rows
+
+        where = f"migration {run_key} step {step}"
+        rows, _retries = retry_transient(
+            once, self.sql, retries=retries, backoff=backoff, where=where
+        )
         return rows
 
     @contextmanager
