@@ -62,8 +62,9 @@ class Bot:
         self.scheduler.start()
         await self.service.run_due()
 
-    async def stop_background(self) -> None:
-        """Stop the scheduler and delivery (running migrations resume at the next start)."""
+    async def stop_background(self, drain_seconds: float = 10.0) -> None:
+        """Stop the scheduler and delivery (running migrations resume at the next start),
+        after a last delivery pass of at most ``drain_seconds``."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         for task in self._tasks:
@@ -71,7 +72,12 @@ class Bot:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        await self.delivery.drain()
+        try:  # a last delivery pass; what Slack does not take in time goes out at next start
+            async with asyncio.timeout(drain_seconds):
+                await self.delivery.drain()
+        except TimeoutError:
+            queued = await asyncio.to_thread(self.outbox.undelivered)
+            logger.warning("stopping with %d Slack messages still queued", queued)
 
 
 def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:

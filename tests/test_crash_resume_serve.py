@@ -20,7 +20,13 @@ from sqlalchemy import Engine, create_engine, text
 
 from bot.adapters.slack_local import LocalSlack
 from tests.harness import APPROVALS, CHANNELS, MIGRATIONS, USERS
-from tests.test_e2e_serve import SECRET, _free_port, _wait_healthy, request_and_approve
+from tests.test_e2e_serve import (
+    SECRET,
+    _free_port,
+    _wait_healthy,
+    request_and_approve,
+    stop_process,
+)
 
 pytestmark = pytest.mark.postgres
 ROWS = 40_000
@@ -79,10 +85,9 @@ class _Bot:
         self.process.send_signal(signal.SIGKILL)
         assert self.process.wait(timeout=10) == -signal.SIGKILL
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+            await stop_process(self.process)
 
 
 async def test_sigkilled_bot_resumes_the_run_and_applies_no_batch_twice(
@@ -131,7 +136,7 @@ async def test_sigkilled_bot_resumes_the_run_and_applies_no_batch_twice(
                 await bot.start()
             await slack.wait_for(_finished, timeout=60)
         finally:
-            bot.stop()
+            await bot.stop()
     outcome = next(m for m in slack.messages_in(MIGRATIONS) if m.get("thread_ts"))
     assert "succeeded" in outcome["text"], outcome["text"]
     assert killed_at == sorted(set(killed_at)), killed_at

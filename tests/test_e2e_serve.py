@@ -85,9 +85,15 @@ async def served(tmp_path: Path, pg_url: str, slack: LocalSlack) -> AsyncIterato
         await _wait_healthy(url, process, tmp_path / "serve.log")
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        await stop_process(process)
         log.close()
+
+
+async def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the bot and wait for it off the event loop: on its way out it still delivers
+    to the LocalSlack served by this loop, which must keep answering."""
+    process.terminate()
+    await asyncio.to_thread(process.wait, 10)
 
 
 async def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -153,21 +159,25 @@ async def test_request_approve_run_on_postgresql(
 async def request_and_approve(url: str, slack: LocalSlack, text: str) -> tuple[float, float]:
     """Type ``/migrate <text>`` as alice, then click Approve on the posted request as bob
     (an S0DBA member); return how long each of the two acks took."""
-    body = payloads.slash_command(
-        "/migrate",
-        text,
-        user_id="U0ALICE",
-        user_name="alice",
-        channel_id=CONSOLE,
-        response_url=slack.response_url("req"),
-        trigger_id=payloads.new_trigger_id(),
-    )
-    status, typed = await _post(url, body)
+    status, typed = await _post(url, alice_types(slack, text, "req"))
     assert status == 200
     await slack.wait_for(lambda s: s.messages_in(APPROVALS), timeout=15)
     status, clicked = await _post(url, approve_click(slack))
     assert status == 200
     return typed, clicked
+
+
+def alice_types(slack: LocalSlack, text: str, response_key: str) -> str:
+    """The form body Slack posts when alice types ``/migrate <text>``."""
+    return payloads.slash_command(
+        "/migrate",
+        text,
+        user_id="U0ALICE",
+        user_name="alice",
+        channel_id=CONSOLE,
+        response_url=slack.response_url(response_key),
+        trigger_id=payloads.new_trigger_id(),
+    )
 
 
 def approve_click(slack: LocalSlack) -> str:

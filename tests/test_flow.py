@@ -264,3 +264,18 @@ async def test_delivery_stops_when_cancelled_just_as_it_is_woken(h: Harness) -> 
     with pytest.raises(asyncio.CancelledError):
         async with asyncio.timeout(3):
             await task
+
+
+async def test_shutdown_leaves_what_slack_does_not_take_in_time_in_the_outbox(h: Harness) -> None:
+    """Slack answers 429 with a long Retry-After: the last delivery pass gives up after its
+    time budget instead of holding the shutdown, and the message stays queued."""
+    h.slack.limit("chat.postMessage", times=2, retry_after=60)
+    params = {"source_tenant": "3", "target_tenant": "7"}
+    await h.bot.service.request(ALICE, "tenant-consolidation", params, "staging")
+    await h.slack.wait_for(lambda s: s.rate_limited["chat.postMessage"] == 1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await h.bot.stop_background(drain_seconds=0.5)
+    assert loop.time() - started < 30, "the shutdown waited out Slack's Retry-After"
+    assert h.slack.rate_limited["chat.postMessage"] == 2
+    assert h.bot.outbox.undelivered() == 1

@@ -23,23 +23,15 @@ from sqlalchemy import create_engine, text
 from bot.adapters import slack_payloads as payloads
 from bot.adapters.slack_local import LocalSlack
 from bot.adapters.targets.barq_schema import create_demo_database
-from tests.harness import APPROVALS, CHANNELS, CONSOLE, MIGRATIONS, USERS, now
-from tests.test_e2e_serve import approve_click
+from tests.harness import APPROVALS, CHANNELS, MIGRATIONS, USERS, now
+from tests.test_e2e_serve import alice_types, approve_click, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _slash(slack: LocalSlack, text: str) -> dict[str, Any]:
     """A slash command as a Socket Mode payload: the HTTP form's fields as JSON."""
-    body = payloads.slash_command(
-        "/migrate",
-        text,
-        user_id="U0ALICE",
-        user_name="alice",
-        channel_id=CONSOLE,
-        response_url=slack.response_url(payloads.new_trigger_id().replace(".", "")),
-        trigger_id=payloads.new_trigger_id(),
-    )
+    body = alice_types(slack, text, payloads.new_trigger_id().replace(".", ""))
     return {key: values[0] for key, values in parse_qs(body).items()}
 
 
@@ -102,8 +94,7 @@ async def test_request_approve_and_run_over_socket_mode(tmp_path: Path) -> None:
 
             await slack.wait_for(finished, timeout=30)
         finally:
-            process.terminate()
-            process.wait(timeout=10)
+            await stop_process(process)
     outcome = next(m for m in slack.messages_in(MIGRATIONS) if m.get("thread_ts"))
     assert "succeeded" in outcome["text"], outcome["text"]
     engine = create_engine(target)
