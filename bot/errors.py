@@ -13,10 +13,18 @@ the message can be shown to the person who caused it::
     ├── NotFound(LookupError)             no migration with that id
     ├── Refused(PermissionError)          the user may not do that (approve, cancel, ...)
     ├── ConfigError(ValueError)           the bot's configuration is invalid
-    └── StepFailed(RuntimeError)          a migration step failed on the target database
+    ├── StepFailed(RuntimeError)          a migration step failed; carries the cause's own message
+    ├── BackupError(RuntimeError)         a backup, verification or restore could not be done
+    │   └── BackupVerificationError       a backup is missing, altered or unreadable
+    ├── CommandFailed(RuntimeError)       a command step exited non-zero or could not start
+    │   └── CommandTimeout(TimeoutError)  a command outlived its timeout and was stopped
+    └── TargetFieldError(ValueError)      a {target.*} placeholder cannot be filled
 """
 
 from __future__ import annotations
+
+import signal
+from collections.abc import Sequence
 
 
 class BarqError(Exception):
@@ -74,3 +82,44 @@ class StepFailed(BarqError, RuntimeError):
     def __init__(self, step: str, message: str) -> None:
         self.step, self.message = step, message
         super().__init__(f"step {step!r} failed: {message}")
+
+
+class BackupError(BarqError, RuntimeError):
+    """Raised when a backup, its verification or a restore cannot be carried out."""
+
+
+class BackupVerificationError(BackupError):
+    """Raised when a backup exists but is missing, altered or unreadable."""
+
+
+class CommandFailed(BarqError, RuntimeError):
+    """Raised when a command exits non-zero or cannot start (``exit_code`` None); the message
+    names the command and ends with its last lines."""
+
+    def __init__(
+        self, command: str, exit_code: int | None, tail: Sequence[str], reason: str = ""
+    ) -> None:
+        self.command, self.exit_code, self.tail = command, exit_code, list(tail)
+        if not reason and exit_code is not None:
+            killed = exit_code < 0 and f"was killed by {signal.Signals(-exit_code).name}"
+            reason = killed or f"exited with code {exit_code}"
+        text = f"command `{command}` {reason}"
+        lines = f"; last {len(self.tail)} lines:\n" + "\n".join(self.tail) if self.tail else ""
+        super().__init__(text + lines)
+
+
+class CommandTimeout(CommandFailed, TimeoutError):
+    """Raised when a command outlives its timeout; its process group has been stopped."""
+
+    def __init__(self, command: str, seconds: float, tail: Sequence[str]) -> None:
+        self.seconds = seconds
+        super().__init__(command, None, tail, f"did not finish within {seconds:g} s; stopped it")
+
+
+class TargetFieldError(BarqError, ValueError):
+    """Raised when a ``{target.*}`` placeholder cannot be filled: the target's URL lacks the
+    value, or the password is asked for on the command line."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        super().__init__(f"cannot fill {{{field}}}: {reason}")

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.adapters.commands import CommandFailed, fill_target, run_command
-from bot.adapters.store import Migration, Store
+from bot.adapters.commands import fill_target, run_command
+from bot.adapters.store import Store
 from bot.adapters.targets.batch_hooks import load_hook
 from bot.adapters.targets.batches import BatchJob, BatchReport, remaining, run_batches
 from bot.adapters.targets.dialect import BackupInfo
@@ -21,7 +21,8 @@ from bot.adapters.targets.target import Target, error_message, exponential_backo
 from bot.domain.plan import PlannedStep
 from bot.domain.ports import Clock
 from bot.domain.progress import LiveProgress
-from bot.errors import StepFailed
+from bot.domain.records import Migration
+from bot.errors import CommandFailed, StepFailed
 
 logger = logging.getLogger(__name__)
 

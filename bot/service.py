@@ -12,12 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.adapters.store import Migration, StepRun, Store
+from bot.adapters.store import Store
 from bot.adapters.targets.target import Target
 from bot.domain import approval as policy_rules
 from bot.domain.lifecycle import ACTIVE, Event, State
 from bot.domain.plan import Plan, build_plan, coerce_params
 from bot.domain.ports import Clock, Directory, Notifier
+from bot.domain.records import Migration, StepRun
 from bot.domain.runbook import Runbook
 from bot.engine import Engine
 from bot.errors import ParameterError, Refused, UnknownRunbook, UnknownTarget

@@ -13,12 +13,11 @@ from sqlalchemy import Engine, create_engine, make_url, text
 
 from bot.adapters.targets import mssql, postgresql
 from bot.adapters.targets.dialect import (
-    BackupError,
     BackupInfo,
-    BackupVerificationError,
     dialect_for,
     file_sha256,
 )
+from bot.errors import BackupError, BackupVerificationError
 
 ROWS = 2000  # enough for a multi-page SQLite file, so a truncation hits real data
 

@@ -18,13 +18,11 @@ from sqlalchemy.engine import URL, make_url
 
 from bot.adapters.commands import (
     _MAX_LINE,
-    CommandFailed,
-    CommandTimeout,
-    TargetFieldError,
     fill_target,
     run_command,
 )
 from bot.domain.plan import CommandPlan
+from bot.errors import CommandFailed, CommandTimeout, TargetFieldError
 
 PY = sys.executable
 # Starts a sleeping grandchild that inherits stdout, prints "<own pid> <grandchild pid>".

@@ -6,13 +6,13 @@ import shlex
 from datetime import datetime
 from typing import Any
 
-from bot.adapters.store import Migration, StepRun
 from bot.adapters.targets.batch_sql import batch_sql
 from bot.adapters.targets.dialect import dialect_for
 from bot.domain.approval import ApprovalPolicy, PriorApproval
 from bot.domain.lifecycle import State
 from bot.domain.plan import Plan, PlannedStep
 from bot.domain.progress import LiveProgress
+from bot.domain.records import Migration, StepRun
 from bot.domain.runbook import Runbook
 
 Block = dict[str, Any]

@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL
 
 from bot.domain.plan import CommandPlan
 from bot.domain.steps import SECRET_FIELDS, TARGET_FIELDS
-from bot.errors import BarqError
+from bot.errors import CommandFailed, CommandTimeout, TargetFieldError
 
 logger = logging.getLogger(__name__)
 
@@ -37,39 +37,6 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.]*)\}")
 _URL_PASSWORD = re.compile(r"(?<=://)([^\s:/@]*:)[^\s@/]+(?=@)")  # linear: anchored on ://
 _KEY_PASSWORD = re.compile(r"(?i)\b((?:password|pwd)\s*=\s*)[^;\s'\"]+")
 _CHUNK = _MAX_LINE = 64 * 1024  # bytes read at once; bytes kept of one line
-
-
-class CommandFailed(BarqError, RuntimeError):
-    """Raised when a command exits non-zero or cannot start (``exit_code`` None); the message
-    names the command and ends with its last lines."""
-
-    def __init__(
-        self, command: str, exit_code: int | None, tail: Sequence[str], reason: str = ""
-    ) -> None:
-        self.command, self.exit_code, self.tail = command, exit_code, list(tail)
-        if not reason and exit_code is not None:
-            killed = exit_code < 0 and f"was killed by {signal.Signals(-exit_code).name}"
-            reason = killed or f"exited with code {exit_code}"
-        text = f"command `{command}` {reason}"
-        lines = f"; last {len(self.tail)} lines:\n" + "\n".join(self.tail) if self.tail else ""
-        super().__init__(text + lines)
-
-
-class CommandTimeout(CommandFailed, TimeoutError):
-    """Raised when a command outlives its timeout; its process group has been stopped."""
-
-    def __init__(self, command: str, seconds: float, tail: Sequence[str]) -> None:
-        self.seconds = seconds
-        super().__init__(command, None, tail, f"did not finish within {seconds:g} s; stopped it")
-
-
-class TargetFieldError(BarqError, ValueError):
-    """Raised when a ``{target.*}`` placeholder cannot be filled: the target's URL lacks the
-    value, or the password is asked for on the command line."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        super().__init__(f"cannot fill {{{field}}}: {reason}")
 
 
 @dataclass(frozen=True)

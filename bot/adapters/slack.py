@@ -18,10 +18,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters import blocks
 from bot.adapters.outbox import Outbox, Pending
-from bot.adapters.store import Migration, StepRun
 from bot.domain.approval import ApprovalPolicy, PriorApproval
 from bot.domain.ports import Clock
 from bot.domain.progress import LiveProgress
+from bot.domain.records import Migration, StepRun
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,64 +20,8 @@ from bot.adapters.tables import approvals, audit_log, migrations, step_runs
 from bot.domain.approval import PriorApproval
 from bot.domain.lifecycle import Event, State, next_state
 from bot.domain.plan import Plan
+from bot.domain.records import AuditEntry, Migration, StepRun
 from bot.errors import InvalidTransition, NotFound, Refused
-
-
-@dataclass(frozen=True)
-class Migration:
-    """A migration as stored."""
-
-    id: int
-    run_key: str
-    plan: Plan
-    counts: dict[str, int]
-    state: State
-    requester: str
-    requested_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    cancel_requested: bool
-    pause_requested: bool
-    current_step: int
-    error: str | None
-    backups: list[dict[str, Any]]
-
-    @property
-    def runbook(self) -> str:
-        """The runbook's name."""
-        return self.plan.runbook
-
-    @property
-    def target(self) -> str:
-        """The target database's name."""
-        return self.plan.target
-
-
-@dataclass(frozen=True)
-class StepRun:
-    """One execution of one step."""
-
-    phase: str
-    step_index: int
-    name: str
-    kind: str
-    state: str
-    rows: int
-    detail: str | None
-    started_at: datetime
-    finished_at: datetime | None
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """Who did what to which migration, and when."""
-
-    migration_id: int | None
-    actor: str
-    action: str
-    detail: dict[str, Any]
-    at: datetime
 
 
 def _migration(row: Any) -> Migration:

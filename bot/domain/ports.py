@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from bot.adapters.store import Migration, StepRun
     from bot.domain.approval import ApprovalPolicy, PriorApproval
     from bot.domain.progress import LiveProgress
+    from bot.domain.records import Migration, StepRun
 
 Clock = Callable[[], datetime]
 

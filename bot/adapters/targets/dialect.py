@@ -19,9 +19,7 @@ from sqlalchemy import exc as sa_exc
 
 __all__ = [
     "ERROR_KINDS",
-    "BackupError",
     "BackupInfo",
-    "BackupVerificationError",
     "Dialect",
     "ErrorKind",
     "backup_file_name",
@@ -40,14 +38,6 @@ ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
 _IDENT_PART = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
 _IDENTIFIER = re.compile(rf"{_IDENT_PART}(?:\.{_IDENT_PART})?")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-
-
-class BackupError(RuntimeError):
-    """A backup, verification or restore could not be carried out."""
-
-
-class BackupVerificationError(BackupError):
-    """A backup exists but is missing, altered or unreadable."""
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, text
 
+from bot.errors import BackupError, BackupVerificationError
+
 from .dialect import (
-    BackupError,
     BackupInfo,
-    BackupVerificationError,
     Dialect,
     ErrorKind,
     backup_file_name,

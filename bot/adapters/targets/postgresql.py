@@ -13,10 +13,10 @@ from urllib.parse import quote
 import psycopg
 from sqlalchemy import URL, Engine
 
+from bot.errors import BackupError, BackupVerificationError
+
 from .dialect import (
-    BackupError,
     BackupInfo,
-    BackupVerificationError,
     Dialect,
     ErrorKind,
     backup_file_name,

@@ -11,10 +11,10 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine
 
+from bot.errors import BackupError, BackupVerificationError
+
 from .dialect import (
-    BackupError,
     BackupInfo,
-    BackupVerificationError,
     Dialect,
     ErrorKind,
     backup_file_name,

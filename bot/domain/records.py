@@ -1,0 +1,67 @@
+"""What the bot records about each migration: the migration, its step runs, its audit trail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bot.domain.lifecycle import State
+from bot.domain.plan import Plan
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A migration as stored."""
+
+    id: int
+    run_key: str
+    plan: Plan
+    counts: dict[str, int]
+    state: State
+    requester: str
+    requested_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested: bool
+    pause_requested: bool
+    current_step: int
+    error: str | None
+    backups: list[dict[str, Any]]
+
+    @property
+    def runbook(self) -> str:
+        """The runbook's name."""
+        return self.plan.runbook
+
+    @property
+    def target(self) -> str:
+        """The target database's name."""
+        return self.plan.target
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """One execution of one step."""
+
+    phase: str
+    step_index: int
+    name: str
+    kind: str
+    state: str
+    rows: int
+    detail: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """Who did what to which migration, and when."""
+
+    migration_id: int | None
+    actor: str
+    action: str
+    detail: dict[str, Any]
+    at: datetime
