@@ -73,10 +73,10 @@ def test_lifecycle_of_a_migration_is_recorded_with_who_and_when(store: Store) ->
     assert trail == [
         ("U0ALICE", "request", T0),
         ("U0BOB", "approve", T0),
-        ("U0BOB", "approve", T0),
         ("bot", "start", later),
         ("bot", "succeed", later),
     ]
+    assert store.audit_trail(m.id)[1].detail == {"plan_hash": m.plan.hash}
 
 
 def test_illegal_transition_is_refused_and_changes_nothing(store: Store) -> None:

@@ -244,10 +244,11 @@ class Store:
                 )
             )
             detail = {"plan_hash": plan_hash, **({"reason": reason} if reason else {})}
-            self._audit(conn, migration_id, user, decision, detail, now)
             if event is None:
+                self._audit(conn, migration_id, user, decision, detail, now)
                 return self._get(conn, migration_id)
-            return self._transition(conn, migration_id, event, user, now, {}, {})
+            # one action, one audit row: the transition's row carries the decision's detail
+            return self._transition(conn, migration_id, event, user, now, detail, {})
 
     # -- steps ------------------------------------------------------------------------------
 
