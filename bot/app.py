@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiohttp import web
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from sqlalchemy import create_engine, text
@@ -18,6 +17,7 @@ from sqlalchemy import create_engine, text
 import handlers
 from bot.adapters.outbox import Outbox
 from bot.adapters.runbook_files import load_runbooks
+from bot.adapters.scheduler import Scheduler
 from bot.adapters.schema_migrations import upgrade
 from bot.adapters.slack import Delivery, SlackDirectory, SlackNotices, web_client
 from bot.adapters.store import Store
@@ -45,28 +45,19 @@ class Bot:
     service: Service
     delivery: Delivery
     bolt: AsyncApp
-    scheduler: AsyncIOScheduler = field(default_factory=AsyncIOScheduler)
+    scheduler: Scheduler
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start_background(self) -> None:
         """Start outbox delivery and the scheduler; pick up runs a restart interrupted."""
         self._tasks.append(asyncio.create_task(self.delivery.run_forever(), name="outbox"))
-        self.scheduler.add_job(
-            self.service.run_due,
-            "interval",
-            seconds=self.settings.poll_seconds,
-            id="run_due",
-            coalesce=True,
-            max_instances=1,
-        )
         self.scheduler.start()
-        await self.service.run_due()
+        await self.scheduler.run_pass()
 
     async def stop_background(self, drain_seconds: float = 10.0) -> None:
         """Stop the scheduler and delivery (running migrations resume at the next start),
         after a last delivery pass of at most ``drain_seconds``."""
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+        self.scheduler.shutdown()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -113,6 +104,8 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
         on_change=delivery.kick,
         engine={"backup_dir": settings.backup_dir, "runbooks_dir": settings.runbooks_dir},
     )
+    scheduler = Scheduler(service.run_due, clock, poll_seconds=settings.poll_seconds)
+    service.wake = scheduler.wake
     secret = settings.slack_signing_secret
     bolt = AsyncApp(
         client=client,
@@ -125,7 +118,7 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
         len(runbooks),
         ", ".join(e.target.describe() for e in targets.values()) or "none",
     )
-    return Bot(settings, store, outbox, service, delivery, bolt)
+    return Bot(settings, store, outbox, service, delivery, bolt, scheduler)
 
 
 def web_app(bot: Bot) -> web.Application:

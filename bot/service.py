@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bot.adapters.store import Store
@@ -21,7 +22,14 @@ from bot.domain.ports import Clock, Directory, Notifier
 from bot.domain.records import Migration, StepRun
 from bot.domain.runbook import Runbook
 from bot.engine import Engine
-from bot.errors import ParameterError, Refused, UnknownRunbook, UnknownTarget
+from bot.errors import (
+    BarqError,
+    ConfigError,
+    ParameterError,
+    Refused,
+    UnknownRunbook,
+    UnknownTarget,
+)
 from bot.settings import TargetConfig
 
 logger = logging.getLogger(__name__)
@@ -48,6 +56,7 @@ class Service:
         targets: dict[str, TargetEntry],
         clock: Clock,
         on_change: Callable[[], None] = lambda: None,
+        wake: Callable[[], None] = lambda: None,
         engine: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
@@ -57,6 +66,8 @@ class Service:
         self.targets = targets
         self.clock = clock
         self.on_change = on_change
+        self.wake = wake  # asks the scheduler for a pass of run_due now
+        self._skipped: dict[int, str] = {}  # migration id -> why the last pass skipped it
         self.engine = Engine(store, notifier, clock, on_change, **(engine or {}))
 
     # -- reading ----------------------------------------------------------------------------
@@ -149,7 +160,7 @@ class Service:
         self.on_change()
         if m.state is State.APPROVED:
             logger.info("migration %s fully approved", m.id)
-            await self.run_due()  # no downtime windows yet: an approved run starts at once
+            self.wake()  # run_due decides when it starts
         return m
 
     def _approve(self, migration_id: int, user: str, groups: set[str], clicked: str) -> Migration:
@@ -319,21 +330,60 @@ class Service:
 
     # -- the scheduler's one entry point -------------------------------------------------------
 
-    async def run_due(self) -> None:
-        """One pass of everything due now: expire stale requests, start approved runs, and
-        resume runs a restart interrupted."""
-        now = self.clock()
-        waiting = await asyncio.to_thread(self.store.in_states, State.REQUESTED, State.APPROVED)
-        for m in waiting:
-            policy = self._policy(m)
+    async def run_due(self, now: datetime) -> None:
+        """One pass of everything due at ``now``: expire stale requests, start approved runs,
+        and resume runs a restart interrupted.
+
+        Each migration is handled on its own: one that cannot be handled is logged, recorded
+        in its audit trail and thread (once per reason), and skipped; the pass goes on."""
+        states = (State.REQUESTED, State.APPROVED, *sorted(ACTIVE))
+        for m in await asyncio.to_thread(self.store.in_states, *states):
+            try:
+                await self._due(m, now)
+            except Exception as exc:
+                await self._skip(m, exc, now)
+            else:
+                self._skipped.pop(m.id, None)
+
+    async def _due(self, m: Migration, now: datetime) -> None:
+        entry = self.targets.get(m.target)
+        if entry is None:
+            raise ConfigError(
+                f"target {m.target} is no longer configured; add it back to the configuration"
+                " to run or cancel this migration"
+            )
+        if m.state in (State.REQUESTED, State.APPROVED):
+            policy = entry.config.approval
             if now >= policy_rules.expires_at(policy, m.requested_at):
                 await asyncio.to_thread(self._expire, m, policy)
             elif m.state is State.APPROVED:
-                self.engine.start(m.id, self.targets[m.target].target)
-        for m in await asyncio.to_thread(self.store.in_states, *ACTIVE):
-            if not self.engine.is_running(m.id):
-                logger.info("migration %s: resuming after a restart", m.id)
-                self.engine.resume(m.id, self.targets[m.target].target)
+                self.engine.start(m.id, entry.target)
+        elif not self.engine.is_running(m.id):
+            logger.info("migration %s: resuming after a restart", m.id)
+            self.engine.resume(m.id, entry.target)
+
+    async def _skip(self, m: Migration, exc: Exception, now: datetime) -> None:
+        """Record once why a pass could not handle ``m``; never raise."""
+        if isinstance(exc, BarqError):
+            reason = str(exc)
+        else:
+            logger.error("migration %s: the pass could not handle it", m.id, exc_info=exc)
+            reason = f"internal error in the bot ({type(exc).__name__}); see its log"
+        if self._skipped.get(m.id) == reason:
+            return
+        logger.warning("migration %s skipped: %s", m.id, reason)
+        try:
+            await asyncio.to_thread(self._record_skip, m, reason, now)
+        except Exception:
+            logger.exception("migration %s: could not record why it was skipped", m.id)
+            return
+        self._skipped[m.id] = reason
+        self.on_change()
+
+    def _record_skip(self, m: Migration, reason: str, now: datetime) -> None:
+        with self.store.transaction():
+            self.store.audit(m.id, "bot", "skip", {"reason": reason}, now)
+            self.notifier.notice(m, f"#{m.id} is waiting: {reason}.", now)
 
     def _expire(self, m: Migration, policy: policy_rules.ApprovalPolicy) -> None:
         with self.store.transaction():

@@ -131,6 +131,11 @@ class Harness:
             await resp.read()
             return resp
 
+    async def settle(self) -> None:
+        """Let a scheduler pass start what is due, then wait until every run has finished."""
+        await self.bot.scheduler.run_pass()
+        await self.bot.service.wait_idle()
+
     async def close(self) -> None:
         """Stop everything."""
         await self.bot.service.wait_idle()

@@ -118,7 +118,7 @@ async def test_failure_reports_error_step_and_what_was_committed(h: Harness) -> 
     how far the data was committed."""
     moved = _scalar(h, "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")
     migration_id = await _approved(h, "broken-move")
-    await h.bot.service.wait_idle()
+    await h.settle()
     await h.bot.delivery.drain()
     m = h.bot.store.get(migration_id)
     assert m.state is State.FAILED
@@ -150,8 +150,8 @@ async def test_resume_after_a_crash_skips_committed_steps(h: Harness) -> None:
     )
     assert copied > 0
     # the bot "crashed" here; a pass of run_due after the restart picks the run up
-    await h.bot.service.run_due()
-    await h.bot.service.wait_idle()
+    await h.bot.service.run_due(harness.now())
+    await h.settle()
     m = store.get(m.id)
     assert m.state is State.SUCCEEDED, m.error
     runs = store.step_runs(m.id)
@@ -168,7 +168,7 @@ async def test_cancel_during_a_run_stops_at_the_next_step_boundary(pg: Harness) 
     assert pg.bot.store.get(migration_id).state is State.RUNNING
     m = await pg.bot.service.cancel(migration_id, "U0ALICE")
     assert m.state is State.CANCELLING and m.cancel_requested
-    await pg.bot.service.wait_idle()
+    await pg.settle()
     assert pg.bot.store.get(migration_id).state is State.CANCELLED
     assert [r.name for r in pg.bot.store.step_runs(migration_id)] == ["wait"]
     assert _scalar(pg, "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3") == before

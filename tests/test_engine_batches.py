@@ -162,14 +162,14 @@ async def test_pause_stops_at_a_batch_boundary_and_resume_finishes_exactly_once(
 
     monkeypatch.setattr(executors, "run_batches", run_batches)
     await service.approve(m.id, "U0BOB", m.plan.hash)
-    await service.wait_idle()
+    await h.settle()
     assert h.bot.store.get(m.id).state is State.PAUSED
     assert _rows(h, "SELECT SUM(Hits), MAX(Hits) FROM Items") == [(30, 1)], "3 batches of 10"
     _assert_nothing_held(h)
 
     monkeypatch.setattr(executors, "run_batches", real)
     await service.resume(m.id, "U0ALICE")
-    await service.wait_idle()
+    await h.settle()
     assert h.bot.store.get(m.id).state is State.SUCCEEDED
     assert _rows(h, "SELECT MIN(Hits), MAX(Hits), COUNT(*) FROM Items") == [(1, 1, 300)]
     assert [r.state for r in h.bot.store.step_runs(m.id)] == ["stopped", "succeeded"]
@@ -184,7 +184,7 @@ async def test_a_failing_branch_stops_the_others_and_a_resume_finishes_them(h: H
     service = h.bot.service
     m = await service.request("U0ALICE", "bump-tenants", {}, "staging")
     await service.approve(m.id, "U0BOB", m.plan.hash)
-    await service.wait_idle()
+    await h.settle()
     failed = h.bot.store.get(m.id)
     assert failed.state is State.FAILED
     assert failed.error is not None and f"branch tenant={BAD_TENANT}" in failed.error
@@ -200,7 +200,7 @@ async def test_a_failing_branch_stops_the_others_and_a_resume_finishes_them(h: H
         conn.execute(text("UPDATE Items SET Value = 0 WHERE Id = 201"))
     resumed = await service.resume(m.id, "U0ALICE")
     assert resumed.state is State.RUNNING
-    await service.wait_idle()
+    await h.settle()
     assert h.bot.store.get(m.id).state is State.SUCCEEDED
     assert _rows(h, "SELECT MIN(Hits), MAX(Hits) FROM Items") == [(1, 1)]
     assert _rows(h, "SELECT COUNT(*) FROM Items WHERE Value <> 50 AND Id <> 201") == [(0,)]
@@ -212,7 +212,7 @@ async def test_backup_and_restore_steps_round_trip_and_record_the_backup(h: Harn
     service = h.bot.service
     m = await service.request("U0ALICE", "change-then-restore", {}, "staging")
     await service.approve(m.id, "U0BOB", m.plan.hash)
-    await service.wait_idle()
+    await h.settle()
     done = h.bot.store.get(m.id)
     assert done.state is State.SUCCEEDED, done.error
     (backup,) = done.backups

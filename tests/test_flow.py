@@ -79,7 +79,7 @@ async def test_request_approve_and_run_to_success(h: Harness) -> None:
 
     confirmation = await h.click(BOB, request, "approve")
     assert confirmation is not None and "You approved #1" in _text(confirmation)
-    await h.bot.service.wait_idle()
+    await h.settle()
     await h.bot.delivery.drain()
 
     m = h.bot.store.get(1)
@@ -133,7 +133,7 @@ async def test_production_needs_two_distinct_approvers_and_ignores_a_double_clic
     assert h.bot.store.get(1).state is State.REQUESTED
     assert len(h.bot.store.prior_approvals(1)) == 1
     await h.click(DAVE, h.approval_message(1), "approve")
-    await h.bot.service.wait_idle()
+    await h.settle()
     assert h.bot.store.get(1).state is State.SUCCEEDED
 
 

@@ -81,6 +81,11 @@ def error(text: str) -> Message:
     return message(text, [section(f":warning: {text}")])
 
 
+def notice(text: str) -> Message:
+    """A note from the bot in a migration's thread."""
+    return message(text, [section(f":information_source: {text}")])
+
+
 def help_message() -> Message:
     """Usage: every subcommand with an example."""
     lines = [f"*{name}* — {what}\n`{example}`" for name, example, what in USAGE]

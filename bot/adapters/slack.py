@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from datetime import datetime, timedelta
@@ -87,6 +88,17 @@ class SlackNotices:
             now,
             thread_key=f"progress:{m.id}",
         )
+
+    def notice(self, m: Migration, text: str, now: datetime) -> None:
+        """Post ``text`` in the thread of ``m`` (its progress message once it has started,
+        else its approval request); the same text again updates that reply in place."""
+        key = f"notice:{m.id}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+        thread, channel = (
+            (f"progress:{m.id}", self.notify_channel)
+            if m.started_at
+            else (f"approval:{m.id}", self.approvals_channel)
+        )
+        self.outbox.put(key, channel, blocks.notice(text), now, thread_key=thread)
 
 
 class Delivery:

@@ -27,6 +27,8 @@ class Notifier(Protocol):
 
     def outcome(self, m: Migration, runs: list[StepRun], now: datetime) -> None: ...
 
+    def notice(self, m: Migration, text: str, now: datetime) -> None: ...
+
 
 class Directory(Protocol):
     """Who belongs to which Slack user group."""
