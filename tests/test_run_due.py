@@ -3,23 +3,16 @@ handled on its own, stored data never stops the bot, and an approval wakes the s
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from pathlib import Path
 
 from bot.adapters.targets.barq_schema import create_demo_database
 from bot.domain.lifecycle import Event, State
 from tests import harness
-from tests.harness import APPROVALS, Harness
+from tests.harness import APPROVALS, MIGRATIONS
 
 ALICE, BOB, DAVE = "U0ALICE", "U0BOB", "U0DAVE"
 MOVE = {"source_tenant": "3", "target_tenant": "7"}
-
-
-async def _until(h: Harness, migration_id: int, state: State, timeout: float = 10) -> None:
-    async with asyncio.timeout(timeout):
-        while (await h.bot.service.status(migration_id))[0].state is not state:
-            await asyncio.sleep(0.02)
 
 
 async def test_a_pass_skips_a_migration_whose_target_is_gone_and_runs_the_rest(
@@ -89,6 +82,8 @@ async def test_an_approval_wakes_the_scheduler_without_waiting_for_a_poll(tmp_pa
     try:
         m = await h.bot.service.request(ALICE, "tenant-consolidation", MOVE, "staging")
         await h.bot.service.approve(m.id, BOB, m.plan.hash)
-        await _until(h, m.id, State.SUCCEEDED)
+        # the outcome report, a reply in the progress thread, is posted when the run ends
+        await h.slack.wait_for(lambda s: any(x.get("thread_ts") for x in s.messages_in(MIGRATIONS)))
+        assert h.bot.store.get(m.id).state is State.SUCCEEDED
     finally:
         await h.close()
