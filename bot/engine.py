@@ -15,11 +15,10 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.adapters.store import Store
 from bot.adapters.targets.target import Target, error_message
 from bot.domain.lifecycle import Event, State
 from bot.domain.plan import PlannedStep
-from bot.domain.ports import Clock, Notifier
+from bot.domain.ports import Clock, Notifier, Store
 from bot.domain.progress import LiveProgress
 from bot.domain.records import Migration
 from bot.errors import StepFailed

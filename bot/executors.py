@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from bot.adapters.commands import fill_target, run_command
-from bot.adapters.store import Store
 from bot.adapters.targets.batch_hooks import load_hook
 from bot.adapters.targets.batches import BatchJob, BatchReport, remaining, run_batches
 from bot.adapters.targets.dialect import BackupInfo
 from bot.adapters.targets.target import Target, error_message, exponential_backoff
 from bot.domain.plan import PlannedStep
-from bot.domain.ports import Clock
+from bot.domain.ports import Clock, Store
 from bot.domain.progress import LiveProgress
 from bot.domain.records import Migration
 from bot.errors import CommandFailed, StepFailed

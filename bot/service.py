@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.adapters.store import Store
 from bot.adapters.targets.target import Target
 from bot.domain import approval as policy_rules
 from bot.domain.lifecycle import ACTIVE, Event, State
 from bot.domain.plan import Plan, build_plan, coerce_params
-from bot.domain.ports import Clock, Directory, Notifier
+from bot.domain.ports import Clock, Directory, Notifier, Store
 from bot.domain.records import Migration, StepRun
 from bot.domain.runbook import Runbook
 from bot.engine import Engine

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from bot.domain.approval import ApprovalPolicy, PriorApproval
+    from bot.domain.lifecycle import Event, State
+    from bot.domain.plan import Plan
     from bot.domain.progress import LiveProgress
-    from bot.domain.records import Migration, StepRun
+    from bot.domain.records import AuditEntry, Migration, StepRun
 
 Clock = Callable[[], datetime]
 
@@ -34,3 +37,80 @@ class Directory(Protocol):
     """Who belongs to which Slack user group."""
 
     async def groups_of(self, user: str, groups: list[str]) -> set[str]: ...
+
+
+class Store(Protocol):
+    """The bot's state of record. Every call is one transaction, unless made inside
+    ``transaction()``, which groups the calls of one thread into one."""
+
+    def transaction(self) -> AbstractContextManager[Any]: ...
+
+    def create(
+        self, plan: Plan, counts: dict[str, int], requester: str, now: datetime
+    ) -> Migration: ...
+
+    def get(self, migration_id: int) -> Migration: ...
+
+    def recent(self, limit: int = 10) -> list[Migration]: ...
+
+    def in_states(self, *states: State) -> list[Migration]: ...
+
+    def transition(
+        self,
+        migration_id: int,
+        event: Event,
+        *,
+        actor: str,
+        now: datetime,
+        detail: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Migration: ...
+
+    def set_fields(self, migration_id: int, now: datetime, **fields: Any) -> Migration: ...
+
+    def add_backup(self, migration_id: int, backup: dict[str, Any], now: datetime) -> None: ...
+
+    def prior_approvals(self, migration_id: int) -> list[PriorApproval]: ...
+
+    def record_decision(
+        self,
+        migration_id: int,
+        *,
+        user: str,
+        decision: str,
+        plan_hash: str,
+        now: datetime,
+        reason: str | None = None,
+        event: Event | None = None,
+    ) -> Migration: ...
+
+    def step_started(
+        self, migration_id: int, phase: str, index: int, name: str, kind: str, now: datetime
+    ) -> None: ...
+
+    def step_finished(
+        self,
+        migration_id: int,
+        phase: str,
+        index: int,
+        *,
+        state: str,
+        rows: int,
+        detail: str | None,
+        now: datetime,
+    ) -> None: ...
+
+    def step_rows(self, migration_id: int, phase: str, index: int, rows: int) -> None: ...
+
+    def step_runs(self, migration_id: int, phase: str | None = None) -> list[StepRun]: ...
+
+    def audit(
+        self,
+        migration_id: int | None,
+        actor: str,
+        action: str,
+        detail: dict[str, Any],
+        now: datetime,
+    ) -> None: ...
+
+    def audit_trail(self, migration_id: int) -> list[AuditEntry]: ...
