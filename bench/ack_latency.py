@@ -46,9 +46,8 @@ from bench._common import (
     setup_logging,
     tenant_counts,
 )
-from bot import demo
-from bot.adapters import slack_payloads as payloads
-from bot.adapters.slack_local import LocalSlack
+from bot.local import demo, payloads
+from bot.local.slack import LocalSlack
 
 SECRET = "bench-signing-secret"
 RUNBOOK = "bench-move-tenant"

@@ -109,9 +109,9 @@ def _shell(args: argparse.Namespace) -> int:
 
 async def _shell_async(args: argparse.Namespace) -> int:
     logging.disable(logging.INFO)  # the console shows warnings only; it has its own output
-    from bot import console, demo
-    from bot.adapters.slack_local import LocalSlack
     from bot.app import build, utcnow
+    from bot.local import console, demo
+    from bot.local.slack import LocalSlack
 
     async with LocalSlack(
         token="xoxb-local", channels=demo.CHANNELS, usergroups=demo.GROUPS, users=demo.USERS

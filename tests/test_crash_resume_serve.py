@@ -18,7 +18,7 @@ import pytest
 import yaml
 from sqlalchemy import Engine, create_engine, text
 
-from bot.adapters.slack_local import LocalSlack
+from bot.local.slack import LocalSlack
 from tests.harness import APPROVALS, CHANNELS, MIGRATIONS, USERS
 from tests.test_e2e_serve import (
     SECRET,

@@ -17,9 +17,9 @@ import pytest
 import yaml
 from sqlalchemy import create_engine, text
 
-from bot.adapters import slack_payloads as payloads
-from bot.adapters.slack_local import LocalSlack
-from bot.adapters.targets.barq_schema import create_schema, seed_demo
+from bot.local import payloads
+from bot.local.barq_schema import create_schema, seed_demo
+from bot.local.slack import LocalSlack
 from tests.harness import APPROVALS, CHANNELS, CONSOLE, MIGRATIONS, USERS, now
 
 ROOT = Path(__file__).resolve().parent.parent

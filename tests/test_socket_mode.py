@@ -20,9 +20,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import create_engine, text
 
-from bot.adapters import slack_payloads as payloads
-from bot.adapters.slack_local import LocalSlack
-from bot.adapters.targets.barq_schema import create_demo_database
+from bot.local import payloads
+from bot.local.barq_schema import create_demo_database
+from bot.local.slack import LocalSlack
 from tests.harness import APPROVALS, CHANNELS, MIGRATIONS, USERS, now
 from tests.test_e2e_serve import alice_types, approve_click, stop_process
 

@@ -13,11 +13,10 @@ from typing import Any
 
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot import demo
-from bot.adapters import slack_payloads as payloads
-from bot.adapters.slack_local import LocalSlack
 from bot.app import Bot
-from bot.console_render import mrkdwn, render
+from bot.local import demo, payloads
+from bot.local.console_render import mrkdwn, render
+from bot.local.slack import LocalSlack
 
 HELP = """Type a slash command as the current user, e.g.
   /migrate help
