@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
-from bot.adapters.targets.barq_schema import load_tasks_bulk
+from bot.local.barq_schema import load_tasks_bulk
 
 ADMIN_URL = os.environ.get(
     "BARQ_BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager, suppress
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,9 +43,9 @@ from bench._common import (
     setup_logging,
     tenant_counts,
 )
-from bot import demo
-from bot.adapters import slack_payloads as payloads
-from bot.adapters.slack_local import LocalSlack
+from bot.local import demo, payloads
+from bot.local.process import BotProcess
+from bot.local.slack import LocalSlack
 
 SECRET = "bench-signing-secret"
 RUNBOOK = "bench-move-tenant"
@@ -56,7 +53,6 @@ STEP = "move-tasks"
 CLIENTS = 5
 REQUESTER, APPROVER = "U0ALICE", "U0BOB"
 TARGET_P99_RATIO = 3.0
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -100,13 +96,12 @@ def runbook_yaml() -> dict[str, Any]:
     }
 
 
-def write_config(workdir: Path, target_url: str) -> Path:
-    """The runbooks directory and the bot's YAML settings file."""
+def bot_config(workdir: Path, target_url: str) -> dict[str, Any]:
+    """The runbooks directory, and the bot's settings that use it."""
     runbooks = workdir / "runbooks"
     runbooks.mkdir()
     (runbooks / f"{RUNBOOK}.yaml").write_text(yaml.safe_dump(runbook_yaml(), sort_keys=False))
-    config = workdir / "barq.yaml"
-    settings = {
+    return {
         "targets": {
             "staging": {
                 "url": target_url,
@@ -117,63 +112,6 @@ def write_config(workdir: Path, target_url: str) -> Path:
         "notify_channel": demo.MIGRATIONS,
         "runbooks_dir": str(runbooks),
     }
-    config.write_text(yaml.safe_dump(settings))
-    return config
-
-
-def free_port() -> int:
-    """A free loopback TCP port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def serve(workdir: Path, config: Path, slack_api_url: str, port: int) -> Iterator[Path]:
-    """``barq-bot serve`` as a child process on loopback; yields its log file's path."""
-    env = {
-        **os.environ,
-        "BARQ_CONFIG": str(config),
-        "BARQ_DATABASE_URL": f"sqlite:///{workdir / 'state.db'}",
-        "SLACK_BOT_TOKEN": "xoxb-local",
-        "SLACK_SIGNING_SECRET": SECRET,
-        "SLACK_API_URL": slack_api_url,
-        "PORT": str(port),
-        "PYTHONPATH": str(ROOT),
-    }
-    log_path = workdir / "serve.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1"],
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        logger.info("barq-bot serve started (pid %d) on port %d", process.pid, port)
-        try:
-            yield log_path
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
-            logger.info("barq-bot serve stopped (exit %s)", process.returncode)
-
-
-async def wait_healthy(session: aiohttp.ClientSession, url: str, log: Path) -> None:
-    """Wait until ``/healthz`` answers ok (at most 60 s)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with suppress(aiohttp.ClientError):
-            async with session.get(f"{url}/healthz") as resp:
-                if resp.status == 200 and (await resp.json()).get("ok"):
-                    return
-        await asyncio.sleep(0.2)
-    tail = (await asyncio.to_thread(log.read_text))[-3000:]
-    raise MeasurementError(f"barq-bot serve never became healthy:\n{tail}")
 
 
 # --------------------------------------------------------------------------- load
@@ -349,9 +287,9 @@ async def start_migration(session: aiohttp.ClientSession, url: str, slack: Local
     logger.info("migration requested and approved")
 
 
-def final_state(workdir: Path) -> dict[str, Any]:
+def final_state(state_db: Path) -> dict[str, Any]:
     """The migration's record in the bot's state store (read-only)."""
-    uri = f"file:{workdir / 'state.db'}?mode=ro"
+    uri = f"file:{state_db}?mode=ro"
     with closing(sqlite3.connect(uri, uri=True, timeout=10)) as conn:
         row = conn.execute(
             "SELECT id, state, started_at, finished_at, error FROM barq_migrations"
@@ -363,15 +301,15 @@ def final_state(workdir: Path) -> dict[str, Any]:
     return dict(zip(keys, row, strict=True))
 
 
-async def wait_finished(workdir: Path, seconds: float) -> dict[str, Any]:
+async def wait_finished(state_db: Path, seconds: float) -> dict[str, Any]:
     """Poll the state store until the migration has left ``running`` (bounded)."""
     deadline = time.monotonic() + seconds
-    state = await asyncio.to_thread(final_state, workdir)
+    state = await asyncio.to_thread(final_state, state_db)
     while state["state"] in {"requested", "approved", "running"}:
         if time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
-        state = await asyncio.to_thread(final_state, workdir)
+        state = await asyncio.to_thread(final_state, state_db)
     return state
 
 
@@ -417,28 +355,28 @@ async def loaded_phase(
 
 async def measure(target_url: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Start the Slack stand-in and the bot, then measure both phases."""
-    config = write_config(workdir, target_url)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    async with LocalSlack(
-        channels=demo.CHANNELS, usergroups={"S0DBA": [APPROVER]}, users=demo.USERS
-    ) as slack:
-        with serve(workdir, config, slack.api_url, port) as log:
-            async with aiohttp.ClientSession() as session:
-                await wait_healthy(session, url, log)
-                idle = await idle_phase(url, slack, args)
-                logger.info("idle: %s", idle)
-                progress = Progress(target_url)
-                try:
-                    requested = time.perf_counter()
-                    await start_migration(session, url, slack)
-                    await progress.wait_rows(1, seconds=120)
-                    loaded = await loaded_phase(url, slack, args, progress)
-                    logger.info("loaded: %s", loaded)
-                    record = await wait_finished(workdir, args.migration_timeout)
-                    seconds = time.perf_counter() - requested
-                finally:
-                    progress.close()
+    config = bot_config(workdir, target_url)
+    async with (
+        LocalSlack(
+            channels=demo.CHANNELS, usergroups={"S0DBA": [APPROVER]}, users=demo.USERS
+        ) as slack,
+        BotProcess(workdir, config, slack.api_url, signing_secret=SECRET) as bot,
+        aiohttp.ClientSession() as session,
+    ):
+        url = bot.url
+        idle = await idle_phase(url, slack, args)
+        logger.info("idle: %s", idle)
+        progress = Progress(target_url)
+        try:
+            requested = time.perf_counter()
+            await start_migration(session, url, slack)
+            await progress.wait_rows(1, seconds=120)
+            loaded = await loaded_phase(url, slack, args, progress)
+            logger.info("loaded: %s", loaded)
+            record = await wait_finished(bot.state_db, args.migration_timeout)
+            seconds = time.perf_counter() - requested
+        finally:
+            progress.close()
     return {"idle": idle, "loaded": loaded, "record": record, "seconds": seconds}
 
 

@@ -109,20 +109,9 @@ def _shell(args: argparse.Namespace) -> int:
 
 async def _shell_async(args: argparse.Namespace) -> int:
     logging.disable(logging.INFO)  # the console shows warnings only; it has its own output
-    from bot import console, demo
-    from bot.adapters.slack_local import LocalSlack
-    from bot.app import build, utcnow
+    from bot.local.console import run_demo  # the stand-in world stays out of the product
 
-    async with LocalSlack(
-        token="xoxb-local", channels=demo.CHANNELS, usergroups=demo.GROUPS, users=demo.USERS
-    ) as slack:
-        settings = demo.demo_settings(args.workdir, slack.api_url, utcnow(), fresh=not args.keep)
-        bot = build(settings)
-        await bot.start_background()
-        try:
-            await console.run(bot, slack, args.user)
-        finally:
-            await bot.stop_background()
+    await run_demo(args.workdir, args.user, fresh=not args.keep)
     return 0
 
 

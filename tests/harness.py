@@ -12,10 +12,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bot import demo
-from bot.adapters import slack_payloads as payloads
-from bot.adapters.slack_local import LocalSlack
 from bot.app import Bot, build, web_app
+from bot.local import demo, payloads
+from bot.local.slack import LocalSlack
 from bot.settings import load_settings
 
 SECRET = "test-signing-secret"

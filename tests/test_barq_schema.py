@@ -14,8 +14,8 @@ from sqlalchemy import Engine, create_engine, create_mock_engine, inspect, selec
 from sqlalchemy.dialects import mssql
 from sqlalchemy.schema import CreateIndex, CreateTable, ExecutableDDLElement
 
-from bot.adapters.targets import barq_schema
-from bot.adapters.targets.barq_schema import (
+from bot.local import barq_schema
+from bot.local.barq_schema import (
     count_rows,
     create_demo_database,
     create_schema,

@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from bot.adapters.targets import barq_schema
 from bot.adapters.targets.batches import (
     BatchJob,
     BatchReport,
@@ -39,6 +38,7 @@ from bot.adapters.targets.dialect import dialect_for
 from bot.adapters.targets.target import Target
 from bot.domain.batching import BatchSettings, next_size
 from bot.domain.plan import BatchPlan
+from bot.local import barq_schema
 from tests import batch_worker
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

@@ -5,28 +5,17 @@ committed checkpoint and ends with every row changed exactly once."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 from sqlalchemy import Engine, create_engine, text
 
-from bot.adapters.slack_local import LocalSlack
+from bot.local.process import BotProcess
+from bot.local.slack import LocalSlack
 from tests.harness import APPROVALS, CHANNELS, MIGRATIONS, USERS
-from tests.test_e2e_serve import (
-    SECRET,
-    _free_port,
-    _wait_healthy,
-    request_and_approve,
-    stop_process,
-)
+from tests.test_e2e_serve import SECRET, request_and_approve
 
 pytestmark = pytest.mark.postgres
 ROWS = 40_000
@@ -60,36 +49,6 @@ def _done_rows(engine: Engine) -> int:
         return int(found or 0)
 
 
-class _Bot:
-    """`barq-bot serve` as a process that the test may kill and start again."""
-
-    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
-        self.tmp_path, self.env = tmp_path, env
-        self.url = f"http://127.0.0.1:{env['PORT']}"
-        self.log_path = tmp_path / "serve.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        with self.log_path.open("a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1"],
-                cwd=self.tmp_path,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        await _wait_healthy(self.url, self.process, self.log_path)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        assert self.process.wait(timeout=10) == -signal.SIGKILL
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            await stop_process(self.process)
-
-
 async def test_sigkilled_bot_resumes_the_run_and_applies_no_batch_twice(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -110,27 +69,23 @@ async def test_sigkilled_bot_resumes_the_run_and_applies_no_batch_twice(
         "notify_channel": MIGRATIONS,
         "runbooks_dir": str(runbooks),
     }
-    (tmp_path / "barq.yaml").write_text(yaml.safe_dump(config))
     chance = random.Random(20261125)
     async with LocalSlack(channels=CHANNELS, usergroups={"S0DBA": ["U0BOB"]}, users=USERS) as slack:
-        env = {
-            **os.environ,
-            "BARQ_CONFIG": str(tmp_path / "barq.yaml"),
-            "BARQ_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
-            "SLACK_BOT_TOKEN": "xoxb-local",
-            "SLACK_SIGNING_SECRET": SECRET,
-            "SLACK_API_URL": slack.api_url,
-        }
-        bot = _Bot(tmp_path, {**env, "PORT": str(_free_port())})
+        bot = BotProcess(tmp_path, config, slack.api_url, signing_secret=SECRET)
         try:
             await bot.start()
             await request_and_approve(bot.url, slack, "request hit-items on=staging")
             killed_at: list[int] = []
             while len(killed_at) < KILLS:
                 before = killed_at[-1] if killed_at else 0
-                await _wait_until(lambda before=before: _done_rows(target) > before, bot)
+                await bot.wait_until(
+                    lambda before=before: _done_rows(target) > before,
+                    30,
+                    what="making progress",
+                    every=0.005,
+                )
                 await asyncio.sleep(chance.uniform(0, 0.05))
-                bot.kill()
+                assert await bot.kill() == -signal.SIGKILL
                 killed_at.append(_done_rows(target))
                 assert killed_at[-1] < ROWS, f"the run finished before kill {len(killed_at)}"
                 await bot.start()
@@ -147,14 +102,6 @@ async def test_sigkilled_bot_resumes_the_run_and_applies_no_batch_twice(
         assert tuple(checkpoint) == (ROWS, True)
     assert bot.log_path.read_text().count("resuming after a restart") == KILLS
     target.dispose()
-
-
-async def _wait_until(ready: Callable[[], bool], bot: _Bot, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no progress:\n{bot.log_path.read_text()[-3000:]}")
-        await asyncio.sleep(0.005)
 
 
 def _finished(slack: LocalSlack) -> bool:

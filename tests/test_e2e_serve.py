@@ -3,34 +3,23 @@ requests as Slack sends them, and the migration's effect checked in a real Postg
 
 from __future__ import annotations
 
-import asyncio
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-import yaml
 from sqlalchemy import create_engine, text
 
-from bot.adapters import slack_payloads as payloads
-from bot.adapters.slack_local import LocalSlack
-from bot.adapters.targets.barq_schema import create_schema, seed_demo
+from bot.local import payloads
+from bot.local.barq_schema import create_schema, seed_demo
+from bot.local.process import BotProcess
+from bot.local.slack import LocalSlack
 from tests.harness import APPROVALS, CHANNELS, CONSOLE, MIGRATIONS, USERS, now
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "e2e-signing-secret"
 pytestmark = pytest.mark.postgres
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -45,71 +34,20 @@ async def served(tmp_path: Path, pg_url: str, slack: LocalSlack) -> AsyncIterato
     create_schema(engine)
     seed_demo(engine, now=now())
     engine.dispose()
-    config = tmp_path / "barq.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "targets": {
-                    "staging": {
-                        "url": pg_url.replace("postgres@", "${E2E_PG_USER}@"),
-                        "approval": {"approver_groups": ["S0DBA"], "required": 1},
-                    }
-                },
-                "approvals_channel": APPROVALS,
-                "notify_channel": MIGRATIONS,
-                "runbooks_dir": str(ROOT / "runbooks"),
+    config = {
+        "targets": {
+            "staging": {
+                "url": pg_url.replace("postgres@", "${E2E_PG_USER}@"),
+                "approval": {"approver_groups": ["S0DBA"], "required": 1},
             }
-        )
-    )
-    port = _free_port()
-    env = {
-        **os.environ,
-        "BARQ_CONFIG": str(config),
-        "BARQ_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
-        "E2E_PG_USER": "postgres",
-        "SLACK_BOT_TOKEN": "xoxb-local",
-        "SLACK_SIGNING_SECRET": SECRET,
-        "SLACK_API_URL": slack.api_url,
-        "PORT": str(port),
+        },
+        "approvals_channel": APPROVALS,
+        "notify_channel": MIGRATIONS,
+        "runbooks_dir": str(ROOT / "runbooks"),
     }
-    log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1"],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        await _wait_healthy(url, process, tmp_path / "serve.log")
-        yield url
-    finally:
-        await stop_process(process)
-        log.close()
-
-
-async def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the bot and wait for it off the event loop: on its way out it still delivers
-    to the LocalSlack served by this loop, which must keep answering."""
-    process.terminate()
-    await asyncio.to_thread(process.wait, 10)
-
-
-async def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(f"barq-bot serve exited:\n{log.read_text()}")
-            try:
-                async with session.get(f"{url}/healthz") as resp:
-                    if resp.status == 200 and (await resp.json())["ok"]:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"barq-bot serve never became healthy:\n{log.read_text()}")
+    env = {"E2E_PG_USER": "postgres"}
+    async with BotProcess(tmp_path, config, slack.api_url, signing_secret=SECRET, env=env) as bot:
+        yield bot.url
 
 
 async def _post(url: str, body: str, secret: str = SECRET) -> tuple[int, float]:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from bot.adapters.targets.barq_schema import create_demo_database, create_schema, seed_demo
 from bot.domain.lifecycle import Event, State
+from bot.local.barq_schema import create_demo_database, create_schema, seed_demo
 from tests import harness
 from tests.harness import MIGRATIONS, Harness
 

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from bot.adapters.slack import Delivery
-from bot.adapters.targets.barq_schema import create_demo_database
 from bot.domain.lifecycle import State
+from bot.local.barq_schema import create_demo_database
 from tests import harness
 from tests.harness import APPROVALS, MIGRATIONS, Harness
 

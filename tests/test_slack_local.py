@@ -1,4 +1,4 @@
-"""LocalSlack and slack_payloads, exercised over real loopback HTTP with slack_sdk and Bolt."""
+"""LocalSlack and bot.local.payloads, exercised over real loopback HTTP with slack_sdk and Bolt."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.adapters import slack_payloads as payloads
-from bot.adapters.slack_local import LocalSlack
+from bot.local import payloads
+from bot.local.slack import LocalSlack
 
 TOKEN = "xoxb-test"
 SECRET = "signing-secret-for-tests"

@@ -4,27 +4,22 @@ and reads the acks."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-import yaml
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import create_engine, text
 
-from bot.adapters import slack_payloads as payloads
-from bot.adapters.slack_local import LocalSlack
-from bot.adapters.targets.barq_schema import create_demo_database
+from bot.local import payloads
+from bot.local.barq_schema import create_demo_database
+from bot.local.process import BotProcess
+from bot.local.slack import LocalSlack
 from tests.harness import APPROVALS, CHANNELS, MIGRATIONS, USERS, now
-from tests.test_e2e_serve import alice_types, approve_click, stop_process
+from tests.test_e2e_serve import alice_types, approve_click
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,14 +28,6 @@ def _slash(slack: LocalSlack, text: str) -> dict[str, Any]:
     """A slash command as a Socket Mode payload: the HTTP form's fields as JSON."""
     body = alice_types(slack, text, payloads.new_trigger_id().replace(".", ""))
     return {key: values[0] for key, values in parse_qs(body).items()}
-
-
-async def _connected(slack: LocalSlack, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while slack.socket_connections == 0:
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"barq-bot socket did not connect:\n{log.read_text()}")
-        await asyncio.sleep(0.05)
 
 
 async def test_request_approve_and_run_over_socket_mode(tmp_path: Path) -> None:
@@ -55,31 +42,16 @@ async def test_request_approve_and_run_over_socket_mode(tmp_path: Path) -> None:
         "runbooks_dir": str(ROOT / "runbooks"),
         "backup_dir": str(tmp_path / "backups"),
     }
-    (tmp_path / "barq.yaml").write_text(yaml.safe_dump(config))
-    log = tmp_path / "socket.log"
     async with LocalSlack(channels=CHANNELS, usergroups={"S0DBA": ["U0BOB"]}, users=USERS) as slack:
-        env = {
-            **os.environ,
-            "BARQ_CONFIG": str(tmp_path / "barq.yaml"),
-            "BARQ_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
-            "SLACK_BOT_TOKEN": "xoxb-local",
-            "SLACK_APP_TOKEN": slack.app_token,
-            "SLACK_API_URL": slack.api_url,
-        }
-        with log.open("w") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "bot.cli", "socket"],
-                cwd=tmp_path,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        bot = BotProcess(
+            tmp_path, config, slack.api_url, command="socket", app_token=slack.app_token
+        )
         try:
             with pytest.raises(SlackApiError, match="not_allowed_token_type"):
                 await AsyncWebClient(base_url=slack.api_url).apps_connections_open(
                     app_token="xoxb-local"
                 )
-            await _connected(slack, process, log)
+            await bot.start(ready=lambda: slack.socket_connections > 0)
             help_ack = await slack.socket_send("slash_commands", _slash(slack, "help"))
             assert "/migrate request tenant-consolidation" in json.dumps(help_ack)
 
@@ -94,7 +66,7 @@ async def test_request_approve_and_run_over_socket_mode(tmp_path: Path) -> None:
 
             await slack.wait_for(finished, timeout=30)
         finally:
-            await stop_process(process)
+            await bot.stop()
     outcome = next(m for m in slack.messages_in(MIGRATIONS) if m.get("thread_ts"))
     assert "succeeded" in outcome["text"], outcome["text"]
     engine = create_engine(target)

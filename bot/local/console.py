@@ -9,15 +9,15 @@ import itertools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot import demo
-from bot.adapters import slack_payloads as payloads
-from bot.adapters.slack_local import LocalSlack
-from bot.app import Bot
-from bot.console_render import mrkdwn, render
+from bot.app import Bot, build, utcnow
+from bot.local import demo, payloads
+from bot.local.console_render import mrkdwn, render
+from bot.local.slack import LocalSlack
 
 HELP = """Type a slash command as the current user, e.g.
   /migrate help
@@ -222,6 +222,21 @@ async def run(bot: Bot, slack: LocalSlack, user: str, lines: Any = None) -> None
             break
     await bot.service.wait_idle()
     await bot.delivery.drain()
+
+
+async def run_demo(workdir: Path, user: str, *, fresh: bool = True) -> None:
+    """The console on the demo: LocalSlack, demo targets under ``workdir`` (recreated if
+    ``fresh``), and the bot built from the demo settings, running in the background."""
+    async with LocalSlack(
+        token="xoxb-local", channels=demo.CHANNELS, usergroups=demo.GROUPS, users=demo.USERS
+    ) as slack:
+        settings = demo.demo_settings(workdir, slack.api_url, utcnow(), fresh=fresh)
+        bot = build(settings)
+        await bot.start_background()
+        try:
+            await run(bot, slack, user)
+        finally:
+            await bot.stop_background()
 
 
 def _read(prompt: str) -> str | None:

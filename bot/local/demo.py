@@ -7,7 +7,7 @@ import secrets
 from datetime import datetime
 from pathlib import Path
 
-from bot.adapters.targets.barq_schema import create_demo_database
+from bot.local.barq_schema import create_demo_database
 from bot.settings import Settings, load_settings
 
 USERS = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol", "U0DAVE": "dave"}
