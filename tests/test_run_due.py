@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from bot.adapters.targets.barq_schema import create_demo_database
 from bot.domain.lifecycle import Event, State
+from bot.local.barq_schema import create_demo_database
 from tests import harness
 from tests.harness import APPROVALS, MIGRATIONS
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.adapters.targets.barq_schema import create_demo_database
 from bot.app import Bot, build
 from bot.errors import BarqError
+from bot.local.barq_schema import create_demo_database
 from bot.settings import load_settings
 from tests import harness
 
