@@ -474,6 +474,7 @@ def _line(proc: subprocess.Popen[str], timeout: float = 60) -> str:
 
 
 @pytest.mark.postgres
+@pytest.mark.crash
 def test_sigkill_at_random_moments_never_applies_a_batch_twice(pg_url: str) -> None:
     """Killed (SIGKILL) mid-run again and again, the step still ends with every row changed
     exactly once, and the same data as a run that was never interrupted."""

@@ -17,7 +17,7 @@ from bot.local.slack import LocalSlack
 from tests.harness import APPROVALS, CHANNELS, MIGRATIONS, USERS
 from tests.test_e2e_serve import SECRET, request_and_approve
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.crash]
 ROWS = 40_000
 KILLS = 5
 # Small batches on a tight budget: hundreds of short transactions, so a kill lands anywhere.
