@@ -63,12 +63,12 @@ class Scheduler:
         )
 
     async def run_pass(self) -> None:
-        """One pass of ``run_due``, or, if one is running, one more right after it."""
-        if self._lock.locked():
-            self._again = True
-            return
+        """Return once a pass of ``run_due`` that began after this call has finished.
+
+        If a pass is running, it runs once more, and callers that arrive meanwhile share
+        that one; passes never overlap."""
+        self._again = True
         async with self._lock:
-            self._again = True
             while self._again:
                 self._again = False
                 await self._run_due(self._clock())
