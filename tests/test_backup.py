@@ -12,11 +12,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from bot.adapters.targets import mssql, postgresql
-from bot.adapters.targets.dialect import (
-    BackupInfo,
-    dialect_for,
-    file_sha256,
-)
+from bot.adapters.targets.dialect import BackupInfo, file_sha256
+from bot.adapters.targets.dialects import dialect_for
 from bot.errors import BackupError, BackupVerificationError
 
 ROWS = 2000  # enough for a multi-page SQLite file, so a truncation hits real data

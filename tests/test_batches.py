@@ -35,7 +35,7 @@ from bot.adapters.targets.batches import (
     remaining,
     run_batches,
 )
-from bot.adapters.targets.dialect import dialect_for
+from bot.adapters.targets.dialects import dialect_for
 from bot.adapters.targets.target import Target
 from bot.domain.batching import BatchSettings, next_size
 from bot.domain.plan import BatchPlan

@@ -1,7 +1,7 @@
 """The interface every target-database dialect implements, plus shared helpers.
 
 One module per dialect (``mssql``, ``postgresql``, ``sqlite``) subclasses :class:`Dialect`
-and exposes a module-level singleton; :func:`dialect_for` picks the right one.
+and exposes a module-level singleton; ``dialects.dialect_for`` picks the right one.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import ClassVar, Literal, get_args
 
-from sqlalchemy import URL, Connection, Engine, make_url
+from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
+
+from bot.adapters.targets.statements import split_statements
 
 __all__ = [
     "ERROR_KINDS",
@@ -23,7 +25,6 @@ __all__ = [
     "Dialect",
     "ErrorKind",
     "backup_file_name",
-    "dialect_for",
     "file_sha256",
     "timeout_ms",
     "unwrap_dbapi_error",
@@ -133,9 +134,15 @@ class Dialect(ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
-    def quote_identifier(self, name: str) -> str:
-        """Validate a runbook identifier (``Tasks`` or ``dbo.Tasks``) and return it as is."""
+    def checked_identifier(self, name: str) -> str:
+        """Validate a runbook identifier (``Tasks`` or ``dbo.Tasks``) and return it as is:
+        unquoted, so PostgreSQL folds it to lower case like the schema it names."""
         return validate_identifier(name)
+
+    def split_script(self, sql: str) -> list[str]:
+        """The statements of a sql step, to execute one by one: split on top-level
+        semicolons here; SQL Server splits on ``GO`` lines."""
+        return split_statements(sql)
 
     def is_transient(self, exc: BaseException) -> bool:
         """True when retrying the failed transaction may succeed."""
@@ -152,7 +159,7 @@ class Dialect(ABC):
     def remaining_count_sql(self, table: str, key: str, where: str | None = None) -> str:
         """Count rows matching ``where`` whose key lies after ``:last_key`` (all when NULL)."""
         return (
-            f"SELECT COUNT(*) FROM {self.quote_identifier(table)}"
+            f"SELECT COUNT(*) FROM {self.checked_identifier(table)}"
             f" WHERE ({where_clause(where)}) AND {self._after_key(validate_column(key))}"
         )
 
@@ -206,7 +213,7 @@ class Dialect(ABC):
         """
         key = validate_column(key)
         return (
-            f"SELECT MAX(b.{key}) FROM (SELECT {key} FROM {self.quote_identifier(table)}"
+            f"SELECT MAX(b.{key}) FROM (SELECT {key} FROM {self.checked_identifier(table)}"
             f" WHERE ({where_clause(where)}) AND {self._after_key(key)}"
             f" ORDER BY {key} LIMIT :batch_size) AS b"
         )
@@ -259,32 +266,3 @@ def where_clause(where: str | None) -> str:
     """Normalise a runbook WHERE fragment; empty means every row."""
     text = (where or "").strip()
     return text or "1 = 1"
-
-
-def dialect_for(target: Engine | Connection | URL | str) -> Dialect:
-    """Return the dialect singleton for an engine, connection, URL or dialect name.
-
-    Accepts ``mssql``/``sqlserver``, ``postgresql``/``postgres``, ``sqlite`` or any
-    SQLAlchemy URL (``mssql+pyodbc://...``); raises ValueError for anything else.
-    """
-    from . import mssql, postgresql, sqlite
-
-    if isinstance(target, Engine | Connection):
-        name = target.dialect.name
-    elif isinstance(target, URL):
-        name = target.get_backend_name()
-    elif isinstance(target, str) and ":" in target:
-        name = make_url(target).get_backend_name()
-    else:
-        name = str(target).strip().lower().split("+", 1)[0]
-    known: dict[str, Dialect] = {
-        "mssql": mssql.DIALECT,
-        "sqlserver": mssql.DIALECT,
-        "postgresql": postgresql.DIALECT,
-        "postgres": postgresql.DIALECT,
-        "sqlite": sqlite.DIALECT,
-    }
-    try:
-        return known[name]
-    except KeyError:
-        raise ValueError(f"unsupported target dialect {name!r}") from None

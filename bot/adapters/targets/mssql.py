@@ -24,6 +24,7 @@ from .dialect import (
     validate_column,
     where_clause,
 )
+from .tsql import split_go
 
 __all__ = [
     "DIALECT",
@@ -162,6 +163,10 @@ class MssqlDialect(Dialect):
             "VALUES (s.migration_id, s.step, s.branch, :last_key, :rows, 1, :done, :now);"
         )
 
+    def split_script(self, sql: str) -> list[str]:
+        """Split on sqlcmd's ``GO`` lines: a batch may hold several statements."""
+        return split_go(sql)
+
     def _after_key(self, key: str) -> str:
         return f"(CAST(:last_key AS BIGINT) IS NULL OR {key} > CAST(:last_key AS BIGINT))"
 
@@ -171,7 +176,7 @@ class MssqlDialect(Dialect):
         key = validate_column(key)
         return (
             f"SELECT MAX(b.{key}) FROM (SELECT TOP (:batch_size) {key}"
-            f" FROM {self.quote_identifier(table)}"
+            f" FROM {self.checked_identifier(table)}"
             f" WHERE ({where_clause(where)}) AND {self._after_key(key)}"
             f" ORDER BY {key}) AS b OPTION (RECOMPILE)"
         )

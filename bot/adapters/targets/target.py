@@ -30,8 +30,8 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import DBAPIError
 
-from bot.adapters.targets.dialect import Dialect, dialect_for
-from bot.adapters.targets.statements import split_for
+from bot.adapters.targets.dialect import Dialect
+from bot.adapters.targets.dialects import dialect_for
 from bot.domain.runbook import bound_names, compare
 
 logger = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ class Target:
                 checkpoint = done.first()
                 if checkpoint is not None and checkpoint["done"]:
                     return int(checkpoint["rows_done"])
-                for statement in split_for(self.dialect, sql):
+                for statement in self.sql.split_script(sql):
                     result = conn.execute(text(statement), _bind(statement, params))
                     rows += max(result.rowcount or 0, 0)
                 checkpoint_row = _checkpoint(run_key, step, rows, now)
