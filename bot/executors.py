@@ -248,11 +248,11 @@ class Executors:
     ) -> StepOutcome:
         tables = list(step.tables) if step.tables else None
         info: BackupInfo = await asyncio.to_thread(
-            target.sql.backup,
-            target.engine,
+            target.backup,
             self.backup_dir / m.run_key,
             label=f"{m.run_key}-{step.name}",
             tables=tables,
+            timeout=step.timeout,
         )
         record = {**dataclasses.asdict(info), "created_at": info.created_at.isoformat()}
         await asyncio.to_thread(self.store.add_backup, m.id, record, self.clock())
@@ -271,6 +271,6 @@ class Executors:
         record["tables"] = tuple(record["tables"]) if record.get("tables") else None
         record.pop("created_at", None)
         info = BackupInfo(**record)
-        await asyncio.to_thread(target.sql.restore, target.engine, info)
+        await asyncio.to_thread(target.restore, info, timeout=step.timeout)
         await asyncio.to_thread(target.mark_done, m.run_key, step.name, self.clock())
         return StepOutcome(0, f"restored {info.location}")

@@ -107,7 +107,7 @@ def rows(target: Target, table: str = "Items") -> list[tuple[int, int, int]]:
 def checkpoint(target: Target, job: BatchJob) -> Any:
     key = {"migration_id": job.run_key, "step": job.step, "branch": job.branch}
     with target.engine.connect() as conn:
-        return conn.execute(text(target.sql.checkpoint_select_sql()), key).mappings().one()
+        return conn.execute(text(target.dialect.checkpoint_select_sql()), key).mappings().one()
 
 
 def test_update_moves_exactly_the_matching_rows_once(target: Target) -> None:
@@ -175,7 +175,7 @@ def test_a_batch_and_its_checkpoint_commit_together(target: Target) -> None:
             "CREATE TRIGGER crash BEFORE UPDATE ON barq_checkpoints"
             " FOR EACH ROW EXECUTE FUNCTION crash()",
         ],
-    }[target.dialect]
+    }[target.dialect.name]
     with target.engine.begin() as conn:
         for ddl in crash:
             conn.execute(text(ddl))
@@ -185,7 +185,10 @@ def test_a_batch_and_its_checkpoint_commit_together(target: Target) -> None:
     assert checkpoint(target, j)["batches"] == 2
     with target.engine.begin() as conn:
         conn.execute(
-            text("DROP TRIGGER crash" + (" ON barq_checkpoints" * (target.dialect == "postgresql")))
+            text(
+                "DROP TRIGGER crash"
+                + (" ON barq_checkpoints" * (target.dialect.name == "postgresql"))
+            )
         )
     result, _ = run(target, j)
     assert result.finished and (result.rows_done, result.batches) == (40, 6)

@@ -210,7 +210,7 @@ def test_transient_errors_give_up_after_the_plans_retries(pg: Target) -> None:
         _run(pg, _job(plan, timeout=0.2, backoff=_recording(waits)))
     holder.close()
     assert waits == [1, 2]
-    assert pg.sql.classify(info.value) == "lock_timeout"
+    assert pg.dialect.classify(info.value) == "lock_timeout"
     assert _hits(pg) == [0] * 30
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import ClassVar, Literal, get_args
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 
 from bot.adapters.targets.statements import split_statements
@@ -134,6 +136,19 @@ class Dialect(ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
+    def configure(self, engine: Engine) -> None:
+        """Prepare a target's new engine (e.g. per-connection settings); nothing here."""
+        return
+
+    @contextmanager
+    def begin(self, conn: Connection, timeout: float) -> Iterator[None]:
+        """Bound the work of the transaction just begun on ``conn`` to ``timeout`` seconds
+        while the block runs. This form runs :meth:`statement_timeout_sql`."""
+        setting = self.statement_timeout_sql(timeout)
+        if setting:
+            conn.execute(text(setting))
+        yield
+
     def checked_identifier(self, name: str) -> str:
         """Validate a runbook identifier (``Tasks`` or ``dbo.Tasks``) and return it as is:
         unquoted, so PostgreSQL folds it to lower case like the schema it names."""
@@ -250,15 +265,17 @@ class Dialect(ABC):
         *,
         label: str,
         tables: list[str] | None = None,
+        timeout: float | None = None,
     ) -> BackupInfo:
-        """Back up the target (or only ``tables``) into ``dest_dir`` and verify it."""
+        """Back up the target (or only ``tables``) into ``dest_dir`` and verify it, within
+        ``timeout`` seconds where the database lets that be bounded (None: no limit)."""
 
     @abstractmethod
-    def verify(self, engine: Engine, info: BackupInfo) -> None:
+    def verify(self, engine: Engine, info: BackupInfo, *, timeout: float | None = None) -> None:
         """Raise BackupVerificationError unless the backup is intact and readable."""
 
     @abstractmethod
-    def restore(self, engine: Engine, info: BackupInfo) -> None:
+    def restore(self, engine: Engine, info: BackupInfo, *, timeout: float | None = None) -> None:
         """Verify the backup, then restore it over the target database."""
 
 
