@@ -4,6 +4,8 @@ orchestration against a recording stand-in for the pyodbc engine."""
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path, PureWindowsPath
@@ -160,6 +162,56 @@ def test_pg_dump_failure_reports_stderr_without_the_password(pg_url: str, tmp_pa
     assert '"barq_no_such_db" does not exist' in message
     assert secret not in message
     assert postgresql.redact(f"password={secret} and {secret}", secret) == "password=*** and ***"
+
+
+# -- pg_dump / pg_restore as processes, with stand-in tools on PATH ----------------------------
+
+
+def _fake_tool(bin_dir: Path, name: str, body: str) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    tool = bin_dir / name
+    tool.write_text(f"#!/bin/sh\n{body}\n")
+    tool.chmod(0o755)
+
+
+@pytest.fixture
+def fake_pg_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory put first on PATH, for stand-in pg_dump/pg_restore scripts."""
+    bin_dir = tmp_path / "bin"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return bin_dir
+
+
+PG_URL = "postgresql+psycopg://barq:pw@db.example:5432/prod?sslmode=require"
+
+
+def test_pg_dump_sees_only_the_minimal_environment_and_libpq_settings(
+    fake_pg_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot's Slack token and the like never reach pg_dump; the target's password and
+    SSL mode do, through libpq's variables."""
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-not-for-pg_dump")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    seen = tmp_path / "env.txt"
+    _fake_tool(fake_pg_bin, "pg_dump", f"env > {seen}\nexit 3")
+    target = Target.connect("pg", PG_URL)
+    with pytest.raises(BackupError, match="pg_dump exited with status 3"):
+        target.backup(tmp_path / "backups", label="x", timeout=30)
+    env = dict(line.split("=", 1) for line in seen.read_text().splitlines() if "=" in line)
+    assert "SLACK_BOT_TOKEN" not in env
+    assert env["PGPASSWORD"] == "pw" and env["PGSSLMODE"] == "require"
+    assert env["LANG"] == "C.UTF-8" and env["PATH"] == os.environ["PATH"]
+
+
+def test_a_hanging_pg_tool_is_stopped_at_the_timeout(fake_pg_bin: Path, tmp_path: Path) -> None:
+    """The tool and what it started are killed once the step's timeout is up."""
+    _fake_tool(fake_pg_bin, "pg_dump", "sleep 60\nexit 0")
+    target = Target.connect("pg", PG_URL)
+    started = time.monotonic()
+    with pytest.raises(BackupError, match=r"pg_dump did not finish within 0\.5 s; stopped it"):
+        target.backup(tmp_path, label="x", timeout=0.5)
+    # The shell's child sleep holds the output pipe: only a group kill ends it this soon.
+    assert time.monotonic() - started < 10
 
 
 # -- SQL Server: orchestration, checked against a recording stand-in -------------------------
