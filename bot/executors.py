@@ -17,7 +17,7 @@ from bot.adapters.store import Store
 from bot.adapters.targets.batch_hooks import load_hook
 from bot.adapters.targets.batches import BatchJob, BatchReport, remaining, run_batches
 from bot.adapters.targets.dialect import BackupInfo
-from bot.adapters.targets.target import Target, error_message, exponential_backoff
+from bot.adapters.targets.target import Target, error_message
 from bot.domain.plan import PlannedStep
 from bot.domain.ports import Clock
 from bot.domain.progress import LiveProgress
@@ -58,13 +58,11 @@ class Executors:
         *,
         backup_dir: Path,
         runbooks_dir: Path,
-        backoff: Callable[[int], float] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.backup_dir = backup_dir
         self.runbooks_dir = runbooks_dir
-        self.backoff = backoff or exponential_backoff  # seconds before retry n (tests: 0)
 
     async def run(
         self, m: Migration, step: PlannedStep, target: Target, control: Control, live: LiveProgress
@@ -88,7 +86,6 @@ class Executors:
             timeout=step.timeout,
             now=self.clock(),
             retries=step.retries,
-            backoff=self.backoff,
         )
         return StepOutcome(rows)
 
@@ -115,7 +112,6 @@ class Executors:
             plan=step.batch,
             params=params,
             timeout=step.timeout,
-            backoff=self.backoff,
         )
 
     def _hook(self, step: PlannedStep) -> Any:

@@ -80,7 +80,7 @@ def move(table: str = "Items", settings: BatchSettings = FIXED, **change: Any) -
 
 def job(plan: BatchPlan, step: str = "move", run_key: str = "m-1", **kw: Any) -> BatchJob:
     params = {"s": 1, "t": 9, "migration_id": run_key, **kw.pop("params", {})}
-    return BatchJob(run_key, step, "", plan, params, timeout=30, backoff=lambda n: 0, **kw)
+    return BatchJob(run_key, step, "", plan, params, timeout=30, **kw)
 
 
 def run(

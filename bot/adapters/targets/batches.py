@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,8 @@ from bot.adapters.targets.batch_sql import (
     batch_sql,
     runbook_binds,
 )
-from bot.adapters.targets.target import Target, exponential_backoff, retry_transient
+from bot.adapters.targets.retries import retry_transient
+from bot.adapters.targets.target import Target
 from bot.domain.batching import next_size
 from bot.domain.plan import BatchPlan
 from bot.domain.sqltext import bound_names
@@ -46,7 +47,6 @@ __all__ = [
     "BatchSql",
     "Hook",
     "batch_sql",
-    "exponential_backoff",
     "hook_digest",
     "load_hook",
     "remaining",
@@ -68,7 +68,6 @@ class BatchJob:
     plan: BatchPlan
     params: dict[str, Any]  # runbook parameters + migration_id (+ the branch parameter)
     timeout: float  # per batch transaction, seconds
-    backoff: Callable[[int], float] = field(default=exponential_backoff)
     isolation: str | None = None  # None: the engine's default; else e.g. "REPEATABLE READ"
 
     def __post_init__(self) -> None:
@@ -221,7 +220,6 @@ class _Runner:
             attempt,
             self.target.dialect,
             retries=self.job.plan.retries,
-            backoff=self.job.backoff,
             where=self._where(),
             log=logger,
         )

@@ -18,6 +18,7 @@ from typing import ClassVar, Literal, get_args
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.exc import DBAPIError
 
 from bot.adapters.targets.statements import split_statements
 
@@ -27,6 +28,7 @@ __all__ = [
     "Dialect",
     "ErrorKind",
     "backup_file_name",
+    "error_message",
     "file_sha256",
     "timeout_ms",
     "unwrap_dbapi_error",
@@ -118,6 +120,13 @@ def unwrap_dbapi_error(exc: BaseException) -> tuple[BaseException, bool]:
             break
         exc = exc.orig
     return exc, invalidated
+
+
+def error_message(exc: BaseException) -> str:
+    """The database's own message, without SQLAlchemy's SQL echo, parameters or passwords."""
+    text = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
+    text = text.split("\n[SQL:")[0].split("\n(Background on this error")[0]
+    return re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", text).strip()[:1500]
 
 
 class Dialect(ABC):

@@ -7,14 +7,12 @@ Every method blocks: callers run them in a thread, never on the event loop.
 from __future__ import annotations
 
 import logging
-import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePath
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -27,15 +25,14 @@ from sqlalchemy import (
     create_engine,
     text,
 )
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.exc import DBAPIError
 
 from bot.adapters.targets.dialect import BackupInfo, Dialect
+from bot.adapters.targets.dialect import error_message as error_message  # its old home
 from bot.adapters.targets.dialects import dialect_for
+from bot.adapters.targets.retries import retry_transient
 from bot.domain.runbook import bound_names, compare
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 _journal_md = MetaData()
 journal = Table(
@@ -46,44 +43,6 @@ journal = Table(
     Column("row_id", BigInteger, primary_key=True, autoincrement=False, quote=False),
     quote=False,
 )
-
-
-def exponential_backoff(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (1, 2, ...): 0.05 s doubling, at most 5 s."""
-    return float(min(5.0, 0.05 * 2**attempt))
-
-
-def retry_transient(
-    call: Callable[[], T],
-    dialect: Dialect,
-    *,
-    retries: int,
-    backoff: Callable[[int], float],
-    where: str,
-    log: logging.Logger = logger,
-) -> tuple[T, int]:
-    """Run ``call`` (one whole transaction), again after a backoff while it fails with a
-    transient error (deadlock, serialization failure, lock timeout, lost connection), at
-    most ``retries`` more times; return its result and how many retries it took. Any other
-    error, or the last transient one, propagates; each retry logs a line naming ``where``."""
-    attempt = 0
-    while True:
-        try:
-            return call(), attempt
-        except (DBAPIError, sa_exc.TimeoutError) as exc:
-            kind = dialect.classify(exc)
-            if kind == "permanent":
-                raise
-            if attempt >= retries:
-                log.error("%s: %s, giving up after %d retries", where, kind, attempt)
-                raise
-            attempt += 1
-            delay = backoff(attempt)
-            log.warning(
-                "%s: %s, retry %d of %d in %.2f s: %s",
-                *(where, kind, attempt, retries, delay, error_message(exc).split("\n")[0]),
-            )
-            time.sleep(delay)
 
 
 @dataclass(frozen=True)
@@ -188,7 +147,6 @@ class Target:
         timeout: float,
         now: datetime,
         retries: int = 0,
-        backoff: Callable[[int], float] = exponential_backoff,
     ) -> int:
         """Run a step's statements and its checkpoint in one transaction; return rows touched.
 
@@ -216,7 +174,7 @@ class Target:
 
         where = f"migration {run_key} step {step}"
         rows, _retries = retry_transient(
-            once, self.dialect, retries=retries, backoff=backoff, where=where
+            once, self.dialect, retries=retries, where=where, log=logger
         )
         return rows
 
@@ -262,13 +220,6 @@ def _checkpoint(run_key: str, step: str, rows: int, now: datetime) -> dict[str, 
         "done": True,
         "now": now.astimezone(UTC).replace(tzinfo=None),
     }
-
-
-def error_message(exc: BaseException) -> str:
-    """The database's own message, without SQLAlchemy's SQL echo, parameters or passwords."""
-    text = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
-    text = text.split("\n[SQL:")[0].split("\n(Background on this error")[0]
-    return re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", text).strip()[:1500]
 
 
 def _bind(sql: str, params: dict[str, Any]) -> dict[str, Any]:
