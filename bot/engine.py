@@ -39,7 +39,6 @@ class Engine:
         *,
         backup_dir: Path = Path("var/backups"),
         runbooks_dir: Path = Path("runbooks"),
-        backoff: Callable[[int], float] | None = None,
         progress_seconds: float = 2.0,
     ) -> None:
         self.store = store
@@ -47,9 +46,7 @@ class Engine:
         self.clock = clock
         self.on_change = on_change
         self.progress_seconds = progress_seconds
-        self.executors = Executors(
-            store, clock, backup_dir=backup_dir, runbooks_dir=runbooks_dir, backoff=backoff
-        )
+        self.executors = Executors(store, clock, backup_dir=backup_dir, runbooks_dir=runbooks_dir)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._controls: dict[int, Control] = {}
         self._live: dict[int, LiveProgress] = {}

@@ -16,7 +16,7 @@ from bot.adapters.commands import fill_target, run_command
 from bot.adapters.targets.batch_hooks import load_hook
 from bot.adapters.targets.batches import BatchJob, BatchReport, remaining, run_batches
 from bot.adapters.targets.dialect import BackupInfo
-from bot.adapters.targets.target import Target, error_message, exponential_backoff
+from bot.adapters.targets.target import Target, error_message
 from bot.domain.plan import PlannedStep
 from bot.domain.ports import Clock, Store
 from bot.domain.progress import LiveProgress
@@ -57,13 +57,11 @@ class Executors:
         *,
         backup_dir: Path,
         runbooks_dir: Path,
-        backoff: Callable[[int], float] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.backup_dir = backup_dir
         self.runbooks_dir = runbooks_dir
-        self.backoff = backoff or exponential_backoff  # seconds before retry n (tests: 0)
 
     async def run(
         self, m: Migration, step: PlannedStep, target: Target, control: Control, live: LiveProgress
@@ -87,7 +85,6 @@ class Executors:
             timeout=step.timeout,
             now=self.clock(),
             retries=step.retries,
-            backoff=self.backoff,
         )
         return StepOutcome(rows)
 
@@ -114,7 +111,6 @@ class Executors:
             plan=step.batch,
             params=params,
             timeout=step.timeout,
-            backoff=self.backoff,
         )
 
     def _hook(self, step: PlannedStep) -> Any:
@@ -247,11 +243,11 @@ class Executors:
     ) -> StepOutcome:
         tables = list(step.tables) if step.tables else None
         info: BackupInfo = await asyncio.to_thread(
-            target.sql.backup,
-            target.engine,
+            target.backup,
             self.backup_dir / m.run_key,
             label=f"{m.run_key}-{step.name}",
             tables=tables,
+            timeout=step.timeout,
         )
         record = {**dataclasses.asdict(info), "created_at": info.created_at.isoformat()}
         await asyncio.to_thread(self.store.add_backup, m.id, record, self.clock())
@@ -270,6 +266,6 @@ class Executors:
         record["tables"] = tuple(record["tables"]) if record.get("tables") else None
         record.pop("created_at", None)
         info = BackupInfo(**record)
-        await asyncio.to_thread(target.sql.restore, target.engine, info)
+        await asyncio.to_thread(target.restore, info, timeout=step.timeout)
         await asyncio.to_thread(target.mark_done, m.run_key, step.name, self.clock())
         return StepOutcome(0, f"restored {info.location}")

@@ -27,7 +27,7 @@ def move(url: str, table: str, run_key: str, *, quiet: bool = False) -> BatchRes
         settings=SETTINGS,
     )
     params = {"s": 1, "t": 2, "migration_id": run_key}
-    job = BatchJob(run_key, "move", "", plan, params, timeout=30, backoff=lambda n: 0.01)
+    job = BatchJob(run_key, "move", "", plan, params, timeout=30)
 
     def report(r: BatchReport) -> None:
         if not quiet:

@@ -3,6 +3,7 @@
 ``pg_url`` connects to the maintenance database given by ``BARQ_TEST_PG_ADMIN_URL``
 (default: local trust-auth server) and creates a uniquely named database per test. When the
 server is unreachable the test is skipped, unless ``CI=true``, where it must fail instead.
+Retries of transient errors wait no time in tests.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
+
+from bot.adapters.targets import retries
+
+# The one switch for the whole suite: retries of transient errors wait no time. A test that
+# checks a retry waited patches ``retries.wait_before_retry``.
+retries.set_testing(True)
 
 PG_ADMIN_URL = os.environ.get(
     "BARQ_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

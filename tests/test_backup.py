@@ -1,8 +1,11 @@
-"""Backups on real SQLite and PostgreSQL databases (round trip, corruption, tables only),
-and the SQL Server orchestration against a recording stand-in for the pyodbc engine."""
+"""Backups on real SQLite and PostgreSQL targets (round trip, corruption, tables only), the
+pg_dump/pg_restore processes (environment, timeout) with stand-in tools, and the SQL Server
+orchestration against a recording stand-in for the pyodbc engine."""
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path, PureWindowsPath
@@ -12,11 +15,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from bot.adapters.targets import mssql, postgresql
-from bot.adapters.targets.dialect import (
-    BackupInfo,
-    dialect_for,
-    file_sha256,
-)
+from bot.adapters.targets.dialect import BackupInfo, file_sha256
+from bot.adapters.targets.target import Target
 from bot.errors import BackupError, BackupVerificationError
 
 ROWS = 2000  # enough for a multi-page SQLite file, so a truncation hits real data
@@ -49,19 +49,18 @@ def mutate(engine: Engine) -> None:
         conn.execute(text("UPDATE notes SET body = 'edited'"))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
-    eng = create_engine(url)
-    seed(eng)
-    yield eng
-    eng.dispose()
+@pytest.fixture
+def target(target_url: str) -> Iterator[Target]:
+    t = Target.connect("t", target_url)
+    seed(t.engine)
+    yield t
+    t.engine.dispose()
 
 
-def test_backup_change_restore_round_trip(engine: Engine, tmp_path: Path) -> None:
-    d = dialect_for(engine)
+def test_backup_change_restore_round_trip(target: Target, tmp_path: Path) -> None:
+    d, engine = target.dialect, target.engine
     before = snapshot(engine)
-    info = d.backup(engine, tmp_path / "backups", label="pre-step_1")
+    info = target.backup(tmp_path / "backups", label="pre-step_1", timeout=60)
     path = Path(info.location)
     assert path.is_file() and path.parent == tmp_path / "backups"
     assert path.name.startswith("pre-step_1-") and path.suffix == d.backup_suffix
@@ -71,13 +70,13 @@ def test_backup_change_restore_round_trip(engine: Engine, tmp_path: Path) -> Non
 
     mutate(engine)
     assert snapshot(engine) != before
-    d.restore(engine, info)
+    target.restore(info, timeout=60)
     assert snapshot(engine) == before
 
 
-def test_verify_detects_a_truncated_backup(engine: Engine, tmp_path: Path) -> None:
-    d = dialect_for(engine)
-    info = d.backup(engine, tmp_path, label="corrupt-me")
+def test_verify_detects_a_truncated_backup(target: Target, tmp_path: Path) -> None:
+    d, engine = target.dialect, target.engine
+    info = target.backup(tmp_path, label="corrupt-me", timeout=60)
     d.verify(engine, info)  # intact
     data = Path(info.location).read_bytes()
     Path(info.location).write_bytes(data[: len(data) // 2])
@@ -94,34 +93,32 @@ def test_verify_detects_a_truncated_backup(engine: Engine, tmp_path: Path) -> No
     mutate(engine)
     changed = snapshot(engine)
     with pytest.raises(BackupVerificationError):
-        d.restore(engine, info)
+        target.restore(info, timeout=60)
     assert snapshot(engine) == changed
 
 
-def test_verify_detects_a_missing_backup(engine: Engine, tmp_path: Path) -> None:
-    d = dialect_for(engine)
-    info = d.backup(engine, tmp_path, label="gone")
+def test_verify_detects_a_missing_backup(target: Target, tmp_path: Path) -> None:
+    info = target.backup(tmp_path, label="gone", timeout=60)
     Path(info.location).unlink()
     with pytest.raises(BackupVerificationError, match="missing"):
-        d.verify(engine, info)
+        target.dialect.verify(target.engine, info)
 
 
-def test_tables_only_backup_restores_only_those_tables(engine: Engine, tmp_path: Path) -> None:
-    d = dialect_for(engine)
-    before = snapshot(engine)
-    info = d.backup(engine, tmp_path, label="items-only", tables=["items"])
+def test_tables_only_backup_restores_only_those_tables(target: Target, tmp_path: Path) -> None:
+    before = snapshot(target.engine)
+    info = target.backup(tmp_path, label="items-only", tables=["items"], timeout=60)
     assert info.tables == ("items",) and info.verified
-    mutate(engine)
-    d.restore(engine, info)
-    after = snapshot(engine)
+    mutate(target.engine)
+    target.restore(info, timeout=60)
+    after = snapshot(target.engine)
     assert after["items"] == before["items"]
     assert after["notes"] == [(1, "edited")]  # not part of the backup: left as it was
 
 
 @pytest.mark.parametrize("label", ["", "../escape", "a/b", "has space", "-x", "x" * 101])
-def test_bad_labels_are_rejected(engine: Engine, tmp_path: Path, label: str) -> None:
+def test_bad_labels_are_rejected(target: Target, tmp_path: Path, label: str) -> None:
     with pytest.raises(ValueError, match="invalid backup label"):
-        dialect_for(engine).backup(engine, tmp_path, label=label)
+        target.backup(tmp_path, label=label, timeout=60)
 
 
 @pytest.mark.postgres
@@ -167,6 +164,56 @@ def test_pg_dump_failure_reports_stderr_without_the_password(pg_url: str, tmp_pa
     assert postgresql.redact(f"password={secret} and {secret}", secret) == "password=*** and ***"
 
 
+# -- pg_dump / pg_restore as processes, with stand-in tools on PATH ----------------------------
+
+
+def _fake_tool(bin_dir: Path, name: str, body: str) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    tool = bin_dir / name
+    tool.write_text(f"#!/bin/sh\n{body}\n")
+    tool.chmod(0o755)
+
+
+@pytest.fixture
+def fake_pg_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory put first on PATH, for stand-in pg_dump/pg_restore scripts."""
+    bin_dir = tmp_path / "bin"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return bin_dir
+
+
+PG_URL = "postgresql+psycopg://barq:pw@db.example:5432/prod?sslmode=require"
+
+
+def test_pg_dump_sees_only_the_minimal_environment_and_libpq_settings(
+    fake_pg_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot's Slack token and the like never reach pg_dump; the target's password and
+    SSL mode do, through libpq's variables."""
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-not-for-pg_dump")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    seen = tmp_path / "env.txt"
+    _fake_tool(fake_pg_bin, "pg_dump", f"env > {seen}\nexit 3")
+    target = Target.connect("pg", PG_URL)
+    with pytest.raises(BackupError, match="pg_dump exited with status 3"):
+        target.backup(tmp_path / "backups", label="x", timeout=30)
+    env = dict(line.split("=", 1) for line in seen.read_text().splitlines() if "=" in line)
+    assert "SLACK_BOT_TOKEN" not in env
+    assert env["PGPASSWORD"] == "pw" and env["PGSSLMODE"] == "require"
+    assert env["LANG"] == "C.UTF-8" and env["PATH"] == os.environ["PATH"]
+
+
+def test_a_hanging_pg_tool_is_stopped_at_the_timeout(fake_pg_bin: Path, tmp_path: Path) -> None:
+    """The tool and what it started are killed once the step's timeout is up."""
+    _fake_tool(fake_pg_bin, "pg_dump", "sleep 60\nexit 0")
+    target = Target.connect("pg", PG_URL)
+    started = time.monotonic()
+    with pytest.raises(BackupError, match=r"pg_dump did not finish within 0\.5 s; stopped it"):
+        target.backup(tmp_path, label="x", timeout=0.5)
+    # The shell's child sleep holds the output pipe: only a group kill ends it this soon.
+    assert time.monotonic() - started < 10
+
+
 # -- SQL Server: orchestration, checked against a recording stand-in -------------------------
 
 
@@ -204,6 +251,8 @@ class FakeConnection:
     def __init__(self, engine: FakeEngine) -> None:
         self.engine = engine
         self.connection = self  # pool proxy: .cursor() reaches the DBAPI connection
+        self.driver_connection = self  # and so does .driver_connection
+        self.timeout = 0  # pyodbc's query timeout, in seconds; 0: none
 
     def __enter__(self) -> FakeConnection:
         return self
@@ -224,6 +273,7 @@ class FakeConnection:
         return FakeResult(4096)
 
     def cursor(self) -> FakeCursor:
+        self.engine.log.append(f"<timeout {self.timeout}>")
         return FakeCursor(self.engine)
 
     def invalidate(self) -> None:
@@ -251,7 +301,7 @@ def statements(log: list[str]) -> list[str]:
 
 def test_mssql_backup_runs_in_autocommit_and_verifies() -> None:
     engine = FakeEngine()
-    info = mssql.DIALECT.backup(engine, BAK_DIR, label="pre")  # type: ignore[arg-type]
+    info = mssql.DIALECT.backup(engine, BAK_DIR, label="pre", timeout=90.5)  # type: ignore[arg-type]
     assert info.location.startswith("D:\\SQLBackups\\pre-") and info.location.endswith(".bak")
     assert (info.dialect, info.size_bytes, info.sha256) == ("mssql", 4096, None)
     assert info.verified
@@ -265,6 +315,8 @@ def test_mssql_backup_runs_in_autocommit_and_verifies() -> None:
     backup_at = next(i for i, e in enumerate(engine.log) if e.startswith("BACKUP"))
     assert engine.log[backup_at + 1 : backup_at + 4] == ["<nextset>", "<nextset>", "<close>"]
     assert f"N'{info.location}'" in engine.log[backup_at]
+    # pyodbc's query timeout (whole seconds) bounds both statements.
+    assert [e for e in engine.log if e.startswith("<timeout")] == ["<timeout 91>"] * 2
 
 
 def test_mssql_backup_refuses_table_subsets() -> None:

@@ -34,7 +34,7 @@ from bot.adapters.targets.batches import (
     remaining,
     run_batches,
 )
-from bot.adapters.targets.dialect import dialect_for
+from bot.adapters.targets.dialects import dialect_for
 from bot.adapters.targets.target import Target
 from bot.domain.batching import BatchSettings, next_size
 from bot.domain.plan import BatchPlan
@@ -80,7 +80,7 @@ def move(table: str = "Items", settings: BatchSettings = FIXED, **change: Any) -
 
 def job(plan: BatchPlan, step: str = "move", run_key: str = "m-1", **kw: Any) -> BatchJob:
     params = {"s": 1, "t": 9, "migration_id": run_key, **kw.pop("params", {})}
-    return BatchJob(run_key, step, "", plan, params, timeout=30, backoff=lambda n: 0, **kw)
+    return BatchJob(run_key, step, "", plan, params, timeout=30, **kw)
 
 
 def run(
@@ -107,7 +107,7 @@ def rows(target: Target, table: str = "Items") -> list[tuple[int, int, int]]:
 def checkpoint(target: Target, job: BatchJob) -> Any:
     key = {"migration_id": job.run_key, "step": job.step, "branch": job.branch}
     with target.engine.connect() as conn:
-        return conn.execute(text(target.sql.checkpoint_select_sql()), key).mappings().one()
+        return conn.execute(text(target.dialect.checkpoint_select_sql()), key).mappings().one()
 
 
 def test_update_moves_exactly_the_matching_rows_once(target: Target) -> None:
@@ -175,7 +175,7 @@ def test_a_batch_and_its_checkpoint_commit_together(target: Target) -> None:
             "CREATE TRIGGER crash BEFORE UPDATE ON barq_checkpoints"
             " FOR EACH ROW EXECUTE FUNCTION crash()",
         ],
-    }[target.dialect]
+    }[target.dialect.name]
     with target.engine.begin() as conn:
         for ddl in crash:
             conn.execute(text(ddl))
@@ -185,7 +185,10 @@ def test_a_batch_and_its_checkpoint_commit_together(target: Target) -> None:
     assert checkpoint(target, j)["batches"] == 2
     with target.engine.begin() as conn:
         conn.execute(
-            text("DROP TRIGGER crash" + (" ON barq_checkpoints" * (target.dialect == "postgresql")))
+            text(
+                "DROP TRIGGER crash"
+                + (" ON barq_checkpoints" * (target.dialect.name == "postgresql"))
+            )
         )
     result, _ = run(target, j)
     assert result.finished and (result.rows_done, result.batches) == (40, 6)

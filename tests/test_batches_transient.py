@@ -19,6 +19,7 @@ from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
+from bot.adapters.targets import retries
 from bot.adapters.targets.batches import BatchJob, BatchReport, BatchResult, run_batches
 from bot.adapters.targets.target import Target
 from bot.domain.batching import BatchSettings
@@ -51,7 +52,6 @@ def _hits(target: Target) -> list[int]:
 
 
 def _job(plan: BatchPlan, **kw: Any) -> BatchJob:
-    kw.setdefault("backoff", lambda n: 0)
     kw.setdefault("timeout", 30)
     return BatchJob("m-7", "bump", "", plan, {"migration_id": "m-7"}, **kw)
 
@@ -82,12 +82,17 @@ def _retries_logged(caplog: pytest.LogCaptureFixture, kind: str) -> list[str]:
     return [line for line in lines if f": {kind}, retry" in line]
 
 
-def _recording(waits: list[int]) -> Callable[[int], float]:
-    def backoff(attempt: int) -> float:
-        waits.append(attempt)
-        return 0
+def _before_each_retry(monkeypatch: pytest.MonkeyPatch, wait: Callable[[int], None]) -> None:
+    """Call ``wait(attempt)`` where the retry loop waits before retry ``attempt``."""
+    monkeypatch.setattr(retries, "wait_before_retry", wait)
 
-    return backoff
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The retries waited for, by number, in order."""
+    numbers: list[int] = []
+    _before_each_retry(monkeypatch, numbers.append)
+    return numbers
 
 
 def _wait_until(condition: Any, what: str, timeout: float = 20) -> None:
@@ -178,7 +183,9 @@ def test_serialization_failure_retries_its_batch(
 
 
 @pytest.mark.postgres
-def test_lock_timeout_retries_after_backoff(pg: Target, caplog: pytest.LogCaptureFixture) -> None:
+def test_lock_timeout_retries_after_backoff(
+    pg: Target, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A batch that cannot get its row locks within the timeout is retried after the backoff."""
     caplog.set_level(logging.WARNING, LOGGER)
     holder = pg.engine.connect()
@@ -188,12 +195,13 @@ def test_lock_timeout_retries_after_backoff(pg: Target, caplog: pytest.LogCaptur
         if report.batches == 1:
             holder.execute(text("UPDATE Items SET TenantId = 3 WHERE Id = 15"))
 
-    def backoff(attempt: int) -> float:
+    def wait(attempt: int) -> None:
         waits.append(attempt)
         holder.rollback()  # released while the runner waits
-        return 0.01
+        time.sleep(0.01)
 
-    result, reports = _run(pg, _job(_bump(), timeout=0.3, backoff=backoff), on_batch=hold_row_15)
+    _before_each_retry(monkeypatch, wait)
+    result, reports = _run(pg, _job(_bump(), timeout=0.3), on_batch=hold_row_15)
     holder.close()
     assert waits == [1] and result.retries == 1 and reports[1].retries == 1
     assert _hits(pg) == [1] * 30
@@ -201,34 +209,34 @@ def test_lock_timeout_retries_after_backoff(pg: Target, caplog: pytest.LogCaptur
 
 
 @pytest.mark.postgres
-def test_transient_errors_give_up_after_the_plans_retries(pg: Target) -> None:
+def test_transient_errors_give_up_after_the_plans_retries(pg: Target, waits: list[int]) -> None:
     holder = pg.engine.connect()
-    waits: list[int] = []
     holder.execute(text("UPDATE Items SET TenantId = 3 WHERE Id = 5"))
     plan = BatchPlan(table="Items", key="Id", set_sql="Hits = Hits + 1", settings=TENS, retries=2)
     with pytest.raises(OperationalError) as info:
-        _run(pg, _job(plan, timeout=0.2, backoff=_recording(waits)))
+        _run(pg, _job(plan, timeout=0.2))
     holder.close()
     assert waits == [1, 2]
-    assert pg.sql.classify(info.value) == "lock_timeout"
+    assert pg.dialect.classify(info.value) == "lock_timeout"
     assert _hits(pg) == [0] * 30
 
 
 @pytest.mark.postgres
-def test_permanent_error_fails_at_once(pg: Target, caplog: pytest.LogCaptureFixture) -> None:
+def test_permanent_error_fails_at_once(
+    pg: Target, caplog: pytest.LogCaptureFixture, waits: list[int]
+) -> None:
     """A mistake in the runbook's SQL is not retried; the database's error comes out as is."""
     caplog.set_level(logging.WARNING, LOGGER)
-    waits: list[int] = []
     plan = _bump(set_sql="NoSuchColumn = 1")
     with pytest.raises(ProgrammingError) as info:
-        _run(pg, _job(plan, backoff=_recording(waits)))
+        _run(pg, _job(plan))
     assert getattr(info.value.orig, "sqlstate", None) == "42703"  # undefined column
     assert "nosuchcolumn" in str(info.value.orig)
     assert waits == [] and [r for r in caplog.records if r.name == LOGGER] == []
     assert _hits(pg) == [0] * 30
 
 
-def test_sqlite_database_locked_retries(sqlite_url: str) -> None:
+def test_sqlite_database_locked_retries(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """On SQLite, another writer's lock ("database is locked") is transient too."""
     target = Target("lite", create_engine(sqlite_url, connect_args={"timeout": 0.05}))
     _items(target)
@@ -239,12 +247,12 @@ def test_sqlite_database_locked_retries(sqlite_url: str) -> None:
         if report.batches == 1:
             holder.execute("BEGIN IMMEDIATE")
 
-    def backoff(attempt: int) -> float:
+    def wait(attempt: int) -> None:
         waits.append(attempt)
         holder.execute("ROLLBACK")
-        return 0
 
-    result, _ = _run(target, _job(_bump(), backoff=backoff), on_batch=lock_database)
+    _before_each_retry(monkeypatch, wait)
+    result, _ = _run(target, _job(_bump()), on_batch=lock_database)
     holder.close()
     target.engine.dispose()
     assert waits == [1] and result.retries == 1 and _hits(target) == [1] * 30
@@ -252,7 +260,7 @@ def test_sqlite_database_locked_retries(sqlite_url: str) -> None:
 
 @pytest.mark.postgres
 def test_a_sql_step_retries_its_whole_transaction_and_runs_once(
-    pg: Target, caplog: pytest.LogCaptureFixture
+    pg: Target, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A sql step that cannot get its row locks in time is retried whole after the backoff;
     once committed with its checkpoint, running it again changes nothing."""
@@ -261,17 +269,26 @@ def test_a_sql_step_retries_its_whole_transaction_and_runs_once(
     holder.execute(text("UPDATE Items SET TenantId = 3 WHERE Id = 15"))
     waits: list[int] = []
 
-    def backoff(attempt: int) -> float:
+    def wait(attempt: int) -> None:
         waits.append(attempt)
         holder.rollback()  # released while the step waits
-        return 0.01
+        time.sleep(0.01)
 
+    _before_each_retry(monkeypatch, wait)
     step = {"run_key": "m-7", "step": "bump-all", "now": NOW}
     bump = "UPDATE Items SET Hits = Hits + 1"
-    rows = pg.run_sql(bump, {}, timeout=0.3, retries=2, backoff=backoff, **step)
+    rows = pg.run_sql(bump, {}, timeout=0.3, retries=2, **step)
     holder.close()
     assert rows == 30 and waits == [1]
     assert _hits(pg) == [1] * 30
     assert "m-7 step bump-all: lock_timeout, retry 1 of 2" in caplog.text
     assert pg.run_sql(bump, {}, timeout=5, **step) == 30, "the committed step's row count"
     assert _hits(pg) == [1] * 30
+
+
+def test_the_backoff_doubles_up_to_five_seconds_and_tests_wait_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert retries.backoff_seconds(3) == 0.0  # tests/conftest.py turned the waits off
+    monkeypatch.setattr(retries, "_testing", False)
+    assert [retries.backoff_seconds(n) for n in range(1, 9)] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5, 5]

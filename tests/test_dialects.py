@@ -22,7 +22,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlglot import exp
 
 from bot.adapters.targets import mssql, postgresql, sqlite
-from bot.adapters.targets.dialect import Dialect, dialect_for
+from bot.adapters.targets.dialect import Dialect
+from bot.adapters.targets.dialects import dialect_for
 
 MS = mssql.DIALECT
 PG = postgresql.DIALECT
@@ -221,7 +222,7 @@ def test_dialect_for_resolves_singletons() -> None:
 @pytest.mark.parametrize("dialect", [MS, PG, LITE], ids=lambda d: d.name)
 @pytest.mark.parametrize("name", ["Tasks", "dbo.Tasks", "_x1", "a_B_9"])
 def test_identifiers_pass_unquoted(dialect: Dialect, name: str) -> None:
-    assert dialect.quote_identifier(name) == name
+    assert dialect.checked_identifier(name) == name
 
 
 @pytest.mark.parametrize("dialect", [MS, PG, LITE], ids=lambda d: d.name)
@@ -234,7 +235,18 @@ def test_bad_identifiers_are_rejected(dialect: Dialect, name: str) -> None:
         dialect.next_key_sql(name, "Id", "")
     assert repr(name) in str(info.value)
     with pytest.raises(ValueError, match=re.escape(repr(name))):
-        dialect.quote_identifier(name)
+        dialect.checked_identifier(name)
+
+
+def test_sql_steps_split_on_semicolons_except_on_sql_server() -> None:
+    """SQL Server scripts split on ``GO`` lines only; the others on top-level semicolons."""
+    script = "UPDATE a SET x = ';'; UPDATE b SET y = 1\nGO\nUPDATE c SET z = 2"
+    assert MS.split_script(script) == ["UPDATE a SET x = ';'; UPDATE b SET y = 1", script[-18:]]
+    for dialect in (PG, LITE):
+        assert dialect.split_script(script) == [
+            "UPDATE a SET x = ';'",
+            "UPDATE b SET y = 1\nGO\nUPDATE c SET z = 2",
+        ]
 
 
 def test_key_must_be_an_unqualified_column() -> None:

@@ -108,7 +108,6 @@ async def h(tmp_path: Path, target_url: str) -> AsyncIterator[Harness]:
     (folder / "bump-tenants.yaml").write_text(PARALLEL)
     (folder / "change-then-restore.yaml").write_text(RESTORING)
     bot = await harness.start(tmp_path, harness.policies(target_url), folder)
-    bot.bot.service.engine.executors.backoff = lambda _attempt: 0.0
     yield bot
     await bot.close()
 

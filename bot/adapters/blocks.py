@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.adapters.targets.batch_sql import batch_sql
-from bot.adapters.targets.dialect import dialect_for
+from bot.adapters.targets.dialects import dialect_for
 from bot.domain.approval import ApprovalPolicy, PriorApproval
 from bot.domain.lifecycle import State
 from bot.domain.plan import Plan, PlannedStep

@@ -79,6 +79,12 @@ def fill_target(plan: CommandPlan, url: URL) -> tuple[list[str], dict[str, str],
     return argv, env, list(dict.fromkeys([pw, quote(pw, safe=""), quote_plus(pw)] if pw else []))
 
 
+def child_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The whole environment of a child process the bot starts: PATH, HOME and LANG of the
+    bot's own, plus ``env``; nothing else (the bot's tokens stay with the bot)."""
+    return {k: os.environ[k] for k in _INHERITED if k in os.environ} | dict(env)
+
+
 def _redactor(secrets: Sequence[str]) -> Callable[[str], str]:
     words = sorted({s for s in secrets if s}, key=len, reverse=True)
     exact = re.compile("|".join(map(re.escape, words))) if words else None
@@ -110,7 +116,7 @@ async def run_command(
         raise ValueError("a command needs at least the program to run")
     redact, longest = _redactor(secrets), max(map(len, secrets), default=0)
     command = redact(shlex.join(argv))
-    child_env = {k: os.environ[k] for k in _INHERITED if k in os.environ} | dict(env)
+    child_env = child_environment(env)
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -189,7 +195,8 @@ async def _pump(stream: asyncio.StreamReader, emit: Callable[[bytes, int], None]
         emit(bytes(pending), dropped)
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
+def signal_group(pid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to the process group ``pid`` leads, if it is still there."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
 
@@ -198,21 +205,21 @@ async def _kill_leftovers(proc: asyncio.subprocess.Process) -> None:
     # Polled: proc.wait() also waits for the pipe, which the leftovers would hold open.
     while proc.returncode is None:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
-    _signal_group(proc.pid, signal.SIGKILL)
+    signal_group(proc.pid, signal.SIGKILL)
 
 
 async def _stop(proc: asyncio.subprocess.Process, grace: float) -> None:
     """SIGTERM the process group; SIGKILL it after ``grace`` seconds, or if interrupted."""
     logger.warning("stopping command (pid %d)", proc.pid)
-    _signal_group(proc.pid, signal.SIGTERM)
+    signal_group(proc.pid, signal.SIGTERM)
     try:
         for wait in (grace, max(grace, 1.0)):  # for the TERM, then for the KILL
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await _ended(proc)
-            _signal_group(proc.pid, signal.SIGKILL)
+            signal_group(proc.pid, signal.SIGKILL)
     finally:
-        _signal_group(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
 
 
 async def _ended(proc: asyncio.subprocess.Process) -> None:

@@ -59,7 +59,7 @@ class BatchSql:
 
 def batch_sql(dialect: Dialect, plan: BatchPlan) -> BatchSql:
     """The statements of ``plan`` on ``dialect``; raises ValueError for a bad identifier."""
-    table = dialect.quote_identifier(plan.table)
+    table = dialect.checked_identifier(plan.table)
     key = validate_column(plan.key)
     cond = f"(\n{where_clause(plan.where_sql)}\n)"
     in_range = f"{key} >= :{FROM} AND {key} <= :{NEXT} AND {cond}"
@@ -70,7 +70,7 @@ def batch_sql(dialect: Dialect, plan: BatchPlan) -> BatchSql:
         change = f"UPDATE {table} SET\n{plan.set_sql}\nWHERE {in_range}"
     elif plan.insert_into is not None and plan.insert_select_sql is not None:
         kind = "insert"
-        into = dialect.quote_identifier(plan.insert_into)
+        into = dialect.checked_identifier(plan.insert_into)
         columns = _columns(plan.insert_columns, "insert column")
         change = (
             f"INSERT INTO {into} ({columns})\nSELECT\n{plan.insert_select_sql}\n"
@@ -117,7 +117,7 @@ def hook_update_sql(dialect: Dialect, plan: BatchPlan, columns: tuple[str, ...])
     sets = ", ".join(
         f"{validate_column(c)} = :{RESERVED_PREFIX}w{allowed.index(c)}" for c in columns
     )
-    table = dialect.quote_identifier(plan.table)
+    table = dialect.checked_identifier(plan.table)
     return f"UPDATE {table} SET {sets} WHERE {validate_column(plan.key)} = :{KEY}"
 
 

@@ -12,11 +12,10 @@ Every function blocks: the engine calls them in a thread.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +34,8 @@ from bot.adapters.targets.batch_sql import (
     batch_sql,
     runbook_binds,
 )
-from bot.adapters.targets.target import Target, exponential_backoff, retry_transient
+from bot.adapters.targets.retries import retry_transient
+from bot.adapters.targets.target import Target
 from bot.domain.batching import next_size
 from bot.domain.plan import BatchPlan
 from bot.domain.sqltext import bound_names
@@ -47,7 +47,6 @@ __all__ = [
     "BatchSql",
     "Hook",
     "batch_sql",
-    "exponential_backoff",
     "hook_digest",
     "load_hook",
     "remaining",
@@ -69,7 +68,6 @@ class BatchJob:
     plan: BatchPlan
     params: dict[str, Any]  # runbook parameters + migration_id (+ the branch parameter)
     timeout: float  # per batch transaction, seconds
-    backoff: Callable[[int], float] = field(default=exponential_backoff)
     isolation: str | None = None  # None: the engine's default; else e.g. "REPEATABLE READ"
 
     def __post_init__(self) -> None:
@@ -157,7 +155,7 @@ def run_batches(
 
 def remaining(target: Target, job: BatchJob) -> int:
     """Matching rows after the checkpoint (0 once it is done): the total for progress."""
-    statements = batch_sql(target.sql, job.plan)
+    statements = batch_sql(target.dialect, job.plan)
     target.prepare()
     with target.engine.connect() as conn:
         checkpoint = _read(conn, statements, job)
@@ -176,7 +174,7 @@ class _Runner:
     ):
         self.job, self.now, self.hook = job, now, hook
         self.longest = 0.0  # the longest batch transaction so far, failed attempts included
-        self.sql = batch_sql(target.sql, job.plan)
+        self.sql = batch_sql(target.dialect, job.plan)
         if self.sql.kind == "hook" and hook is None:
             raise ValueError(
                 f"step {job.step!r} transforms rows with {job.plan.hook}: load it first"
@@ -186,9 +184,6 @@ class _Runner:
             names = ", ".join(f":{m}" for m in missing)
             raise ValueError(f"step {job.step!r} uses {names}, which the job's params lack")
         self.target = target
-        if job.isolation is not None:
-            self.target = copy.copy(target)
-            self.target.engine = target.engine.execution_options(isolation_level=job.isolation)
         self.where_params = _runbook_params(job, self.sql.next_key)
         self.change_params = _runbook_params(job, self.sql.change)
 
@@ -210,10 +205,12 @@ class _Runner:
         """Run one batch, retrying it on transient errors; return it, the seconds its
         committed transaction took and how many retries it needed."""
 
+        job = self.job
+
         def attempt() -> tuple[_Batch, float]:
             started = time.perf_counter()
             try:
-                with self.target._transaction(self.job.timeout) as conn:
+                with self.target.transaction(timeout=job.timeout, isolation=job.isolation) as conn:
                     batch = self._batch(conn, size)
                 return batch, time.perf_counter() - started  # the commit included
             finally:
@@ -221,9 +218,8 @@ class _Runner:
 
         (batch, seconds), retries = retry_transient(
             attempt,
-            self.target.sql,
+            self.target.dialect,
             retries=self.job.plan.retries,
-            backoff=self.job.backoff,
             where=self._where(),
             log=logger,
         )
@@ -256,7 +252,7 @@ class _Runner:
         if self.sql.kind != "hook":
             return max(selected.rowcount or 0, 0)
         assert self.hook is not None
-        return apply_hook(conn, self.target.sql, self.job.plan, self.hook, selected)
+        return apply_hook(conn, self.target.dialect, self.job.plan, self.hook, selected)
 
     def _key(self, *, done: bool | None = None) -> dict[str, Any]:
         moment = self.now()

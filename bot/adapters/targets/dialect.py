@@ -1,7 +1,7 @@
 """The interface every target-database dialect implements, plus shared helpers.
 
 One module per dialect (``mssql``, ``postgresql``, ``sqlite``) subclasses :class:`Dialect`
-and exposes a module-level singleton; :func:`dialect_for` picks the right one.
+and exposes a module-level singleton; ``dialects.dialect_for`` picks the right one.
 """
 
 from __future__ import annotations
@@ -9,13 +9,18 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import ClassVar, Literal, get_args
 
-from sqlalchemy import URL, Connection, Engine, make_url
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.exc import DBAPIError
+
+from bot.adapters.targets.statements import split_statements
 
 __all__ = [
     "ERROR_KINDS",
@@ -23,7 +28,7 @@ __all__ = [
     "Dialect",
     "ErrorKind",
     "backup_file_name",
-    "dialect_for",
+    "error_message",
     "file_sha256",
     "timeout_ms",
     "unwrap_dbapi_error",
@@ -117,6 +122,13 @@ def unwrap_dbapi_error(exc: BaseException) -> tuple[BaseException, bool]:
     return exc, invalidated
 
 
+def error_message(exc: BaseException) -> str:
+    """The database's own message, without SQLAlchemy's SQL echo, parameters or passwords."""
+    text = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
+    text = text.split("\n[SQL:")[0].split("\n(Background on this error")[0]
+    return re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", text).strip()[:1500]
+
+
 class Dialect(ABC):
     """Dialect-specific SQL and operations the step engine needs.
 
@@ -133,9 +145,28 @@ class Dialect(ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
-    def quote_identifier(self, name: str) -> str:
-        """Validate a runbook identifier (``Tasks`` or ``dbo.Tasks``) and return it as is."""
+    def configure(self, engine: Engine) -> None:
+        """Prepare a target's new engine (e.g. per-connection settings); nothing here."""
+        return
+
+    @contextmanager
+    def begin(self, conn: Connection, timeout: float) -> Iterator[None]:
+        """Bound the work of the transaction just begun on ``conn`` to ``timeout`` seconds
+        while the block runs. This form runs :meth:`statement_timeout_sql`."""
+        setting = self.statement_timeout_sql(timeout)
+        if setting:
+            conn.execute(text(setting))
+        yield
+
+    def checked_identifier(self, name: str) -> str:
+        """Validate a runbook identifier (``Tasks`` or ``dbo.Tasks``) and return it as is:
+        unquoted, so PostgreSQL folds it to lower case like the schema it names."""
         return validate_identifier(name)
+
+    def split_script(self, sql: str) -> list[str]:
+        """The statements of a sql step, to execute one by one: split on top-level
+        semicolons here; SQL Server splits on ``GO`` lines."""
+        return split_statements(sql)
 
     def is_transient(self, exc: BaseException) -> bool:
         """True when retrying the failed transaction may succeed."""
@@ -152,7 +183,7 @@ class Dialect(ABC):
     def remaining_count_sql(self, table: str, key: str, where: str | None = None) -> str:
         """Count rows matching ``where`` whose key lies after ``:last_key`` (all when NULL)."""
         return (
-            f"SELECT COUNT(*) FROM {self.quote_identifier(table)}"
+            f"SELECT COUNT(*) FROM {self.checked_identifier(table)}"
             f" WHERE ({where_clause(where)}) AND {self._after_key(validate_column(key))}"
         )
 
@@ -206,7 +237,7 @@ class Dialect(ABC):
         """
         key = validate_column(key)
         return (
-            f"SELECT MAX(b.{key}) FROM (SELECT {key} FROM {self.quote_identifier(table)}"
+            f"SELECT MAX(b.{key}) FROM (SELECT {key} FROM {self.checked_identifier(table)}"
             f" WHERE ({where_clause(where)}) AND {self._after_key(key)}"
             f" ORDER BY {key} LIMIT :batch_size) AS b"
         )
@@ -243,15 +274,17 @@ class Dialect(ABC):
         *,
         label: str,
         tables: list[str] | None = None,
+        timeout: float | None = None,
     ) -> BackupInfo:
-        """Back up the target (or only ``tables``) into ``dest_dir`` and verify it."""
+        """Back up the target (or only ``tables``) into ``dest_dir`` and verify it, within
+        ``timeout`` seconds where the database lets that be bounded (None: no limit)."""
 
     @abstractmethod
-    def verify(self, engine: Engine, info: BackupInfo) -> None:
+    def verify(self, engine: Engine, info: BackupInfo, *, timeout: float | None = None) -> None:
         """Raise BackupVerificationError unless the backup is intact and readable."""
 
     @abstractmethod
-    def restore(self, engine: Engine, info: BackupInfo) -> None:
+    def restore(self, engine: Engine, info: BackupInfo, *, timeout: float | None = None) -> None:
         """Verify the backup, then restore it over the target database."""
 
 
@@ -259,32 +292,3 @@ def where_clause(where: str | None) -> str:
     """Normalise a runbook WHERE fragment; empty means every row."""
     text = (where or "").strip()
     return text or "1 = 1"
-
-
-def dialect_for(target: Engine | Connection | URL | str) -> Dialect:
-    """Return the dialect singleton for an engine, connection, URL or dialect name.
-
-    Accepts ``mssql``/``sqlserver``, ``postgresql``/``postgres``, ``sqlite`` or any
-    SQLAlchemy URL (``mssql+pyodbc://...``); raises ValueError for anything else.
-    """
-    from . import mssql, postgresql, sqlite
-
-    if isinstance(target, Engine | Connection):
-        name = target.dialect.name
-    elif isinstance(target, URL):
-        name = target.get_backend_name()
-    elif isinstance(target, str) and ":" in target:
-        name = make_url(target).get_backend_name()
-    else:
-        name = str(target).strip().lower().split("+", 1)[0]
-    known: dict[str, Dialect] = {
-        "mssql": mssql.DIALECT,
-        "sqlserver": mssql.DIALECT,
-        "postgresql": postgresql.DIALECT,
-        "postgres": postgresql.DIALECT,
-        "sqlite": sqlite.DIALECT,
-    }
-    try:
-        return known[name]
-    except KeyError:
-        raise ValueError(f"unsupported target dialect {name!r}") from None

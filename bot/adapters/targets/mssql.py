@@ -7,7 +7,10 @@ a path on the *SQL Server host's* disk, not the bot's.
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
@@ -24,6 +27,7 @@ from .dialect import (
     validate_column,
     where_clause,
 )
+from .tsql import split_go
 
 __all__ = [
     "DIALECT",
@@ -117,6 +121,22 @@ def _run(conn: Connection, sql: str) -> None:
         cursor.close()
 
 
+@contextmanager
+def _query_timeout(conn: Connection, seconds: float | None) -> Iterator[None]:
+    """Bound each statement on ``conn`` to ``seconds`` (pyodbc counts whole seconds, 0 for
+    none; a query past it fails with HYT00); the connection's own value is put back after."""
+    if seconds is None:
+        yield
+        return
+    raw: Any = conn.connection.driver_connection
+    before = raw.timeout
+    raw.timeout = max(1, math.ceil(timeout_ms(seconds) / 1000))
+    try:
+        yield
+    finally:
+        raw.timeout = before
+
+
 def _autocommit(engine: Engine) -> Connection:
     """BACKUP and RESTORE cannot run inside a user transaction."""
     return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
@@ -162,6 +182,10 @@ class MssqlDialect(Dialect):
             "VALUES (s.migration_id, s.step, s.branch, :last_key, :rows, 1, :done, :now);"
         )
 
+    def split_script(self, sql: str) -> list[str]:
+        """Split on sqlcmd's ``GO`` lines: a batch may hold several statements."""
+        return split_go(sql)
+
     def _after_key(self, key: str) -> str:
         return f"(CAST(:last_key AS BIGINT) IS NULL OR {key} > CAST(:last_key AS BIGINT))"
 
@@ -171,7 +195,7 @@ class MssqlDialect(Dialect):
         key = validate_column(key)
         return (
             f"SELECT MAX(b.{key}) FROM (SELECT TOP (:batch_size) {key}"
-            f" FROM {self.quote_identifier(table)}"
+            f" FROM {self.checked_identifier(table)}"
             f" WHERE ({where_clause(where)}) AND {self._after_key(key)}"
             f" ORDER BY {key}) AS b OPTION (RECOMPILE)"
         )
@@ -181,9 +205,15 @@ class MssqlDialect(Dialect):
 
         It is session-scoped (it outlives the transaction on a pooled connection). The
         query timeout itself is pyodbc's ``Connection.timeout`` (error HYT00), set on the
-        DBAPI connection, not through SQL.
+        DBAPI connection by :meth:`begin`, not through SQL.
         """
         return f"SET LOCK_TIMEOUT {timeout_ms(seconds)}"
+
+    @contextmanager
+    def begin(self, conn: Connection, timeout: float) -> Iterator[None]:
+        """``SET LOCK_TIMEOUT``, and pyodbc's query timeout for the block's statements."""
+        with super().begin(conn, timeout), _query_timeout(conn, timeout):
+            yield
 
     def _classify_driver_error(self, exc: BaseException) -> ErrorKind:
         args = [str(a) for a in getattr(exc, "args", ())]
@@ -216,8 +246,10 @@ class MssqlDialect(Dialect):
         *,
         label: str,
         tables: list[str] | None = None,
+        timeout: float | None = None,
     ) -> BackupInfo:
-        """BACKUP DATABASE to ``dest_dir`` on the SQL Server host, then RESTORE VERIFYONLY.
+        """BACKUP DATABASE to ``dest_dir`` on the SQL Server host, then RESTORE VERIFYONLY,
+        each bounded by pyodbc's query timeout.
 
         Pass a ``PureWindowsPath`` for a Windows server. Only whole-database backups exist
         here; ``tables`` raises ValueError.
@@ -225,7 +257,7 @@ class MssqlDialect(Dialect):
         if tables:
             raise ValueError(f"SQL Server backups cover the whole database, not {tables!r}")
         path = _server_path(dest_dir, backup_file_name(label, self.backup_suffix))
-        with _autocommit(engine) as conn:
+        with _autocommit(engine) as conn, _query_timeout(conn, timeout):
             db = str(conn.exec_driver_sql("SELECT DB_NAME()").scalar_one())
             try:
                 _run(conn, backup_sql(db, path))
@@ -235,19 +267,19 @@ class MssqlDialect(Dialect):
             size = _backup_size(conn, path)
         return BackupInfo(path, self.name, label, size, None, True, None)
 
-    def verify(self, engine: Engine, info: BackupInfo) -> None:
+    def verify(self, engine: Engine, info: BackupInfo, *, timeout: float | None = None) -> None:
         """RESTORE VERIFYONLY ... WITH CHECKSUM on the server."""
-        with _autocommit(engine) as conn:
+        with _autocommit(engine) as conn, _query_timeout(conn, timeout):
             _verify(conn, info.location)
 
-    def restore(self, engine: Engine, info: BackupInfo) -> None:
+    def restore(self, engine: Engine, info: BackupInfo, *, timeout: float | None = None) -> None:
         """Verify, then restore from master with the database in SINGLE_USER meanwhile.
 
         Every other session on the database is rolled back and disconnected; the engine's
         pool is disposed afterwards.
         """
         try:
-            with _autocommit(engine) as conn:
+            with _autocommit(engine) as conn, _query_timeout(conn, timeout):
                 _verify(conn, info.location)
                 db = str(conn.exec_driver_sql("SELECT DB_NAME()").scalar_one())
                 try:

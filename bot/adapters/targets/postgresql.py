@@ -1,10 +1,15 @@
-"""PostgreSQL (postgresql+psycopg) dialect; backups go through pg_dump / pg_restore."""
+"""PostgreSQL (postgresql+psycopg) dialect; backups go through pg_dump / pg_restore.
+
+The tools run like command steps: in a session of their own, with the minimal environment
+(PATH, HOME, LANG) plus libpq's variables for the target, and stopped at their timeout.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import signal
 import subprocess
 from dataclasses import replace
 from pathlib import Path, PurePath
@@ -13,6 +18,7 @@ from urllib.parse import quote
 import psycopg
 from sqlalchemy import URL, Engine
 
+from bot.adapters.commands import child_environment, signal_group
 from bot.errors import BackupError, BackupVerificationError
 
 from .dialect import (
@@ -79,23 +85,34 @@ def redact(text: str, password: str | None) -> str:
     return re.sub(r"(password\s*=\s*)\S+", r"\1***", text, flags=re.IGNORECASE)
 
 
-def _run_tool(tool: str, args: list[str], url: URL | None = None) -> None:
-    """Run a libpq tool (argument list, never a shell); raise BackupError on failure."""
+def _run_tool(tool: str, args: list[str], url: URL | None, *, timeout: float | None) -> None:
+    """Run a libpq tool (argument list, never a shell) for at most ``timeout`` seconds (None:
+    no limit); raise BackupError when it fails or runs out of time."""
     binary = shutil.which(tool)
     if binary is None:
         raise BackupError(f"{tool} not found on PATH")
     extra_args, extra_env = connection_args(url) if url is not None else ([], {})
-    env = {**os.environ, **extra_env}
-    proc = subprocess.run(
+    with subprocess.Popen(
         [binary, *args, *extra_args],
-        env=env,
-        capture_output=True,
+        env=child_environment(extra_env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         errors="replace",
-        check=False,
-    )
+        start_new_session=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            signal_group(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise BackupError(f"{tool} did not finish within {timeout:g} s; stopped it") from None
+        except BaseException:
+            signal_group(proc.pid, signal.SIGKILL)
+            raise
     if proc.returncode != 0:
-        detail = redact(proc.stderr.strip() or proc.stdout.strip(), extra_env.get("PGPASSWORD"))
+        detail = redact(stderr.strip() or stdout.strip(), extra_env.get("PGPASSWORD"))
         raise BackupError(f"{tool} exited with status {proc.returncode}: {detail}")
 
 
@@ -154,8 +171,10 @@ class PostgresqlDialect(Dialect):
         *,
         label: str,
         tables: list[str] | None = None,
+        timeout: float | None = None,
     ) -> BackupInfo:
-        """``pg_dump --format=custom`` of the database (or only ``tables``), then verify.
+        """``pg_dump --format=custom`` of the database (or only ``tables``), then verify;
+        each tool run is stopped after ``timeout`` seconds.
 
         A whole-database dump includes ``barq_checkpoints``: restoring it rewinds them too.
         """
@@ -164,13 +183,14 @@ class PostgresqlDialect(Dialect):
         dest.mkdir(parents=True, exist_ok=True)
         path = dest / backup_file_name(label, self.backup_suffix)
         table_args = ["--strict-names", *(f"--table={t}" for t in names)] if names else []
-        _run_tool("pg_dump", ["--format=custom", f"--file={path}", *table_args], engine.url)
+        dump = ["--format=custom", f"--file={path}", *table_args]
+        _run_tool("pg_dump", dump, engine.url, timeout=timeout)
         size, digest = path.stat().st_size, file_sha256(path)
         info = BackupInfo(str(path), self.name, label, size, digest, False, names)
-        self.verify(engine, info)
+        self.verify(engine, info, timeout=timeout)
         return replace(info, verified=True)
 
-    def verify(self, engine: Engine, info: BackupInfo) -> None:
+    def verify(self, engine: Engine, info: BackupInfo, *, timeout: float | None = None) -> None:
         """Check size and sha256, then read the archive's TOC and every data block."""
         path = Path(info.location)
         if not path.is_file():
@@ -183,22 +203,22 @@ class PostgresqlDialect(Dialect):
         if info.sha256 is not None and file_sha256(path) != info.sha256:
             raise BackupVerificationError(f"backup {info.location!r} fails its sha256 check")
         try:
-            _run_tool("pg_restore", ["--list", str(path)])
-            _run_tool("pg_restore", [f"--file={os.devnull}", str(path)])
+            _run_tool("pg_restore", ["--list", str(path)], None, timeout=timeout)
+            _run_tool("pg_restore", [f"--file={os.devnull}", str(path)], None, timeout=timeout)
         except BackupError as exc:
             raise BackupVerificationError(f"backup {info.location!r} is unreadable: {exc}") from exc
 
-    def restore(self, engine: Engine, info: BackupInfo) -> None:
+    def restore(self, engine: Engine, info: BackupInfo, *, timeout: float | None = None) -> None:
         """Verify, then ``pg_restore --clean --if-exists --single-transaction``.
 
         Objects in the archive are dropped and recreated; objects created after the backup
         are left alone. The engine's pool is disposed before and after.
         """
-        self.verify(engine, info)
+        self.verify(engine, info, timeout=timeout)
         engine.dispose()
         args = ["--clean", "--if-exists", "--single-transaction", "--exit-on-error"]
         try:
-            _run_tool("pg_restore", [*args, info.location], engine.url)
+            _run_tool("pg_restore", [*args, info.location], engine.url, timeout=timeout)
         finally:
             engine.dispose()
 

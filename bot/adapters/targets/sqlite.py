@@ -1,15 +1,21 @@
-"""SQLite dialect; backups use the sqlite3 online backup API."""
+"""SQLite dialect; backups use the sqlite3 online backup API.
+
+A target engine enforces foreign keys (SQLite does only when asked, per connection); a
+transaction's statements are interrupted by a progress handler past their deadline.
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from contextlib import closing
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import replace
 from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, event
 
 from bot.errors import BackupError, BackupVerificationError
 
@@ -53,9 +59,25 @@ class SqliteDialect(Dialect):
         # range scan. For integers, k >= last_key + 1 is k > last_key.
         return f"{key} >= COALESCE(:last_key + 1, -9223372036854775808)"
 
+    def configure(self, engine: Engine) -> None:
+        """Turn foreign keys on for every connection the engine opens."""
+        if not event.contains(engine, "connect", _foreign_keys_on):
+            event.listen(engine, "connect", _foreign_keys_on)
+
     def statement_timeout_sql(self, seconds: float) -> str | None:
-        """None: SQLite has no such setting; callers interrupt via a progress handler."""
+        """None: SQLite has no such setting; :meth:`begin` sets a progress handler."""
         return None
+
+    @contextmanager
+    def begin(self, conn: Connection, timeout: float) -> Iterator[None]:
+        """Interrupt a statement that runs past ``timeout`` seconds from now."""
+        raw = _raw(conn)
+        deadline = time.monotonic() + timeout
+        raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        try:
+            yield
+        finally:
+            raw.set_progress_handler(None, 0)
 
     def _classify_driver_error(self, exc: BaseException) -> ErrorKind:
         code = getattr(exc, "sqlite_errorcode", None)
@@ -79,10 +101,12 @@ class SqliteDialect(Dialect):
         *,
         label: str,
         tables: list[str] | None = None,
+        timeout: float | None = None,
     ) -> BackupInfo:
         """Copy the whole database to a file with the online backup API, then verify it.
 
-        With ``tables``, restore() later puts back only those tables.
+        With ``tables``, restore() later puts back only those tables. ``timeout`` is not
+        applied: the copy is a local file's.
         """
         names = tuple(validate_identifier(t) for t in tables) if tables else None
         dest = Path(dest_dir)
@@ -96,7 +120,7 @@ class SqliteDialect(Dialect):
         self.verify(engine, info)
         return replace(info, verified=True)
 
-    def verify(self, engine: Engine, info: BackupInfo) -> None:
+    def verify(self, engine: Engine, info: BackupInfo, *, timeout: float | None = None) -> None:
         """Check size and sha256, run ``PRAGMA integrity_check`` on the copy and make sure
         every recorded table is in it."""
         path = Path(info.location)
@@ -124,8 +148,9 @@ class SqliteDialect(Dialect):
         if missing:
             raise BackupVerificationError(f"backup {info.location!r} lacks tables {missing}")
 
-    def restore(self, engine: Engine, info: BackupInfo) -> None:
-        """Verify, then copy the backup back into the target (only its tables, if any)."""
+    def restore(self, engine: Engine, info: BackupInfo, *, timeout: float | None = None) -> None:
+        """Verify, then copy the backup back into the target (only its tables, if any);
+        ``timeout`` is not applied, as in :meth:`backup`."""
         self.verify(engine, info)
         with engine.connect() as conn:
             raw = _raw(conn)
@@ -136,6 +161,10 @@ class SqliteDialect(Dialect):
             else:
                 with closing(sqlite3.connect(info.location)) as copy:
                     copy.backup(raw)
+
+
+def _foreign_keys_on(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    dbapi_connection.execute("PRAGMA foreign_keys = ON")
 
 
 def _restore_tables(raw: sqlite3.Connection, path: Path, tables: tuple[str, ...]) -> None:

@@ -1,5 +1,5 @@
-"""Split a SQL text into statements: on top-level semicolons (PostgreSQL, SQLite) or on
-sqlcmd's ``GO`` separators (SQL Server, whose batches may hold several statements)."""
+"""Split a SQL text into statements on top-level semicolons (PostgreSQL, SQLite); SQL Server
+splits on sqlcmd's ``GO`` separators instead (``tsql.split_go``)."""
 
 from __future__ import annotations
 
@@ -32,12 +32,3 @@ def split_statements(sql: str) -> list[str]:
 def _has_code(text: str) -> bool:
     stripped = re.sub(r"--[^\n]*|/\*.*?\*/", "", text, flags=re.S)
     return bool(stripped.strip())
-
-
-def split_for(dialect: str, sql: str) -> list[str]:
-    """The units to execute one by one for ``dialect``."""
-    if dialect == "mssql":
-        from bot.adapters.targets.tsql import split_go
-
-        return split_go(sql)
-    return split_statements(sql)

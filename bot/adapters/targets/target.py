@@ -7,13 +7,12 @@ Every method blocks: callers run them in a thread, never on the event loop.
 from __future__ import annotations
 
 import logging
-import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from pathlib import PurePath
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -24,18 +23,16 @@ from sqlalchemy import (
     String,
     Table,
     create_engine,
-    event,
     text,
 )
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.exc import DBAPIError
 
-from bot.adapters.targets.dialect import Dialect, dialect_for
-from bot.adapters.targets.statements import split_for
+from bot.adapters.targets.dialect import BackupInfo, Dialect
+from bot.adapters.targets.dialect import error_message as error_message  # its old home
+from bot.adapters.targets.dialects import dialect_for
+from bot.adapters.targets.retries import retry_transient
 from bot.domain.runbook import bound_names, compare
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 _journal_md = MetaData()
 journal = Table(
@@ -46,44 +43,6 @@ journal = Table(
     Column("row_id", BigInteger, primary_key=True, autoincrement=False, quote=False),
     quote=False,
 )
-
-
-def exponential_backoff(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (1, 2, ...): 0.05 s doubling, at most 5 s."""
-    return float(min(5.0, 0.05 * 2**attempt))
-
-
-def retry_transient(
-    call: Callable[[], T],
-    dialect: Dialect,
-    *,
-    retries: int,
-    backoff: Callable[[int], float],
-    where: str,
-    log: logging.Logger = logger,
-) -> tuple[T, int]:
-    """Run ``call`` (one whole transaction), again after a backoff while it fails with a
-    transient error (deadlock, serialization failure, lock timeout, lost connection), at
-    most ``retries`` more times; return its result and how many retries it took. Any other
-    error, or the last transient one, propagates; each retry logs a line naming ``where``."""
-    attempt = 0
-    while True:
-        try:
-            return call(), attempt
-        except (DBAPIError, sa_exc.TimeoutError) as exc:
-            kind = dialect.classify(exc)
-            if kind == "permanent":
-                raise
-            if attempt >= retries:
-                log.error("%s: %s, giving up after %d retries", where, kind, attempt)
-                raise
-            attempt += 1
-            delay = backoff(attempt)
-            log.warning(
-                "%s: %s, retry %d of %d in %.2f s: %s",
-                *(where, kind, attempt, retries, delay, error_message(exc).split("\n")[0]),
-            )
-            time.sleep(delay)
 
 
 @dataclass(frozen=True)
@@ -102,18 +61,14 @@ class Target:
         self.name = name
         self.engine = engine
         self.production = production
-        self.sql: Dialect = dialect_for(engine)
+        self.dialect: Dialect = dialect_for(engine)
+        self.dialect.configure(engine)
         self._prepared = False
 
     @classmethod
     def connect(cls, name: str, url: str, *, production: bool = False) -> Target:
         """Create the engine for ``url`` (no connection is opened yet)."""
         return cls(name, create_engine(url, pool_pre_ping=True), production=production)
-
-    @property
-    def dialect(self) -> str:
-        """'mssql', 'postgresql' or 'sqlite'."""
-        return self.sql.name
 
     def describe(self) -> str:
         """The target without secrets: dialect, host and database only."""
@@ -151,7 +106,7 @@ class Target:
         if self._prepared:
             return
         with self.engine.begin() as conn:
-            for ddl in self.sql.checkpoint_table_ddl():
+            for ddl in self.dialect.checkpoint_table_ddl():
                 conn.execute(text(ddl))
             journal.create(conn, checkfirst=True)
         self._prepared = True
@@ -179,7 +134,7 @@ class Target:
         self.prepare()
         with self.engine.begin() as conn:
             conn.execute(
-                text(self.sql.checkpoint_upsert_sql()), _checkpoint(run_key, step, rows, now)
+                text(self.dialect.checkpoint_upsert_sql()), _checkpoint(run_key, step, rows, now)
             )
 
     def run_sql(
@@ -192,7 +147,6 @@ class Target:
         timeout: float,
         now: datetime,
         retries: int = 0,
-        backoff: Callable[[int], float] = exponential_backoff,
     ) -> int:
         """Run a step's statements and its checkpoint in one transaction; return rows touched.
 
@@ -206,35 +160,54 @@ class Target:
 
         def once() -> int:
             rows = 0
-            with self._transaction(timeout) as conn:
-                done = conn.execute(text(self.sql.checkpoint_select_sql()), key).mappings()
+            with self.transaction(timeout=timeout) as conn:
+                done = conn.execute(text(self.dialect.checkpoint_select_sql()), key).mappings()
                 checkpoint = done.first()
                 if checkpoint is not None and checkpoint["done"]:
                     return int(checkpoint["rows_done"])
-                for statement in split_for(self.dialect, sql):
+                for statement in self.dialect.split_script(sql):
                     result = conn.execute(text(statement), _bind(statement, params))
                     rows += max(result.rowcount or 0, 0)
                 checkpoint_row = _checkpoint(run_key, step, rows, now)
-                conn.execute(text(self.sql.checkpoint_upsert_sql()), checkpoint_row)
+                conn.execute(text(self.dialect.checkpoint_upsert_sql()), checkpoint_row)
             return rows
 
         where = f"migration {run_key} step {step}"
         rows, _retries = retry_transient(
-            once, self.sql, retries=retries, backoff=backoff, where=where
+            once, self.dialect, retries=retries, where=where, log=logger
         )
         return rows
 
     @contextmanager
-    def _transaction(self, timeout: float) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            setting = self.sql.statement_timeout_sql(timeout)
-            if setting:
-                conn.execute(text(setting))
-            if self.dialect == "sqlite":
-                with _sqlite_deadline(conn, timeout):
-                    yield conn
-            else:
+    def transaction(self, *, timeout: float, isolation: str | None = None) -> Iterator[Connection]:
+        """A transaction on the target: committed when the block ends, rolled back if it
+        raises. Its statements are bounded by ``timeout`` seconds the dialect's way;
+        ``isolation`` is e.g. "REPEATABLE READ" (None: the engine's default)."""
+        with self.engine.connect() as conn:
+            if isolation is not None:
+                conn.execution_options(isolation_level=isolation)
+            with conn.begin(), self.dialect.begin(conn, timeout):
                 yield conn
+
+    # -- backups ----------------------------------------------------------------------------
+
+    def backup(
+        self,
+        directory: PurePath | str,
+        *,
+        label: str,
+        tables: list[str] | None = None,
+        timeout: float,
+    ) -> BackupInfo:
+        """Back up the target (or only ``tables``) into ``directory`` and verify it, within
+        ``timeout`` seconds where the dialect can bound it; raises BackupError."""
+        return self.dialect.backup(
+            self.engine, directory, label=label, tables=tables, timeout=timeout
+        )
+
+    def restore(self, info: BackupInfo, *, timeout: float) -> None:
+        """Verify the backup ``info``, then restore it over the target; raises BackupError."""
+        self.dialect.restore(self.engine, info, timeout=timeout)
 
 
 def _checkpoint(run_key: str, step: str, rows: int, now: datetime) -> dict[str, Any]:
@@ -249,33 +222,7 @@ def _checkpoint(run_key: str, step: str, rows: int, now: datetime) -> dict[str, 
     }
 
 
-def error_message(exc: BaseException) -> str:
-    """The database's own message, without SQLAlchemy's SQL echo, parameters or passwords."""
-    text = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
-    text = text.split("\n[SQL:")[0].split("\n(Background on this error")[0]
-    return re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", text).strip()[:1500]
-
-
 def _bind(sql: str, params: dict[str, Any]) -> dict[str, Any]:
     """Only the parameters the statement uses: SQLAlchemy binds them, never interpolates."""
     names = bound_names(sql)
     return {k: v for k, v in params.items() if k in names}
-
-
-@contextmanager
-def _sqlite_deadline(conn: Connection, timeout: float) -> Iterator[None]:
-    """Interrupt a SQLite statement that runs past ``timeout`` seconds."""
-    raw: Any = conn.connection.driver_connection
-    deadline = time.monotonic() + timeout
-    raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
-    try:
-        yield
-    finally:
-        raw.set_progress_handler(None, 0)
-
-
-@event.listens_for(Engine, "connect")
-def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
-    """SQLite enforces foreign keys only when asked, per connection."""
-    if type(dbapi_connection).__module__.startswith("sqlite3"):
-        dbapi_connection.execute("PRAGMA foreign_keys = ON")
