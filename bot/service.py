@@ -103,7 +103,7 @@ class Service:
                 f"{', '.join(runbook.targets)}"
             )
         params = coerce_params(runbook, raw)
-        plan = build_plan(runbook, params, target_name, entry.target.dialect)
+        plan = build_plan(runbook, params, target_name, entry.target.dialect.name)
         self._check_exists(runbook, params, entry.target)
         bound = {**params, "migration_id": "dry-run"}
         counts = {s.name: entry.target.count(s.count_sql, bound) for s in plan.steps if s.count_sql}
@@ -113,7 +113,9 @@ class Service:
         for name, param in runbook.parameters.items():
             if param.exists is None:
                 continue
-            sql = param.exists if isinstance(param.exists, str) else param.exists[target.dialect]  # type: ignore[index]
+            sql = (
+                param.exists if isinstance(param.exists, str) else param.exists[target.dialect.name]
+            )  # type: ignore[index]
             if target.scalar(sql, {"value": params[name]}) is None:
                 raise ParameterError(
                     f"{name}={params[name]}: {param.exists_message} on {target.name}"
@@ -201,7 +203,7 @@ class Service:
         if runbook is None:
             return "runbook-removed"
         entry = self._target(m.target)
-        return build_plan(runbook, dict(m.plan.params), m.target, entry.target.dialect).hash
+        return build_plan(runbook, dict(m.plan.params), m.target, entry.target.dialect.name).hash
 
     async def reject(self, migration_id: int, user: str, reason: str) -> Migration:
         """Reject the request with a reason; approvers (or the requester) only."""

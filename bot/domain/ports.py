@@ -114,3 +114,26 @@ class Store(Protocol):
     ) -> None: ...
 
     def audit_trail(self, migration_id: int) -> list[AuditEntry]: ...
+
+
+class SqlDialect(Protocol):
+    """What the use cases need to know of a target's SQL dialect."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class Target(Protocol):
+    """A target database as the use cases see it; every method blocks (call it in a thread)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dialect(self) -> SqlDialect: ...
+
+    def describe(self) -> str: ...
+
+    def scalar(self, sql: str, params: dict[str, Any]) -> Any: ...
+
+    def count(self, sql: str, params: dict[str, Any]) -> int: ...
