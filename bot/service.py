@@ -20,6 +20,7 @@ from bot.domain.plan import Plan, build_plan, coerce_params
 from bot.domain.ports import Clock, Directory, Notifier, Store
 from bot.domain.records import Migration, StepRun
 from bot.domain.runbook import Runbook
+from bot.domain.sqltext import sql_for
 from bot.engine import Engine
 from bot.errors import (
     BarqError,
@@ -113,9 +114,7 @@ class Service:
         for name, param in runbook.parameters.items():
             if param.exists is None:
                 continue
-            sql = (
-                param.exists if isinstance(param.exists, str) else param.exists[target.dialect.name]
-            )  # type: ignore[index]
+            sql = sql_for(param.exists, target.dialect.name)
             if target.scalar(sql, {"value": params[name]}) is None:
                 raise ParameterError(
                     f"{name}={params[name]}: {param.exists_message} on {target.name}"
