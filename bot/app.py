@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 import handlers
 from bot.adapters.outbox import Outbox
@@ -20,7 +20,7 @@ from bot.adapters.runbook_files import load_runbooks
 from bot.adapters.scheduler import Scheduler
 from bot.adapters.schema_migrations import upgrade
 from bot.adapters.slack import Delivery, SlackDirectory, SlackNotices, web_client
-from bot.adapters.store import Store
+from bot.adapters.store import Store, state_engine
 from bot.adapters.targets.target import Target
 from bot.domain.ports import Clock
 from bot.errors import ConfigError
@@ -75,7 +75,7 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
     """Wire the bot from ``settings``: migrate the state database, load and check runbooks."""
     if settings.slack_bot_token is None:
         raise ConfigError("SLACK_BOT_TOKEN is not set: the bot needs its xoxb- token")
-    state = create_engine(settings.database_url, pool_pre_ping=True)
+    state = state_engine(settings.database_url)
     upgrade(state)
     runbooks = load_runbooks(settings.runbooks_dir)
     targets = {

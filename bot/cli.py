@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
-from sqlalchemy import create_engine
 
 from bot.errors import BarqError
 
@@ -133,10 +132,11 @@ def _validate(_args: argparse.Namespace) -> int:
 
 def _upgrade(_args: argparse.Namespace) -> int:
     from bot.adapters.schema_migrations import upgrade
+    from bot.adapters.store import state_engine
     from bot.settings import load_settings
 
     settings = load_settings()
-    upgrade(create_engine(settings.database_url))
+    upgrade(state_engine(settings.database_url))
     print("state database is up to date")
     return 0
 

@@ -7,12 +7,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, insert, inspect
+from sqlalchemy.exc import IntegrityError
 
 from bot.adapters.outbox import Outbox
 from bot.adapters.schema_migrations import downgrade, upgrade
-from bot.adapters.store import Store
-from bot.adapters.tables import metadata
+from bot.adapters.store import Store, state_engine
+from bot.adapters.tables import approvals, metadata
 from bot.domain.lifecycle import Event, State
 from bot.domain.plan import Plan
 from bot.errors import InvalidTransition, NotFound, Refused
@@ -36,7 +37,7 @@ def _plan(hash_: str = "a" * 64) -> Plan:
 
 @pytest.fixture
 def store(target_url: str) -> Store:
-    engine = create_engine(target_url)
+    engine = state_engine(target_url)
     upgrade(engine)
     return Store(engine)
 
@@ -141,3 +142,17 @@ def test_outbox_keeps_only_the_newest_version_of_a_message(store: Store) -> None
     assert outbox.due(T0) == []
     assert [d.key for d in outbox.due(T0 + timedelta(seconds=31))] == ["outcome:1"]
     assert outbox.undelivered() == 1
+
+
+def test_the_state_database_enforces_its_foreign_keys(store: Store) -> None:
+    """An approval of a migration that does not exist is refused by the database itself,
+    on SQLite as on PostgreSQL."""
+    row = {
+        "migration_id": 99,
+        "user_id": "U0BOB",
+        "decision": "approve",
+        "plan_hash": "a",
+        "at": T0,
+    }
+    with pytest.raises(IntegrityError), store.transaction() as conn:
+        conn.execute(insert(approvals).values(**row))

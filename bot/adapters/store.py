@@ -13,15 +13,24 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, create_engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.adapters.tables import approvals, audit_log, migrations, step_runs
+from bot.adapters.targets.dialects import dialect_for
 from bot.domain.approval import PriorApproval
 from bot.domain.lifecycle import Event, State, next_state
 from bot.domain.plan import Plan
 from bot.domain.records import AuditEntry, Migration, StepRun
 from bot.errors import InvalidTransition, NotFound, Refused
+
+
+def state_engine(url: str) -> Engine:
+    """The engine of the bot's state database; on SQLite it enforces foreign keys, as the
+    other databases always do."""
+    engine = create_engine(url, pool_pre_ping=True)
+    dialect_for(engine).configure(engine)
+    return engine
 
 
 def _migration(row: Any) -> Migration:
