@@ -264,7 +264,7 @@ class Executors:
     async def _restore(
         self, m: Migration, step: PlannedStep, target: Target, *args: Any
     ) -> StepOutcome:
-        latest = self.store.get(m.id).backups
+        latest = (await asyncio.to_thread(self.store.get, m.id)).backups
         if not latest:
             raise StepFailed(step.name, "this migration took no backup; add a backup step first")
         record = dict(latest[-1])
