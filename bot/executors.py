@@ -18,7 +18,15 @@ from bot.adapters.targets.batch_hooks import load_hook
 from bot.adapters.targets.batches import BatchJob, BatchReport, remaining, run_batches
 from bot.adapters.targets.dialect import BackupInfo
 from bot.adapters.targets.target import Target, error_message, exponential_backoff
-from bot.domain.plan import PlannedStep
+from bot.domain.planned import (
+    PlannedBackup,
+    PlannedBatch,
+    PlannedCheck,
+    PlannedCommand,
+    PlannedParallel,
+    PlannedSql,
+    PlannedStep,
+)
 from bot.domain.ports import Clock
 from bot.domain.progress import LiveProgress
 from bot.domain.records import Migration
@@ -75,9 +83,7 @@ class Executors:
         outcome: StepOutcome = await runner(m, step, target, control, live, params)
         return outcome
 
-    async def _sql(
-        self, m: Migration, step: PlannedStep, target: Target, *args: Any
-    ) -> StepOutcome:
+    async def _sql(self, m: Migration, step: PlannedSql, target: Target, *args: Any) -> StepOutcome:
         params = args[-1]
         rows = await asyncio.to_thread(
             target.run_sql,
@@ -93,7 +99,7 @@ class Executors:
         return StepOutcome(rows)
 
     async def _check(
-        self, m: Migration, step: PlannedStep, target: Target, *args: Any
+        self, m: Migration, step: PlannedCheck, target: Target, *args: Any
     ) -> StepOutcome:
         result = await asyncio.to_thread(
             target.check, step.sql, args[-1], expect=step.expect, equals_sql=step.equals_sql
@@ -105,9 +111,12 @@ class Executors:
         return StepOutcome(0, f"value {result.value!r} (expected {result.expected})")
 
     def _job(
-        self, m: Migration, step: PlannedStep, branch: str, params: dict[str, Any]
+        self,
+        m: Migration,
+        step: PlannedBatch | PlannedParallel,
+        branch: str,
+        params: dict[str, Any],
     ) -> BatchJob:
-        assert step.batch is not None
         return BatchJob(
             run_key=m.run_key,
             step=step.name,
@@ -118,14 +127,13 @@ class Executors:
             backoff=self.backoff,
         )
 
-    def _hook(self, step: PlannedStep) -> Any:
-        assert step.batch is not None
+    def _hook(self, step: PlannedBatch | PlannedParallel) -> Any:
         return load_hook(self.runbooks_dir, step.batch) if step.batch.hook else None
 
     async def _batch(
         self,
         m: Migration,
-        step: PlannedStep,
+        step: PlannedBatch,
         target: Target,
         control: Control,
         live: LiveProgress,
@@ -149,7 +157,7 @@ class Executors:
         job: BatchJob,
         should_stop: Callable[[], bool],
         live: LiveProgress,
-        step: PlannedStep,
+        step: PlannedBatch | PlannedParallel,
     ) -> Any:
         def on_batch(report: BatchReport) -> None:
             live.add_rows(report.branch, report.rows_done)
@@ -169,13 +177,12 @@ class Executors:
     async def _parallel(
         self,
         m: Migration,
-        step: PlannedStep,
+        step: PlannedParallel,
         target: Target,
         control: Control,
         live: LiveProgress,
         params: dict[str, Any],
     ) -> StepOutcome:
-        assert step.over_sql is not None and step.branch_param is not None
         param: str = step.branch_param
         keys = await asyncio.to_thread(target.keys, step.over_sql, params)
         gate = asyncio.Semaphore(step.concurrency)
@@ -226,13 +233,12 @@ class Executors:
     async def _command(
         self,
         m: Migration,
-        step: PlannedStep,
+        step: PlannedCommand,
         target: Target,
         control: Control,
         live: LiveProgress,
         params: dict[str, Any],
     ) -> StepOutcome:
-        assert step.command is not None
         argv, env, secrets = fill_target(step.command, target.engine.url)
         try:
             result = await run_command(
@@ -244,7 +250,7 @@ class Executors:
         return StepOutcome(0, f"exit 0 after {result.seconds:.1f}s, {result.lines} lines of output")
 
     async def _backup(
-        self, m: Migration, step: PlannedStep, target: Target, *args: Any
+        self, m: Migration, step: PlannedBackup, target: Target, *args: Any
     ) -> StepOutcome:
         tables = list(step.tables) if step.tables else None
         info: BackupInfo = await asyncio.to_thread(
