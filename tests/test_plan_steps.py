@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -20,8 +21,11 @@ from bot.domain.planned import (
     PlannedParallel,
     PlannedRestore,
     PlannedSql,
+    PlannedStep,
+    kind_of,
 )
 from bot.domain.records import StepRun
+from bot.executors import registry
 
 DATA = Path(__file__).resolve().parent / "data"
 # Saved by the code before this change, from all-kinds.yaml with n=1 who=abc on sqlite.
@@ -56,6 +60,15 @@ def test_each_runbook_step_resolves_into_its_kinds_planned_type() -> None:
     assert isinstance(command, PlannedCommand)
     assert command.command.argv == ("echo", "abc", "1", "{target.host}")
     assert command.command.env == {"X": "abc", "PW": "{target.password}"}
+
+
+def test_every_kind_of_planned_step_has_an_executor_and_a_renderer() -> None:
+    """A kind added to the planned steps' union without its executor or renderer is caught."""
+    union, _discriminator = get_args(PlannedStep)
+    kinds = {kind_of(step_type) for step_type in get_args(union)}
+    assert len(kinds) == 7
+    assert registry.kinds() == kinds
+    assert step_text.kinds() == kinds
 
 
 def test_a_plan_stored_before_the_steps_were_typed_loads_into_the_same_steps() -> None:

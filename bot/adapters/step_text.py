@@ -11,13 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
-
 from bot.adapters.targets.batch_sql import batch_sql
 from bot.adapters.targets.dialect import dialect_for
 from bot.domain.planned import (
     BatchPlan,
     PlannedBackup,
+    PlannedBase,
     PlannedBatch,
     PlannedCheck,
     PlannedCommand,
@@ -29,7 +28,7 @@ from bot.domain.planned import (
 )
 from bot.domain.records import StepRun
 
-S = TypeVar("S", bound=BaseModel)
+S = TypeVar("S", bound=PlannedBase)
 Body = Callable[[S, str], str]  # (planned step, dialect) -> mrkdwn
 
 
@@ -58,6 +57,11 @@ def renders(
 def body(step: PlannedStep, dialect: str) -> str:
     """What ``step`` will do on ``dialect``, as shown in a dry run."""
     return _RENDERERS[step.kind].body(step, dialect)
+
+
+def kinds() -> frozenset[str]:
+    """The kinds that have a renderer."""
+    return frozenset(_RENDERERS)
 
 
 def left_behind(run: StepRun) -> str | None:

@@ -15,14 +15,6 @@ from bot.domain.batching import BatchSettings
 ParamValue = int | str | bool
 
 
-def kind_of(step_type: type[BaseModel]) -> str:
-    """The ``kind`` a planned step type stands for: its discriminator's value."""
-    kind = step_type.model_fields["kind"].default
-    if not isinstance(kind, str):
-        raise TypeError(f"{step_type.__name__} has no default kind")
-    return kind
-
-
 def show(value: ParamValue) -> str:
     """A parameter value as the user types it (booleans in lower case)."""
     return str(value).lower() if isinstance(value, bool) else str(value)
@@ -58,7 +50,7 @@ class CommandPlan(BaseModel):
     env: dict[str, str] = {}
 
 
-class _Planned(BaseModel):
+class PlannedBase(BaseModel):
     """What every planned step has. Unknown keys are ignored, so plans stored before a field
     was dropped still load."""
 
@@ -72,7 +64,15 @@ class _Planned(BaseModel):
     count_sql: str | None = None  # estimates the rows the step touches, when planning
 
 
-class PlannedSql(_Planned):
+def kind_of(step_type: type[PlannedBase]) -> str:
+    """The ``kind`` a planned step type stands for: its discriminator's value."""
+    kind = step_type.model_fields["kind"].default
+    if not isinstance(kind, str):
+        raise TypeError(f"{step_type.__name__} has no default kind")
+    return kind
+
+
+class PlannedSql(PlannedBase):
     """Statements run in one transaction, retried whole on transient errors."""
 
     kind: Literal["sql"] = "sql"
@@ -80,7 +80,7 @@ class PlannedSql(_Planned):
     retries: int = 0
 
 
-class PlannedCheck(_Planned):
+class PlannedCheck(PlannedBase):
     """A query whose value must meet ``expect`` or equal what ``equals_sql`` returns."""
 
     kind: Literal["check"] = "check"
@@ -89,14 +89,14 @@ class PlannedCheck(_Planned):
     equals_sql: str | None = None
 
 
-class PlannedBatch(_Planned):
+class PlannedBatch(PlannedBase):
     """Keyset batches over one table, each committed with its checkpoint."""
 
     kind: Literal["batch"] = "batch"
     batch: BatchPlan
 
 
-class PlannedParallel(_Planned):
+class PlannedParallel(PlannedBase):
     """One batch plan run per key that ``over_sql`` returns, ``concurrency`` at a time."""
 
     kind: Literal["parallel"] = "parallel"
@@ -106,21 +106,21 @@ class PlannedParallel(_Planned):
     concurrency: int = 1
 
 
-class PlannedCommand(_Planned):
+class PlannedCommand(PlannedBase):
     """An external program, run without a shell."""
 
     kind: Literal["command"] = "command"
     command: CommandPlan
 
 
-class PlannedBackup(_Planned):
+class PlannedBackup(PlannedBase):
     """A verified backup of the target, or of ``tables`` only."""
 
     kind: Literal["backup"] = "backup"
     tables: tuple[str, ...] | None = None
 
 
-class PlannedRestore(_Planned):
+class PlannedRestore(PlannedBase):
     """Put back the migration's latest backup."""
 
     kind: Literal["restore"] = "restore"
