@@ -36,14 +36,14 @@ BATCHES = (
 )
 
 
-def _plan() -> Plan:
+def all_kinds_plan() -> Plan:
     runbook = load_runbook(DATA / "all-kinds.yaml")
     return build_plan(runbook, {"n": 1, "who": "abc"}, "staging", "sqlite")
 
 
 def test_each_runbook_step_resolves_into_its_kinds_planned_type() -> None:
     """Every kind has its own planned type, holding what that kind needs."""
-    plan = _plan()
+    plan = all_kinds_plan()
     assert [type(s) for s in (*plan.steps, *plan.rollback)] == [
         PlannedSql,
         PlannedCheck,
@@ -75,7 +75,7 @@ def test_a_plan_stored_before_the_steps_were_typed_loads_into_the_same_steps() -
     """A plan saved as one flat record per step (every field of every kind) still loads, and
     its steps equal those planned now."""
     stored = Plan.model_validate(STORED)
-    plan = _plan()
+    plan = all_kinds_plan()
     assert (stored.steps, stored.rollback) == (plan.steps, plan.rollback)
     assert Plan.model_validate(plan.model_dump(mode="json")) == plan
 
@@ -83,7 +83,7 @@ def test_a_plan_stored_before_the_steps_were_typed_loads_into_the_same_steps() -
 def test_typing_the_steps_leaves_the_plan_hash_unchanged() -> None:
     """Approvals given before still match: the hash covers the runbook's digest, the target,
     the dialect and the parameters, not the shape of the planned steps."""
-    assert _plan().hash == STORED["hash"]
+    assert all_kinds_plan().hash == STORED["hash"]
 
 
 @pytest.mark.parametrize(
@@ -125,7 +125,7 @@ def test_typing_the_steps_leaves_the_plan_hash_unchanged() -> None:
 )
 def test_dry_run_text_of_each_kind(index: int, text: str) -> None:
     """Each kind reads in the dry run as it did before its renderer was registered."""
-    plan = _plan()
+    plan = all_kinds_plan()
     counts = {s.name: 7 for s in plan.steps if s.count_sql}
     sections = [b for b in blocks.plan_message(plan, counts)["blocks"] if b["type"] == "section"]
     assert sections[index - 1]["text"]["text"] == text

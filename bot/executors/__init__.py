@@ -2,8 +2,8 @@
 in a module of this package, and given one StepContext.
 
 Database work runs in threads; commands run as subprocesses awaited on the event loop. An
-executor returns a StepOutcome or raises StepFailed. Every module of the package is imported
-here, so a new kind's module registers itself without being listed anywhere.
+executor returns a StepOutcome or raises; ``run`` turns any error into a StepFailed. Every
+module of the package is imported here, so a new kind's module registers itself.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from bot.domain.planned import PlannedStep
 from bot.domain.ports import Clock
 from bot.domain.progress import LiveProgress
 from bot.domain.records import Migration
+from bot.executors.boundary import step_boundary
 from bot.executors.context import Control, StepContext, StepOutcome
 from bot.executors.registry import executor_for
 
@@ -30,8 +31,10 @@ for _module in pkgutil.iter_modules(__path__):
 
 
 async def run(ctx: StepContext[Any]) -> StepOutcome:
-    """Run ``ctx.step`` with the executor of its kind."""
-    return await executor_for(ctx.step.kind)(ctx)
+    """Run ``ctx.step`` with the executor of its kind; whatever it raises comes out as its
+    StepFailed (see boundary.py)."""
+    with step_boundary(ctx):
+        return await executor_for(ctx.step.kind)(ctx)
 
 
 class Executors:

@@ -10,9 +10,9 @@ from typing import Any
 
 from bot.adapters.targets.batch_hooks import load_hook
 from bot.adapters.targets.batches import BatchJob, BatchReport, BatchResult, remaining, run_batches
-from bot.adapters.targets.target import error_message
 from bot.domain.planned import PlannedBatch, PlannedParallel
 from bot.errors import StepFailed
+from bot.executors.boundary import describe
 from bot.executors.context import StepContext, StepOutcome
 from bot.executors.registry import executes
 
@@ -62,7 +62,7 @@ async def run_parallel(ctx: StepContext[PlannedParallel]) -> StepOutcome:
             except Exception as exc:
                 sibling_failed.set()
                 progress.state = "failed"
-                failures.append(f"branch {step.branch_param}={name}: {error_message(exc)}")
+                failures.append(f"branch {step.branch_param}={name}: {describe(ctx, exc)}")
                 return False
             progress.state = "done" if result.finished else "stopped"
             return bool(result.finished)
