@@ -265,3 +265,12 @@ async def test_a_failed_command_step_fails_the_run_with_the_exit_code_and_output
     error, detail = await _failed_run(h, "command-exits")
     assert error.startswith("step 1 (fail): command `") and "exited with code 3" in error
     assert detail.endswith("last 1 lines:\nabout to fail")
+
+
+async def test_a_backup_dir_that_cannot_be_created_fails_the_step_naming_the_path(
+    h: Harness, tmp_path: Path
+) -> None:
+    """An OS error fails the step with the OS's message and the file, not an internal error."""
+    (tmp_path / "backups").write_text("a file where the backup folder should be")
+    error, _detail = await _failed_run(h, "restore-lost-backup")
+    assert error.startswith(f"step 1 (snapshot): Not a directory: {tmp_path / 'backups'}")
