@@ -99,6 +99,10 @@ async def _failure(
             "Invalid cross-device link: a.db -> b.db",
         ),
         (TimeoutError(), "TimeoutError"),
+        (
+            ValueError("hook file prefs.py changed since the plan was approved"),
+            "hook file prefs.py changed since the plan was approved",
+        ),
     ],
 )
 async def test_an_expected_error_fails_the_step_with_its_own_message(
@@ -108,7 +112,8 @@ async def test_an_expected_error_fails_the_step_with_its_own_message(
     error: Exception,
     message: str,
 ) -> None:
-    """StepFailed as it is; a bot error, a driver error or an OS error by its own message."""
+    """StepFailed as it is; a bot error, a driver error, an OS error or a refusal (ValueError)
+    by its own message."""
     assert await _failure(_context(target, tmp_path), error, monkeypatch) == message
 
 

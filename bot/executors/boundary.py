@@ -5,6 +5,8 @@ here (as httpx maps transport errors onto its own), so the engine catches one ty
     any other BarqError                    its message (BackupError, CommandFailed, ...)
     SQLAlchemyError, the driver's Error    the database's own message (no SQL, no password)
     OSError                                the OS's message, with the file
+    ValueError                             its message, logged with its traceback: the
+                                           targets refuse a changed or bad hook with it
     anything else                          logged with its traceback; the step fails with
                                            "internal error in the bot (Type: message); ..."
 
@@ -48,15 +50,25 @@ def describe(ctx: StepContext[Any], exc: Exception) -> str:
         return error_message(exc)
     if isinstance(exc, OSError):
         return _os_message(exc)
-    logger.error(
-        "migration %s: step %s (%s) raised an unexpected error",
-        ctx.migration.id,
-        ctx.step.index,
-        ctx.step.name,
-        exc_info=exc,
-    )
+    if isinstance(exc, ValueError):
+        _log(logging.WARNING, ctx, exc, "was refused")
+        return str(exc)
+    _log(logging.ERROR, ctx, exc, "raised an unexpected error")
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return f"internal error in the bot ({what}); see its log"
+
+
+def _log(level: int, ctx: StepContext[Any], exc: Exception, what: str) -> None:
+    step = ctx.step
+    logger.log(
+        level,
+        "migration %s: step %s (%s) %s",
+        ctx.migration.id,
+        step.index,
+        step.name,
+        what,
+        exc_info=exc,
+    )
 
 
 def _os_message(exc: OSError) -> str:
