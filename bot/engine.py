@@ -159,9 +159,8 @@ class Engine:
             self.on_change()  # on the event loop: the outbox's wake-up is not thread-safe
             try:
                 outcome = await self.executors.run(m, step, target, control, live)
-            except (StepFailed, SQLAlchemyError, OSError, ValueError) as exc:
-                message = exc.message if isinstance(exc, StepFailed) else error_message(exc)
-                await asyncio.to_thread(self._failed, m, step, live.rows, message)
+            except StepFailed as exc:  # the executors map every error of a step to this
+                await asyncio.to_thread(self._failed, m, step, live.rows, exc.message)
                 return
             await asyncio.to_thread(self._ended, m, step, outcome)
             self.on_change()

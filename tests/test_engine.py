@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -70,6 +71,40 @@ steps:
     sql: UPDATE Tasks SET TenantId = :target_tenant WHERE TenantId = :source_tenant
 """
 
+BACKUP_MISSING_TABLE = """
+name: backup-missing-table
+description: backs up a table that does not exist
+targets: [staging]
+steps:
+  - name: snapshot
+    kind: backup
+    tables: [NoSuchTable]
+"""
+# the command step deletes the backup files, so the restore step finds its backup missing
+RESTORE_LOST_BACKUP = """
+name: restore-lost-backup
+description: backs up, loses the backup, then restores it
+targets: [staging]
+steps:
+  - name: snapshot
+    kind: backup
+  - name: lose-backup
+    kind: command
+    argv: [{python}, -c, "import pathlib; [p.unlink() for p in pathlib.Path(r'{backups}').rglob('*')
+      if p.is_file()]"]
+  - name: put-back
+    kind: restore
+"""
+COMMAND_EXITS = """
+name: command-exits
+description: a program that fails
+targets: [staging]
+steps:
+  - name: fail
+    kind: command
+    argv: [{python}, -c, "print('about to fail'); raise SystemExit(3)"]
+"""
+
 
 def _runbooks(tmp_path: Path) -> Path:
     folder = tmp_path / "runbooks"
@@ -78,6 +113,12 @@ def _runbooks(tmp_path: Path) -> Path:
     (folder / "broken-move.yaml").write_text(BROKEN)
     (folder / "slow-move.yaml").write_text(SLOW)
     (folder / "journal-then-move.yaml").write_text(JOURNAL)
+    (folder / "backup-missing-table.yaml").write_text(BACKUP_MISSING_TABLE)
+    python = sys.executable
+    (folder / "restore-lost-backup.yaml").write_text(
+        RESTORE_LOST_BACKUP.format(python=python, backups=tmp_path / "backups")
+    )
+    (folder / "command-exits.yaml").write_text(COMMAND_EXITS.format(python=python))
     return folder
 
 
@@ -182,3 +223,54 @@ async def test_only_the_requester_or_an_approver_may_cancel(h: Harness) -> None:
     with pytest.raises(PermissionError, match="only the requester"):
         await h.bot.service.cancel(m.id, "U0DAVE")
     assert (await h.bot.service.cancel(m.id, "U0CAROL")).state is State.CANCELLED
+
+
+async def _failed_run(h: Harness, runbook: str) -> tuple[str, str]:
+    """Run ``runbook`` to its end; return its error and its last step run's detail, after
+    checking that the migration failed and that step run was closed as failed."""
+    m = await h.bot.service.request("U0ALICE", runbook, {}, "staging")
+    await h.bot.service.approve(m.id, "U0BOB", m.plan.hash)
+    await h.settle()
+    m = h.bot.store.get(m.id)
+    last = h.bot.store.step_runs(m.id)[-1]
+    assert (m.state, last.state) == (State.FAILED, "failed"), (m.error, last)
+    assert m.error is not None and last.detail is not None
+    return m.error, last.detail
+
+
+async def test_a_failed_backup_step_fails_the_run_with_the_backups_own_message(
+    h: Harness,
+) -> None:
+    """A backup that cannot be verified (its tables match nothing) fails that step with the
+    backup's own message, not as an internal error, and its step run does not stay running."""
+    error, detail = await _failed_run(h, "backup-missing-table")
+    assert error.startswith("step 1 (snapshot): backup ")
+    assert "lacks tables ['NoSuchTable']" in error and "internal error" not in error
+    assert error == f"step 1 (snapshot): {detail}"
+
+
+async def test_a_failed_restore_step_fails_the_run_with_the_restores_own_message(
+    h: Harness,
+) -> None:
+    """A restore whose backup file has gone fails that step, saying the file is missing."""
+    error, detail = await _failed_run(h, "restore-lost-backup")
+    assert error.startswith("step 3 (put-back): backup file ") and error.endswith(" is missing")
+    assert error == f"step 3 (put-back): {detail}"
+
+
+async def test_a_failed_command_step_fails_the_run_with_the_exit_code_and_output(
+    h: Harness,
+) -> None:
+    """A command that exits non-zero fails its step with the code and its last lines."""
+    error, detail = await _failed_run(h, "command-exits")
+    assert error.startswith("step 1 (fail): command `") and "exited with code 3" in error
+    assert detail.endswith("last 1 lines:\nabout to fail")
+
+
+async def test_a_backup_dir_that_cannot_be_created_fails_the_step_naming_the_path(
+    h: Harness, tmp_path: Path
+) -> None:
+    """An OS error fails the step with the OS's message and the file, not an internal error."""
+    (tmp_path / "backups").write_text("a file where the backup folder should be")
+    error, _detail = await _failed_run(h, "restore-lost-backup")
+    assert error.startswith(f"step 1 (snapshot): Not a directory: {tmp_path / 'backups'}")

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from bot import executors
 from bot.adapters import blocks
 from bot.domain.lifecycle import State
+from bot.executors import batch as batch_executor
 from tests import harness
 from tests.harness import Harness
 
@@ -149,7 +149,7 @@ async def test_pause_stops_at_a_batch_boundary_and_resume_finishes_exactly_once(
     service = h.bot.service
     loop = asyncio.get_running_loop()
     m = await service.request("U0ALICE", "count-items", {}, "staging")
-    real = executors.run_batches
+    real = batch_executor.run_batches
 
     def run_batches(*args: Any, on_batch: Any, **kwargs: Any) -> Any:
         def counted(report: Any) -> None:
@@ -159,14 +159,14 @@ async def test_pause_stops_at_a_batch_boundary_and_resume_finishes_exactly_once(
 
         return real(*args, on_batch=counted, **kwargs)
 
-    monkeypatch.setattr(executors, "run_batches", run_batches)
+    monkeypatch.setattr(batch_executor, "run_batches", run_batches)
     await service.approve(m.id, "U0BOB", m.plan.hash)
     await h.settle()
     assert h.bot.store.get(m.id).state is State.PAUSED
     assert _rows(h, "SELECT SUM(Hits), MAX(Hits) FROM Items") == [(30, 1)], "3 batches of 10"
     _assert_nothing_held(h)
 
-    monkeypatch.setattr(executors, "run_batches", real)
+    monkeypatch.setattr(batch_executor, "run_batches", real)
     await service.resume(m.id, "U0ALICE")
     await h.settle()
     assert h.bot.store.get(m.id).state is State.SUCCEEDED

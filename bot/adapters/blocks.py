@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import shlex
 from datetime import datetime
 from typing import Any
 
-from bot.adapters.targets.batch_sql import batch_sql
-from bot.adapters.targets.dialects import dialect_for
+from bot.adapters import step_text
 from bot.domain.approval import ApprovalPolicy, PriorApproval
 from bot.domain.lifecycle import State
 from bot.domain.plan import Plan, PlannedStep
@@ -118,54 +116,13 @@ def runbook_list(runbooks: list[Runbook]) -> Message:
     return message(f"{len(runbooks)} runbooks", blocks)
 
 
-def _code(sql: str) -> str:
-    return "```" + sql.strip().replace("```", "'''") + "```"
-
-
 def _step_text(step: PlannedStep, counts: dict[str, int], dialect: str) -> str:
     head = f"*{step.index}. {step.name}* ({step.kind})"
     if step.description:
         head += f" — {step.description}"
     if step.name in counts:
         head += f"\nRows it will touch now: *{counts[step.name]:,}*"
-    body = _code(step.sql) if step.sql else ""
-    if step.batch is not None:
-        body = _batch_text(step, dialect)
-    elif step.command is not None:
-        body = "Runs (no shell):\n" + _code(shlex.join(step.command.argv))
-    elif step.kind == "backup":
-        tables = ", ".join(step.tables) if step.tables else "the whole database"
-        body = f"Backs up {tables} and verifies the backup; its location is recorded."
-    elif step.kind == "restore":
-        body = "Restores this migration's latest verified backup over the target."
-    if step.expect:
-        body += f"\nPasses when the value is `{step.expect}`"
-    if step.equals_sql:
-        body += f"\nPasses when it equals:\n{_code(step.equals_sql)}"
-    return f"{head}\n{body}"
-
-
-def _batch_text(step: PlannedStep, dialect: str) -> str:
-    plan = step.batch
-    assert plan is not None
-    s = plan.settings
-    text = (
-        f"In keyset batches over `{plan.table}` by `{plan.key}` (first {s.size:,} rows, then "
-        f"sized to {s.budget_ms} ms per transaction within {s.min:,}–{s.max:,}; each batch "
-        "commits with its checkpoint)"
-    )
-    if step.over_sql:
-        text = (
-            f"For each `:{step.branch_param}` from the query below, {step.concurrency} at a "
-            f"time, each branch with its own checkpoints:\n{_code(step.over_sql)}\n" + text
-        )
-    statements = batch_sql(dialect_for(dialect), plan)
-    if statements.kind == "hook":
-        reads, writes = ", ".join(plan.read), ", ".join(plan.write)
-        text += f"\nPython hook `{plan.hook}` reads {reads} and writes {writes} of the rows"
-        text += f" each batch selects:{_code(statements.change)}"
-        return text + f"one row at a time with:{_code(statements.row_update or '')}"
-    return text + "\nEach batch runs:" + _code(statements.change)
+    return f"{head}\n{step_text.body(step, dialect)}"
 
 
 def plan_message(plan: Plan, counts: dict[str, int], *, title: str = "Dry run") -> Message:
@@ -326,7 +283,7 @@ def _live_text(live: LiveProgress, now: datetime) -> str:
         if len(live.branches) > len(shown):
             text += f"\n… and {len(live.branches) - len(shown)} more branches"
     if live.tail:
-        text += "\n" + _code("\n".join(live.tail))
+        text += "\n" + step_text.code("\n".join(live.tail))
     return text
 
 
@@ -372,22 +329,10 @@ def data_state(m: Migration, runs: list[StepRun]) -> str:
     last = runs[-1] if runs and runs[-1].phase == "run" else None
     if last is None or last.state not in ("failed", "stopped"):
         return where + "."
-    step = f"step {last.step_index} ({last.name})"
-    if last.kind in ("batch", "parallel"):
-        where += f"; {step} committed {last.rows:,} rows in batches up to its last checkpoint" + (
-            "; the failing batch was rolled back" if last.state == "failed" else ""
-        )
-    elif last.state == "failed":
-        where += f"; {step} " + _FAILED_STEP_LEFT.get(last.kind, "was rolled back")
+    left = step_text.left_behind(last)
+    if left:
+        where += f"; step {last.step_index} ({last.name}) {left}"
     return where + "."
-
-
-_FAILED_STEP_LEFT = {
-    "check": "changed nothing",
-    "backup": "changed nothing",
-    "command": "failed outside any transaction: check what the program changed",
-    "restore": "may have left the database partly restored: check it before going on",
-}
 
 
 def status(

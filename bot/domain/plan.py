@@ -11,79 +11,26 @@ import difflib
 import hashlib
 import json
 import re
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.domain.batching import BatchSettings
+from bot.domain.planned import BatchPlan, CommandPlan, ParamValue, PlannedStep, show
 from bot.domain.runbook import Parameter, Runbook
-from bot.domain.sqltext import SqlText, sql_for
-from bot.domain.steps import (
-    AnyStep,
-    BackupStep,
-    BatchStep,
-    CheckStep,
-    CommandStep,
-    ParallelStep,
-    SqlStep,
-)
+from bot.domain.steps import AnyStep
 from bot.errors import ParameterError
 
-ParamValue = int | str | bool
+# The planned step types live in bot/domain/planned.py; the targets import these from here.
+__all__ = [
+    "BatchPlan",
+    "CommandPlan",
+    "ParamValue",
+    "Plan",
+    "PlannedStep",
+    "build_plan",
+    "coerce_params",
+]
+
 _TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
-
-
-class BatchPlan(BaseModel):
-    """A batch step resolved for the dialect: the table, key, condition and change."""
-
-    model_config = ConfigDict(frozen=True)
-
-    table: str
-    key: str
-    where_sql: str | None = None
-    set_sql: str | None = None
-    insert_into: str | None = None
-    insert_columns: tuple[str, ...] = ()
-    insert_select_sql: str | None = None
-    hook: str | None = None
-    hook_digest: str = ""
-    read: tuple[str, ...] = ()
-    write: tuple[str, ...] = ()
-    settings: BatchSettings = BatchSettings()
-    retries: int = 5
-
-
-class CommandPlan(BaseModel):
-    """A command with the runbook's parameters filled in; ``{target.*}`` is filled at run
-    time, so the plan never holds the target's secrets."""
-
-    model_config = ConfigDict(frozen=True)
-
-    argv: tuple[str, ...]
-    env: dict[str, str] = {}
-
-
-class PlannedStep(BaseModel):
-    """One step resolved for the target's dialect."""
-
-    model_config = ConfigDict(frozen=True)
-
-    index: int
-    name: str
-    kind: str
-    description: str = ""
-    sql: str = ""
-    count_sql: str | None = None
-    expect: str | None = None
-    equals_sql: str | None = None
-    timeout: float = 300.0
-    batch: BatchPlan | None = None
-    command: CommandPlan | None = None
-    tables: tuple[str, ...] | None = None
-    over_sql: str | None = None
-    branch_param: str | None = None
-    concurrency: int = 1
-    retries: int = 0  # sql steps: whole-transaction retries on transient errors
 
 
 class Plan(BaseModel):
@@ -108,12 +55,8 @@ class Plan(BaseModel):
 
     def args(self) -> str:
         """The parameters as the user typed them: ``a=1 b=2``."""
-        shown = " ".join(f"{k}={_show(v)}" for k, v in sorted(self.params.items()))
+        shown = " ".join(f"{k}={show(v)}" for k, v in sorted(self.params.items()))
         return shown or "no parameters"
-
-
-def _show(value: ParamValue) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def coerce_params(runbook: Runbook, raw: dict[str, str]) -> dict[str, ParamValue]:
@@ -134,7 +77,7 @@ def coerce_params(runbook: Runbook, raw: dict[str, str]) -> dict[str, ParamValue
     for group in runbook.distinct:
         seen = [values[name] for name in group]
         if len(set(seen)) < len(seen):
-            shown = ", ".join(f"{n}={_show(values[n])}" for n in group)
+            shown = ", ".join(f"{n}={show(values[n])}" for n in group)
             raise ParameterError(f"{' and '.join(group)} must differ, but got {shown}")
     return values
 
@@ -194,78 +137,8 @@ def build_plan(runbook: Runbook, params: dict[str, ParamValue], target: str, dia
 
 def _resolve(index: int, step: AnyStep, dialect: str, params: dict[str, ParamValue]) -> PlannedStep:
     try:
-        return PlannedStep(
-            index=index,
-            name=step.name,
-            kind=step.kind,
-            description=step.description,
-            timeout=step.timeout,
-            **_details(step, dialect, params),
-        )
+        return step.planned(index, dialect, params)
     except KeyError as exc:
         raise ParameterError(
             f"step {step.name!r} cannot run on this target: {exc.args[0]}"
         ) from exc
-
-
-def _details(step: AnyStep, dialect: str, params: dict[str, ParamValue]) -> dict[str, Any]:
-    if isinstance(step, SqlStep):
-        return {
-            "sql": sql_for(step.sql, dialect),
-            "count_sql": _opt(step.count, dialect),
-            "retries": step.retries,
-        }
-    if isinstance(step, CheckStep):
-        return {
-            "sql": sql_for(step.sql, dialect),
-            "expect": step.expect,
-            "equals_sql": _opt(step.equals, dialect),
-        }
-    if isinstance(step, BatchStep):
-        return {"batch": _batch(step, dialect), "count_sql": _opt(step.count, dialect)}
-    if isinstance(step, ParallelStep):
-        return {
-            "over_sql": sql_for(step.over, dialect),
-            "branch_param": step.as_,
-            "concurrency": step.concurrency,
-            "batch": _batch(step.step, dialect),
-            "count_sql": _opt(step.step.count, dialect),
-        }
-    if isinstance(step, CommandStep):
-        values = {k: _show(v) for k, v in params.items()}
-        return {
-            "command": CommandPlan(
-                argv=tuple(_fill(a, values) for a in step.argv),
-                env={k: _fill(v, values) for k, v in step.env.items()},
-            )
-        }
-    if isinstance(step, BackupStep):
-        return {"tables": tuple(step.tables) if step.tables else None}
-    return {}
-
-
-def _opt(sql: SqlText | None, dialect: str) -> str | None:
-    return None if sql is None else sql_for(sql, dialect)
-
-
-def _batch(step: BatchStep, dialect: str) -> BatchPlan:
-    return BatchPlan(
-        table=step.table,
-        key=step.key,
-        where_sql=_opt(step.where, dialect),
-        set_sql=_opt(step.update, dialect),
-        insert_into=step.insert.into if step.insert else None,
-        insert_columns=tuple(step.insert.columns) if step.insert else (),
-        insert_select_sql=sql_for(step.insert.select, dialect) if step.insert else None,
-        hook=step.transform.hook if step.transform else None,
-        hook_digest=step.transform.digest if step.transform else "",
-        read=tuple(step.transform.read) if step.transform else (),
-        write=tuple(step.transform.write) if step.transform else (),
-        settings=step.batch,
-        retries=step.retries,
-    )
-
-
-def _fill(text: str, values: dict[str, str]) -> str:
-    """Fill ``{param}`` placeholders; leave ``{target.*}`` for run time."""
-    return re.sub(r"\{([A-Za-z_][\w.]*)\}", lambda m: values.get(m.group(1), m.group(0)), text)

@@ -1,23 +1,63 @@
-"""The kinds of runbook step, as declared in runbook YAML."""
+"""The kinds of runbook step, as declared in runbook YAML, each resolving itself into its
+planned step (bot/domain/planned.py) for one dialect and set of parameters.
+
+A new kind is one model here, with ``planned()``, added to ``Step``; its planned type; its
+executor (bot/executors/); and its renderer (bot/adapters/step_text.py).
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from bot.domain.batching import BatchSettings
-from bot.domain.sqltext import COLUMN, IDENTIFIER, NAME, Model, SqlText, texts, valid_expectation
+from bot.domain.planned import (
+    BatchPlan,
+    CommandPlan,
+    ParamValue,
+    PlannedBackup,
+    PlannedBatch,
+    PlannedCheck,
+    PlannedCommand,
+    PlannedParallel,
+    PlannedRestore,
+    PlannedSql,
+    show,
+)
+from bot.domain.sqltext import (
+    COLUMN,
+    IDENTIFIER,
+    NAME,
+    Model,
+    SqlText,
+    sql_for,
+    texts,
+    valid_expectation,
+)
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.]*)\}")
 TARGET_FIELDS = frozenset({"target.host", "target.port", "target.database", "target.user"})
 SECRET_FIELDS = frozenset({"target.password"})
 
 
+Params = Mapping[str, ParamValue]
+
+
 def placeholders(text: str) -> set[str]:
     """The ``{name}`` placeholders of a command argument."""
     return set(_PLACEHOLDER.findall(text))
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    """Fill ``{param}`` placeholders; leave ``{target.*}`` for run time."""
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+def _opt(sql: SqlText | None, dialect: str) -> str | None:
+    return None if sql is None else sql_for(sql, dialect)
 
 
 class _Step(Model):
@@ -28,6 +68,15 @@ class _Step(Model):
     def sql_texts(self) -> list[str]:
         """Every SQL text of the step, all dialects, for validation."""
         return []
+
+    def _common(self, index: int) -> dict[str, Any]:
+        """The fields every planned step has."""
+        return {
+            "index": index,
+            "name": self.name,
+            "description": self.description,
+            "timeout": self.timeout,
+        }
 
 
 class SqlStep(_Step):
@@ -40,6 +89,15 @@ class SqlStep(_Step):
 
     def sql_texts(self) -> list[str]:
         return texts(self.sql) + texts(self.count)
+
+    def planned(self, index: int, dialect: str, params: Params) -> PlannedSql:
+        """This step resolved for ``dialect``; a KeyError names SQL the dialect lacks."""
+        return PlannedSql(
+            **self._common(index),
+            sql=sql_for(self.sql, dialect),
+            count_sql=_opt(self.count, dialect),
+            retries=self.retries,
+        )
 
 
 class CheckStep(_Step):
@@ -62,6 +120,15 @@ class CheckStep(_Step):
 
     def sql_texts(self) -> list[str]:
         return texts(self.sql) + texts(self.equals)
+
+    def planned(self, index: int, dialect: str, params: Params) -> PlannedCheck:
+        """This step resolved for ``dialect``."""
+        return PlannedCheck(
+            **self._common(index),
+            sql=sql_for(self.sql, dialect),
+            expect=self.expect,
+            equals_sql=_opt(self.equals, dialect),
+        )
 
 
 class InsertChange(Model):
@@ -117,6 +184,32 @@ class BatchStep(_Step):
         found = texts(self.where) + texts(self.update) + texts(self.count)
         return found + (texts(self.insert.select) if self.insert else [])
 
+    def planned(self, index: int, dialect: str, params: Params) -> PlannedBatch:
+        """This step resolved for ``dialect``."""
+        return PlannedBatch(
+            **self._common(index),
+            batch=self.batch_plan(dialect),
+            count_sql=_opt(self.count, dialect),
+        )
+
+    def batch_plan(self, dialect: str) -> BatchPlan:
+        """The table, key, condition and change of each batch, for ``dialect``."""
+        return BatchPlan(
+            table=self.table,
+            key=self.key,
+            where_sql=_opt(self.where, dialect),
+            set_sql=_opt(self.update, dialect),
+            insert_into=self.insert.into if self.insert else None,
+            insert_columns=tuple(self.insert.columns) if self.insert else (),
+            insert_select_sql=sql_for(self.insert.select, dialect) if self.insert else None,
+            hook=self.transform.hook if self.transform else None,
+            hook_digest=self.transform.digest if self.transform else "",
+            read=tuple(self.transform.read) if self.transform else (),
+            write=tuple(self.transform.write) if self.transform else (),
+            settings=self.batch,
+            retries=self.retries,
+        )
+
 
 class ParallelStep(_Step):
     """One batch step fanned out over the keys a query returns, with bounded concurrency."""
@@ -129,6 +222,17 @@ class ParallelStep(_Step):
 
     def sql_texts(self) -> list[str]:
         return texts(self.over)
+
+    def planned(self, index: int, dialect: str, params: Params) -> PlannedParallel:
+        """This step resolved for ``dialect``."""
+        return PlannedParallel(
+            **self._common(index),
+            batch=self.step.batch_plan(dialect),
+            count_sql=_opt(self.step.count, dialect),
+            over_sql=sql_for(self.over, dialect),
+            branch_param=self.as_,
+            concurrency=self.concurrency,
+        )
 
 
 class CommandStep(_Step):
@@ -149,6 +253,15 @@ class CommandStep(_Step):
                 )
         return self
 
+    def planned(self, index: int, dialect: str, params: Params) -> PlannedCommand:
+        """This step with the parameters filled in (``{target.*}`` waits for run time)."""
+        values = {k: show(v) for k, v in params.items()}
+        command = CommandPlan(
+            argv=tuple(_fill(a, values) for a in self.argv),
+            env={k: _fill(v, values) for k, v in self.env.items()},
+        )
+        return PlannedCommand(**self._common(index), command=command)
+
 
 class BackupStep(_Step):
     """Back up the target (or some tables), and verify the backup."""
@@ -157,12 +270,21 @@ class BackupStep(_Step):
     tables: list[str] | None = None
     timeout: float = Field(default=3600.0, gt=0, le=86_400)
 
+    def planned(self, index: int, dialect: str, params: Params) -> PlannedBackup:
+        """This step as planned: which tables, if not all."""
+        tables = tuple(self.tables) if self.tables else None
+        return PlannedBackup(**self._common(index), tables=tables)
+
 
 class RestoreStep(_Step):
     """Restore the migration's latest backup (usually a rollback step)."""
 
     kind: Literal["restore"]
     timeout: float = Field(default=3600.0, gt=0, le=86_400)
+
+    def planned(self, index: int, dialect: str, params: Params) -> PlannedRestore:
+        """This step as planned."""
+        return PlannedRestore(**self._common(index))
 
 
 Step = Annotated[

@@ -1,0 +1,119 @@
+"""batch and parallel steps: keyset batches in threads, each committed with its checkpoint;
+a parallel step runs one batch job per branch key, a bounded number at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from bot.adapters.targets.batch_hooks import load_hook
+from bot.adapters.targets.batches import BatchJob, BatchReport, BatchResult, remaining, run_batches
+from bot.domain.planned import PlannedBatch, PlannedParallel
+from bot.errors import StepFailed
+from bot.executors.boundary import describe
+from bot.executors.context import StepContext, StepOutcome
+from bot.executors.registry import executes
+
+Batched = PlannedBatch | PlannedParallel
+
+
+@executes(PlannedBatch)
+async def run_batch(ctx: StepContext[PlannedBatch]) -> StepOutcome:
+    """Run the batches until none is left, or until the run is asked to stop."""
+    job = _job(ctx, "", ctx.params)
+    ctx.live.total = await asyncio.to_thread(remaining, ctx.target, job)
+    result = await asyncio.to_thread(_batches, ctx, job, ctx.control.stopping)
+    if result.finished:
+        await ctx.mark_done()
+    batches = "batch" if result.batches == 1 else "batches"
+    detail = (
+        f"{result.batches:,} {batches}, longest {result.longest_batch_seconds * 1000:.0f} ms"
+        + (f", {result.retries} retried" if result.retries else "")
+    )
+    return StepOutcome(result.rows_done, detail, result.finished)
+
+
+@executes(PlannedParallel)
+async def run_parallel(ctx: StepContext[PlannedParallel]) -> StepOutcome:
+    """Run one batch job per key, ``concurrency`` at a time; a failing branch stops the others
+    at their next batch boundary, and every branch resumes from its own checkpoint."""
+    step, live = ctx.step, ctx.live
+    keys = await asyncio.to_thread(ctx.target.keys, step.over_sql, ctx.params)
+    gate = asyncio.Semaphore(step.concurrency)
+    sibling_failed = threading.Event()
+    failures: list[str] = []
+
+    def stopping() -> bool:
+        return ctx.control.stopping() or sibling_failed.is_set()
+
+    async def branch(key: Any) -> bool:
+        name = str(key)
+        async with gate:
+            if stopping():
+                live.branch(name).state = "stopped"
+                return False
+            job = _job(ctx, name, {**ctx.params, step.branch_param: key})
+            progress = live.branch(name)
+            try:
+                progress.total = await asyncio.to_thread(remaining, ctx.target, job)
+                result = await asyncio.to_thread(_batches, ctx, job, stopping)
+            except Exception as exc:
+                sibling_failed.set()
+                progress.state = "failed"
+                failures.append(f"branch {step.branch_param}={name}: {describe(ctx, exc)}")
+                return False
+            progress.state = "done" if result.finished else "stopped"
+            return bool(result.finished)
+
+    for key in keys:
+        live.branch(str(key))
+    finished = await asyncio.gather(*(branch(k) for k in keys))
+    if failures:
+        stopped = sum(1 for b in live.branches.values() if b.state == "stopped")
+        raise StepFailed(
+            step.name,
+            f"{failures[0]}"
+            + (f" (and {len(failures) - 1} more branches failed)" if len(failures) > 1 else "")
+            + f"; {stopped} other branches stopped at a batch boundary and resume from "
+            "their checkpoints",
+        )
+    if all(finished):
+        await ctx.mark_done()
+    done = sum(1 for f in finished if f)
+    return StepOutcome(live.rows, f"{done} of {len(keys)} branches done", all(finished))
+
+
+def _job(ctx: StepContext[Batched], branch: str, params: dict[str, Any]) -> BatchJob:
+    step = ctx.step
+    return BatchJob(
+        run_key=ctx.migration.run_key,
+        step=step.name,
+        branch=branch,
+        plan=step.batch,
+        params=params,
+        timeout=step.timeout,
+    )
+
+
+def _batches(
+    ctx: StepContext[Batched], job: BatchJob, should_stop: Callable[[], bool]
+) -> BatchResult:
+    """Run ``job``'s batches (in a thread), adding each batch to the live progress."""
+    live, plan = ctx.live, ctx.step.batch
+
+    def on_batch(report: BatchReport) -> None:
+        live.add_rows(report.branch, report.rows_done)
+        live.batches += 1
+        live.retries += report.retries
+        live.longest_batch = max(live.longest_batch, report.seconds)
+
+    return run_batches(
+        ctx.target,
+        job,
+        should_stop=should_stop,
+        on_batch=on_batch,
+        now=ctx.clock,
+        hook=load_hook(ctx.runbooks_dir, plan) if plan.hook else None,
+    )
