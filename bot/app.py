@@ -23,7 +23,9 @@ from bot.adapters.slack import Delivery, SlackDirectory, SlackNotices, web_clien
 from bot.adapters.store import Store, state_engine
 from bot.adapters.targets.target import Target
 from bot.domain.ports import Clock
+from bot.engine import Engine
 from bot.errors import ConfigError
+from bot.executors import Executors
 from bot.service import Service, TargetEntry
 from bot.settings import Settings
 
@@ -78,12 +80,11 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
     state = state_engine(settings.database_url)
     upgrade(state)
     runbooks = load_runbooks(settings.runbooks_dir)
-    targets = {
-        name: TargetEntry(
-            Target.connect(name, cfg.url.get_secret_value(), production=cfg.production), cfg
-        )
+    connected = {
+        name: Target.connect(name, cfg.url.get_secret_value(), production=cfg.production)
         for name, cfg in settings.targets.items()
     }
+    targets = {name: TargetEntry(connected[name], cfg) for name, cfg in settings.targets.items()}
     store = Store(state)
     outbox = Outbox(store)
     token = settings.slack_bot_token.get_secret_value()
@@ -94,6 +95,13 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
         approvals_channel=settings.approvals_channel,
         notify_channel=settings.notify_channel,
     )
+    executors = Executors(
+        store,
+        clock,
+        connected,
+        backup_dir=settings.backup_dir,
+        runbooks_dir=settings.runbooks_dir,
+    )
     service = Service(
         store=store,
         notifier=notices,
@@ -102,7 +110,7 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
         targets=targets,
         clock=clock,
         on_change=delivery.kick,
-        engine={"backup_dir": settings.backup_dir, "runbooks_dir": settings.runbooks_dir},
+        engine=Engine(store, notices, clock, delivery.kick, executors),
     )
     scheduler = Scheduler(service.run_due, clock, poll_seconds=settings.poll_seconds)
     service.wake = scheduler.wake

@@ -11,18 +11,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from bot.adapters.targets.target import Target, error_message
+from bot.domain.control import Control, StepOutcome
 from bot.domain.lifecycle import Event, State
 from bot.domain.plan import PlannedStep
-from bot.domain.ports import Clock, Notifier, Store
+from bot.domain.ports import Clock, Notifier, StepRunner, Store
 from bot.domain.progress import LiveProgress
 from bot.domain.records import Migration
-from bot.errors import StepFailed
-from bot.executors import Control, Executors, StepOutcome
+from bot.errors import StepFailed, TargetUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +32,8 @@ class Engine:
         notifier: Notifier,
         clock: Clock,
         on_change: Callable[[], None],
+        runner: StepRunner,
         *,
-        backup_dir: Path = Path("var/backups"),
-        runbooks_dir: Path = Path("runbooks"),
         progress_seconds: float = 2.0,
     ) -> None:
         self.store = store
@@ -46,7 +41,7 @@ class Engine:
         self.clock = clock
         self.on_change = on_change
         self.progress_seconds = progress_seconds
-        self.executors = Executors(store, clock, backup_dir=backup_dir, runbooks_dir=runbooks_dir)
+        self.runner = runner
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._controls: dict[int, Control] = {}
         self._live: dict[int, LiveProgress] = {}
@@ -69,19 +64,19 @@ class Engine:
         """The running step's live progress, if the migration is running here."""
         return self._live.get(migration_id) if self.is_running(migration_id) else None
 
-    def start(self, migration_id: int, target: Target) -> None:
+    def start(self, migration_id: int) -> None:
         """Move an approved migration to running and run it in the background."""
         if not self.is_running(migration_id):
-            self._spawn(migration_id, target, begin=True)
+            self._spawn(migration_id, begin=True)
 
-    def resume(self, migration_id: int, target: Target) -> None:
+    def resume(self, migration_id: int) -> None:
         """Continue a run from its checkpoints (after a restart or a pause)."""
         if not self.is_running(migration_id):
-            self._spawn(migration_id, target, begin=False)
+            self._spawn(migration_id, begin=False)
 
-    def _spawn(self, migration_id: int, target: Target, *, begin: bool) -> None:
+    def _spawn(self, migration_id: int, *, begin: bool) -> None:
         self._controls[migration_id] = Control()
-        task = asyncio.create_task(self._run(migration_id, target, begin), name=f"m{migration_id}")
+        task = asyncio.create_task(self._run(migration_id, begin), name=f"m{migration_id}")
         self._tasks[migration_id] = task
 
     async def wait_idle(self) -> None:
@@ -89,12 +84,12 @@ class Engine:
         while tasks := [t for t in self._tasks.values() if not t.done()]:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run(self, migration_id: int, target: Target, begin: bool) -> None:
+    async def _run(self, migration_id: int, begin: bool) -> None:
         ticker = asyncio.create_task(self._tick(migration_id))
         try:
             if begin:
                 await asyncio.to_thread(self._begin, migration_id)
-            await self._steps(migration_id, target)
+            await self._steps(migration_id)
         except Exception:  # the record must never stay "running" without a note
             logger.exception("migration %s: engine error", migration_id)
             await asyncio.to_thread(
@@ -133,7 +128,7 @@ class Engine:
             self.notifier.progress(m, [], now, None)
         logger.info("migration %s: started", migration_id)
 
-    async def _steps(self, migration_id: int, target: Target) -> None:
+    async def _steps(self, migration_id: int) -> None:
         m = await asyncio.to_thread(self.store.get, migration_id)
         control = self._controls[migration_id]
         if m.cancel_requested:
@@ -141,10 +136,9 @@ class Engine:
         if m.pause_requested:
             control.pause.set()
         try:
-            committed = await asyncio.to_thread(target.completed_steps, m.run_key)
-        except SQLAlchemyError as exc:
-            message = f"cannot reach {target.name}: {error_message(exc)}"
-            await asyncio.to_thread(self._finish, m.id, Event.FAIL, message)
+            committed = await asyncio.to_thread(self.runner.committed_steps, m)
+        except TargetUnavailable as exc:
+            await asyncio.to_thread(self._finish, m.id, Event.FAIL, str(exc))
             return
         for step in m.plan.steps:
             if control.stopping():
@@ -158,7 +152,7 @@ class Engine:
             await asyncio.to_thread(self._started, m, step)
             self.on_change()  # on the event loop: the outbox's wake-up is not thread-safe
             try:
-                outcome = await self.executors.run(m, step, target, control, live)
+                outcome = await self.runner.run(m, step, control, live)
             except StepFailed as exc:  # the executors map every error of a step to this
                 await asyncio.to_thread(self._failed, m, step, live.rows, exc.message)
                 return

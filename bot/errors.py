@@ -13,6 +13,7 @@ the message can be shown to the person who caused it::
     ├── NotFound(LookupError)             no migration with that id
     ├── Refused(PermissionError)          the user may not do that (approve, cancel, ...)
     ├── ConfigError(ValueError)           the bot's configuration is invalid
+    ├── TargetUnavailable(ConnectionError) a target database cannot be reached, or is gone
     ├── StepFailed(RuntimeError)          a migration step failed; carries the cause's own message
     ├── BackupError(RuntimeError)         a backup, verification or restore could not be done
     │   └── BackupVerificationError       a backup is missing, altered or unreadable
@@ -74,6 +75,10 @@ class Refused(BarqError, PermissionError):
 
 class ConfigError(BarqError, ValueError):
     """Raised when the bot's configuration is invalid; names the setting."""
+
+
+class TargetUnavailable(BarqError, ConnectionError):
+    """Raised when a run's target database cannot be reached or is no longer configured."""
 
 
 class StepFailed(BarqError, RuntimeError):

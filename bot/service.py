@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.adapters.targets.target import Target
 from bot.domain import approval as policy_rules
 from bot.domain.lifecycle import ACTIVE, Event, State
 from bot.domain.plan import Plan, build_plan, coerce_params
-from bot.domain.ports import Clock, Directory, Notifier, Store
+from bot.domain.ports import Clock, Directory, Notifier, Store, Target
 from bot.domain.records import Migration, StepRun
 from bot.domain.runbook import Runbook
 from bot.domain.sqltext import sql_for
@@ -56,8 +55,8 @@ class Service:
         targets: dict[str, TargetEntry],
         clock: Clock,
         on_change: Callable[[], None] = lambda: None,
+        engine: Engine,
         wake: Callable[[], None] = lambda: None,
-        engine: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -68,7 +67,7 @@ class Service:
         self.on_change = on_change
         self.wake = wake  # asks the scheduler for a pass of run_due now
         self._skipped: dict[int, str] = {}  # migration id -> why the last pass skipped it
-        self.engine = Engine(store, notifier, clock, on_change, **(engine or {}))
+        self.engine = engine
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -304,7 +303,7 @@ class Service:
         Steps and batches already committed are not run again."""
         await self._authorize_control(migration_id, user, "resume")
         m = await asyncio.to_thread(self._resume, migration_id, user)
-        self.engine.resume(m.id, self.targets[m.target].target)
+        self.engine.resume(m.id)
         self.on_change()
         return m
 
@@ -357,10 +356,10 @@ class Service:
             if now >= policy_rules.expires_at(policy, m.requested_at):
                 await asyncio.to_thread(self._expire, m, policy)
             elif m.state is State.APPROVED:
-                self.engine.start(m.id, entry.target)
+                self.engine.start(m.id)
         elif not self.engine.is_running(m.id):
             logger.info("migration %s: resuming after a restart", m.id)
-            self.engine.resume(m.id, entry.target)
+            self.engine.resume(m.id)
 
     async def _skip(self, m: Migration, exc: Exception, now: datetime) -> None:
         """Record once why a pass could not handle ``m``; never raise."""

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from bot.domain.approval import ApprovalPolicy, PriorApproval
+    from bot.domain.control import Control, StepOutcome
     from bot.domain.lifecycle import Event, State
-    from bot.domain.plan import Plan
+    from bot.domain.plan import Plan, PlannedStep
     from bot.domain.progress import LiveProgress
     from bot.domain.records import AuditEntry, Migration, StepRun
 
@@ -137,3 +138,13 @@ class Target(Protocol):
     def scalar(self, sql: str, params: dict[str, Any]) -> Any: ...
 
     def count(self, sql: str, params: dict[str, Any]) -> int: ...
+
+
+class StepRunner(Protocol):
+    """Runs the steps of a migration on its target database (the executors)."""
+
+    def committed_steps(self, m: Migration) -> set[str]: ...
+
+    async def run(
+        self, m: Migration, step: PlannedStep, control: Control, live: LiveProgress
+    ) -> StepOutcome: ...

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bot.adapters.targets.target import Target
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.adapters.targets.target import Target, error_message
+from bot.domain.control import Control, StepOutcome
 from bot.domain.planned import PlannedStep
 from bot.domain.ports import Clock, Store
 from bot.domain.progress import LiveProgress
 from bot.domain.records import Migration
+from bot.errors import TargetUnavailable
 from bot.executors.boundary import step_boundary
-from bot.executors.context import Control, StepContext, StepOutcome
+from bot.executors.context import StepContext
 from bot.executors.registry import executor_for
 
 __all__ = ["Control", "Executors", "StepContext", "StepOutcome", "run"]
@@ -36,35 +41,47 @@ async def run(ctx: StepContext[Any]) -> StepOutcome:
 
 
 class Executors:
-    """Runs one step of a migration: gives its kind's executor the step's context."""
+    """The StepRunner port: runs one step of a migration on its target database, giving its
+    kind's executor the step's context."""
 
     def __init__(
         self,
         store: Store,
         clock: Clock,
+        targets: Mapping[str, Target],
         *,
         backup_dir: Path,
         runbooks_dir: Path,
     ) -> None:
         self.store = store
         self.clock = clock
+        self.targets = targets
         self.backup_dir = backup_dir
         self.runbooks_dir = runbooks_dir
 
+    def committed_steps(self, m: Migration) -> set[str]:
+        """The steps of ``m`` already committed on its target (blocks; call it in a thread).
+        Raises TargetUnavailable when the target cannot be reached."""
+        target = self._target(m)
+        try:
+            return target.completed_steps(m.run_key)
+        except SQLAlchemyError as exc:
+            raise TargetUnavailable(f"cannot reach {target.name}: {error_message(exc)}") from exc
+
     async def run(
-        self, m: Migration, step: PlannedStep, target: Target, control: Control, live: LiveProgress
+        self, m: Migration, step: PlannedStep, control: Control, live: LiveProgress
     ) -> StepOutcome:
-        """Run ``step`` of ``m`` on ``target``."""
-        return await run(self.context(m, step, target, control, live))
+        """Run ``step`` of ``m`` on its target."""
+        return await run(self.context(m, step, control, live))
 
     def context(
-        self, m: Migration, step: PlannedStep, target: Target, control: Control, live: LiveProgress
+        self, m: Migration, step: PlannedStep, control: Control, live: LiveProgress
     ) -> StepContext[PlannedStep]:
         """Everything the executor of ``step`` may use."""
         return StepContext(
             migration=m,
             step=step,
-            target=target,
+            target=self._target(m),
             control=control,
             live=live,
             params={**m.plan.params, "migration_id": m.run_key},
@@ -73,3 +90,8 @@ class Executors:
             backup_dir=self.backup_dir,
             runbooks_dir=self.runbooks_dir,
         )
+
+    def _target(self, m: Migration) -> Target:
+        if m.target not in self.targets:
+            raise TargetUnavailable(f"target {m.target} is no longer configured")
+        return self.targets[m.target]

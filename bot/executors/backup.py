@@ -7,9 +7,10 @@ import asyncio
 import dataclasses
 
 from bot.adapters.targets.dialect import BackupInfo
+from bot.domain.control import StepOutcome
 from bot.domain.planned import PlannedBackup, PlannedRestore
 from bot.errors import StepFailed
-from bot.executors.context import StepContext, StepOutcome
+from bot.executors.context import StepContext
 from bot.executors.registry import executes
 
 

@@ -10,10 +10,11 @@ from typing import Any
 
 from bot.adapters.targets.batch_hooks import load_hook
 from bot.adapters.targets.batches import BatchJob, BatchReport, BatchResult, remaining, run_batches
+from bot.domain.control import StepOutcome
 from bot.domain.planned import PlannedBatch, PlannedParallel
 from bot.errors import StepFailed
 from bot.executors.boundary import describe
-from bot.executors.context import StepContext, StepOutcome
+from bot.executors.context import StepContext
 from bot.executors.registry import executes
 
 Batched = PlannedBatch | PlannedParallel

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from bot.adapters.commands import fill_target, run_command
+from bot.domain.control import StepOutcome
 from bot.domain.planned import PlannedCommand
-from bot.executors.context import StepContext, StepOutcome
+from bot.executors.context import StepContext
 from bot.executors.registry import executes
 
 

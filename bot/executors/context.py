@@ -3,39 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from bot.adapters.targets.target import Target
+from bot.domain.control import Control
 from bot.domain.planned import PlannedBase
 from bot.domain.ports import Clock, Store
 from bot.domain.progress import LiveProgress
 from bot.domain.records import Migration
 
 S = TypeVar("S", bound=PlannedBase, covariant=True)
-
-
-@dataclass
-class Control:
-    """Requests that a run stop at its next boundary; set from the event loop, read in threads."""
-
-    cancel: threading.Event = field(default_factory=threading.Event)
-    pause: threading.Event = field(default_factory=threading.Event)
-
-    def stopping(self) -> bool:
-        """Whether the run should stop at the next batch or step boundary."""
-        return self.cancel.is_set() or self.pause.is_set()
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    """What a step did; ``finished`` is False when it stopped early at a boundary."""
-
-    rows: int
-    detail: str | None = None
-    finished: bool = True
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from bot.domain.control import StepOutcome
 from bot.domain.planned import PlannedBase, kind_of
-from bot.executors.context import StepContext, StepOutcome
+from bot.executors.context import StepContext
 
 S = TypeVar("S", bound=PlannedBase)
 Executor = Callable[[StepContext[S]], Awaitable[StepOutcome]]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from bot.domain.control import StepOutcome
 from bot.domain.planned import PlannedCheck, PlannedSql
 from bot.errors import StepFailed
-from bot.executors.context import StepContext, StepOutcome
+from bot.executors.context import StepContext
 from bot.executors.registry import executes
 
 
