@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy import text
 
 from bot.app import Bot, build, web_app
 from bot.local import demo, payloads
@@ -130,6 +131,11 @@ class Harness:
             await resp.read()
             return resp
 
+    def count(self, target: str, sql: str) -> int:
+        """The value of a COUNT query on a target database."""
+        with self.bot.service.targets[target].target.engine.connect() as conn:
+            return int(conn.execute(text(sql)).scalar() or 0)
+
     async def settle(self) -> None:
         """Let a scheduler pass start what is due, then wait until every run has finished."""
         await self.bot.scheduler.run_pass()
@@ -167,6 +173,11 @@ async def start(
     await site.start()
     port = runner.addresses[0][1]
     return Harness(slack, bot, f"http://127.0.0.1:{port}", aiohttp.ClientSession(), runner)
+
+
+def text_of(message: dict[str, Any]) -> str:
+    """Everything a message shows: its blocks (as JSON) and its fallback text."""
+    return json.dumps(message.get("blocks") or []) + str(message.get("text", ""))
 
 
 def now() -> datetime:

@@ -4,7 +4,6 @@ submissions into the bot; a LocalSlack stand-in receiving what it posts; SQLite 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,42 +29,34 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     await bot.close()
 
 
-def _count(h: Harness, target: str, sql: str) -> int:
-    engine = h.bot.service.targets[target].target.engine
-    with engine.connect() as conn:
-        return int(conn.execute(text(sql)).scalar() or 0)
-
-
-def _text(message: dict[str, object]) -> str:
-    return json.dumps(message.get("blocks") or []) + str(message.get("text", ""))
-
-
 async def test_request_approve_and_run_to_success(h: Harness) -> None:
     """Requested, approved by a group member, run in place, reported with row counts."""
-    before = _count(h, "staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId IN (3, 7)")
-    moved = _count(h, "staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")
-    reply = _text(await h.slash(ALICE, REQUEST))
+    before = h.count("staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId IN (3, 7)")
+    moved = h.count("staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")
+    reply = harness.text_of(await h.slash(ALICE, REQUEST))
     assert "#1" in reply and "waiting for approval" in reply
     await h.slack.wait_for(lambda s: s.messages_in(APPROVALS))
     request = h.approval_message(1)
-    body = _text(request)
+    body = harness.text_of(request)
     assert "<@U0ALICE>" in body and h.bot.store.get(1).plan.short_hash in body
 
     confirmation = await h.click(BOB, request, "approve")
-    assert confirmation is not None and "You approved #1" in _text(confirmation)
+    assert confirmation is not None and "You approved #1" in harness.text_of(confirmation)
     await h.settle()
     await h.bot.delivery.drain()
 
     m = h.bot.store.get(1)
     assert m.state is State.SUCCEEDED, m.error
-    assert _count(h, "staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3") == 0
-    assert _count(h, "staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 7") == before
+    assert h.count("staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3") == 0
+    assert h.count("staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 7") == before
     outcome = [m for m in h.slack.messages_in(MIGRATIONS) if m.get("thread_ts")]
-    assert outcome and f"move-tasks: succeeded, {moved:,} rows" in _text(outcome[-1])
+    assert outcome and f"move-tasks: succeeded, {moved:,} rows" in harness.text_of(outcome[-1])
     progress = h.slack.messages_in(MIGRATIONS)[0]
     assert progress["updates"], "the progress message is updated in place"
     steps = len(m.plan.steps)
-    assert "succeeded" in progress["text"] and f"{steps} of {steps} steps done" in _text(progress)
+    assert "succeeded" in progress["text"] and f"{steps} of {steps} steps done" in harness.text_of(
+        progress
+    )
     assert len(h.slack.messages_in(MIGRATIONS)) == 2, "one progress message and one outcome"
     assert outcome[-1]["thread_ts"] == progress["ts"]
     assert not h.slack.find_buttons(h.approval_message(1))
@@ -80,9 +71,9 @@ async def test_self_approval_and_outsiders_are_refused(h: Harness) -> None:
     await h.slash(ALICE, REQUEST)
     await h.slack.wait_for(lambda s: s.messages_in(APPROVALS))
     own = await h.click(ALICE, h.approval_message(1), "approve")
-    assert own is not None and "someone else must approve" in _text(own)
+    assert own is not None and "someone else must approve" in harness.text_of(own)
     outsider = await h.click(DAVE, h.approval_message(1), "approve")  # dave approves prod only
-    assert outsider is not None and "not an approver" in _text(outsider)
+    assert outsider is not None and "not an approver" in harness.text_of(outsider)
     assert h.bot.store.get(1).state is State.REQUESTED
     assert h.bot.store.prior_approvals(1) == []
 
@@ -95,7 +86,7 @@ async def test_production_needs_two_distinct_approvers_and_ignores_a_double_clic
     await h.slack.wait_for(lambda s: s.messages_in(APPROVALS))
     await h.click(BOB, h.approval_message(1), "approve")
     again = await h.click(BOB, h.approval_message(1), "approve")
-    assert again is not None and "already" in _text(again)
+    assert again is not None and "already" in harness.text_of(again)
     assert h.bot.store.get(1).state is State.REQUESTED
     assert len(h.bot.store.prior_approvals(1)) == 1
     await h.click(DAVE, h.approval_message(1), "approve")
@@ -112,7 +103,7 @@ async def test_approval_of_a_plan_that_changed_is_refused(h: Harness) -> None:
         update={"description": "edited after the request"}
     )
     reply = await h.click(BOB, h.approval_message(1), "approve")
-    assert reply is not None and "the plan changed since it was requested" in _text(reply)
+    assert reply is not None and "the plan changed since it was requested" in harness.text_of(reply)
     assert h.bot.store.get(1).state is State.REQUESTED
 
 
@@ -142,14 +133,14 @@ async def test_a_stale_approve_button_after_rejection_is_refused(h: Harness) -> 
     await h.click(CAROL, stale, "reject")
     await h.submit_reason(CAROL, "not this week")
     reply = await h.click(BOB, stale, "approve")
-    assert reply is not None and "rejected" in _text(reply)
+    assert reply is not None and "rejected" in harness.text_of(reply)
     assert h.bot.store.prior_approvals(1) == []
 
 
 async def test_cancel_before_the_run_stops_it_from_starting(h: Harness) -> None:
     """A cancelled request never runs, and its buttons are gone."""
     await h.slash(ALICE, REQUEST)
-    reply = _text(await h.slash(ALICE, "cancel 1"))
+    reply = harness.text_of(await h.slash(ALICE, "cancel 1"))
     assert "cancelled" in reply
     assert h.bot.store.get(1).state is State.CANCELLED
     await h.bot.delivery.drain()

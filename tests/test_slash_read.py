@@ -3,13 +3,11 @@ refusals and request signatures. Nothing here changes state, so one bot serves t
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import text
 
 from bot.local.barq_schema import create_demo_database
 from tests import harness
@@ -29,39 +27,29 @@ async def h(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
     await bot.close()
 
 
-def _count(h: Harness, target: str, sql: str) -> int:
-    engine = h.bot.service.targets[target].target.engine
-    with engine.connect() as conn:
-        return int(conn.execute(text(sql)).scalar() or 0)
-
-
-def _text(message: dict[str, object]) -> str:
-    return json.dumps(message.get("blocks") or []) + str(message.get("text", ""))
-
-
 async def test_help_lists_every_subcommand_with_an_example(h: Harness) -> None:
     """/migrate help shows each subcommand and an example of it."""
-    reply = _text(await h.slash(ALICE, "help"))
+    reply = harness.text_of(await h.slash(ALICE, "help"))
     for sub in ("help", "list", "plan", "request", "status", "cancel", "pause", "resume"):
         assert f"/migrate {sub}" in reply
 
 
 async def test_list_shows_runbooks_with_description_and_parameters(h: Harness) -> None:
     """/migrate list shows each runbook's description and parameters."""
-    reply = _text(await h.slash(ALICE, "list"))
+    reply = harness.text_of(await h.slash(ALICE, "list"))
     assert "tenant-consolidation" in reply and "source_tenant" in reply and "Move a tenant" in reply
 
 
 async def test_plan_is_a_dry_run_with_counts_sql_checks_and_rollback(h: Harness) -> None:
     """A plan shows steps, SQL, live row counts, checks and rollback, and changes nothing."""
-    tasks = _count(h, "staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")
-    reply = _text(await h.slash(ALICE, REQUEST.replace("request", "plan", 1)))
+    tasks = h.count("staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")
+    reply = harness.text_of(await h.slash(ALICE, REQUEST.replace("request", "plan", 1)))
     assert f"Rows it will touch now: *{tasks:,}*" in reply
     assert "keyset batches over `Tasks`" in reply
     each_batch = "UPDATE Tasks SET\\nTenantId = :target_tenant\\nWHERE Id >= :_barq_from AND"
     assert f"Each batch runs:```{each_batch}" in reply
     assert "Passes when the value is `== 0`" in reply and "Rollback" in reply
-    assert _count(h, "staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3") == tasks
+    assert h.count("staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3") == tasks
     assert h.bot.store.recent() == []
 
 
@@ -85,6 +73,6 @@ async def test_bad_input_gets_a_clear_message_and_runs_nothing(
     h: Harness, text: str, message: str
 ) -> None:
     """A mistake is explained to the user who made it, and no migration is created."""
-    reply = _text(await h.slash(ALICE, text))
+    reply = harness.text_of(await h.slash(ALICE, text))
     assert message in reply
     assert h.bot.store.recent() == []
