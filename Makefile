@@ -16,6 +16,7 @@ test: .venv/.synced
 lint: .venv/.synced
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 
 install: .venv/.synced
 
