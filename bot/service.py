@@ -164,9 +164,9 @@ class Service:
 
     def _approve(self, migration_id: int, user: str, groups: set[str], clicked: str) -> Migration:
         with self.store.transaction():
-            m = self.store.get(migration_id)
+            m = self.store.lock(migration_id)  # decisions on one migration run one at a time
             if m.state is not State.REQUESTED:
-                raise Refused(f"migration #{m.id} is {m.state.value}; there is nothing to approve")
+                raise Refused(policy_rules.no_longer(m.id, m.state, "approve"))
             policy = self._policy(m)
             now = self.clock()
             if clicked != m.plan.hash:
@@ -220,7 +220,7 @@ class Service:
         """Raise Refused unless ``user`` may reject the migration now."""
         m = await asyncio.to_thread(self.store.get, migration_id)
         if m.state is not State.REQUESTED:
-            raise Refused(f"migration #{m.id} is {m.state.value}; it can no longer be rejected")
+            raise Refused(policy_rules.no_longer(m.id, m.state, "reject"))
         policy = self._policy(m)
         groups = await self.directory.groups_of(user, policy.approver_groups)
         if not policy_rules.may_reject(
@@ -230,9 +230,9 @@ class Service:
 
     def _reject(self, migration_id: int, user: str, reason: str) -> Migration:
         with self.store.transaction():
-            m = self.store.get(migration_id)
+            m = self.store.lock(migration_id)
             if m.state is not State.REQUESTED:
-                raise Refused(f"migration #{m.id} is {m.state.value}; it can no longer be rejected")
+                raise Refused(policy_rules.no_longer(m.id, m.state, "reject"))
             m = self.store.record_decision(
                 m.id,
                 user=user,
@@ -256,7 +256,7 @@ class Service:
 
     def _cancel(self, migration_id: int, user: str) -> Migration:
         with self.store.transaction():
-            m = self.store.get(migration_id)
+            m = self.store.lock(migration_id)
             policy = self._policy(m)
             now = self.clock()
             if m.state in ACTIVE:
@@ -287,7 +287,7 @@ class Service:
 
     def _pause(self, migration_id: int, user: str) -> Migration:
         with self.store.transaction():
-            m = self.store.get(migration_id)
+            m = self.store.lock(migration_id)
             if m.state is not State.RUNNING:
                 raise Refused(f"migration #{m.id} is {m.state.value}; only a running one pauses")
             now = self.clock()
@@ -309,7 +309,7 @@ class Service:
 
     def _resume(self, migration_id: int, user: str) -> Migration:
         with self.store.transaction():
-            m = self.store.get(migration_id)
+            m = self.store.lock(migration_id)
             if m.state not in (State.PAUSED, State.FAILED):
                 raise Refused(
                     f"migration #{m.id} is {m.state.value}; only a paused or failed run resumes"

@@ -152,10 +152,11 @@ class Harness:
 async def start(
     tmp_path: Any, targets: dict[str, Any], runbooks_dir: Any = None, **extra: Any
 ) -> Harness:
-    """Build the bot for ``targets``, serve it on a loopback port, and return the harness."""
+    """Build the bot for ``targets``, serve it on a loopback port, and return the harness.
+    ``extra`` settings override the defaults (the state database is SQLite in ``tmp_path``)."""
     slack = await LocalSlack(channels=CHANNELS, usergroups=demo.GROUPS, users=USERS).start()
     settings = load_settings(
-        database_url=f"sqlite:///{tmp_path / 'state.db'}",
+        **{"database_url": f"sqlite:///{tmp_path / 'state.db'}", **extra},
         backup_dir=tmp_path / "backups",
         targets=targets,
         approvals_channel=APPROVALS,
@@ -164,7 +165,6 @@ async def start(
         slack_signing_secret=SECRET,
         slack_api_url=slack.api_url,
         **({"runbooks_dir": runbooks_dir} if runbooks_dir else {}),
-        **extra,
     )
     bot = build(settings)
     runner = web.AppRunner(web_app(bot))

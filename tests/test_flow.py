@@ -119,7 +119,7 @@ async def test_reject_asks_for_a_reason_then_approval_is_refused(h: Harness) -> 
     assert m.state is State.REJECTED
     await h.bot.delivery.drain()
     assert not h.slack.find_buttons(h.approval_message(1)), "a decided request has no buttons"
-    with pytest.raises(PermissionError, match="is rejected"):
+    with pytest.raises(PermissionError, match="was already rejected"):
         await h.bot.service.approve(1, BOB, m.plan.hash)
     trail = [(a.actor, a.action, a.detail.get("reason")) for a in h.bot.store.audit_trail(1)]
     assert (CAROL, "reject", "wrong target tenant") in trail

@@ -109,6 +109,20 @@ class Store:
             self._audit(conn, new_id, requester, "request", {"plan_hash": plan.hash}, now)
             return self._get(conn, new_id)
 
+    def lock(self, migration_id: int) -> Migration:
+        """Serialize changes to one migration: inside ``transaction()``, and as its first
+        statement, take the migration's row lock (a no-op write: a row lock on PostgreSQL and
+        SQL Server, the database's write lock on SQLite, where a transaction's first write
+        must come before its reads), then read it. A second transaction that locks the same
+        migration waits until the first commits, then reads what it committed."""
+        with self._tx() as conn:
+            conn.execute(
+                update(migrations)
+                .where(migrations.c.id == migration_id)
+                .values(updated_at=migrations.c.updated_at)
+            )
+            return self._get(conn, migration_id)
+
     def get(self, migration_id: int) -> Migration:
         """The migration with that id; raise NotFound otherwise."""
         with self._tx() as conn:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bot.domain.lifecycle import State
 from bot.errors import Refused
 
 
@@ -113,3 +114,24 @@ def decide(
 def may_reject(policy: ApprovalPolicy, *, requester: str, user: str, user_groups: set[str]) -> bool:
     """Approvers may reject; a requester may also withdraw their own request."""
     return user == requester or may_approve(policy, user, user_groups)
+
+
+def no_longer(migration_id: int, state: State, verb: str) -> str:
+    """Why a request in ``state`` can no longer be ``verb``-ed (approved, rejected): what
+    happened to it, and what to do instead."""
+    n = migration_id
+    reasons = {
+        State.APPROVED: f"#{n} was already approved and starts when due; /migrate cancel {n}"
+        " stops it",
+        State.RUNNING: f"#{n} was already approved and is running; /migrate cancel {n} stops it"
+        " at the next boundary",
+        State.CANCELLING: f"#{n} was approved and is being cancelled",
+        State.PAUSED: f"#{n} was approved and is paused; /migrate resume {n} or /migrate cancel"
+        f" {n}",
+        State.SUCCEEDED: f"#{n} was approved and has already run",
+        State.FAILED: f"#{n} was approved and its run failed; /migrate status {n} says why",
+        State.REJECTED: f"#{n} was already rejected",
+        State.CANCELLED: f"#{n} was cancelled; request it again to run it",
+        State.EXPIRED: f"#{n} expired before it was approved; request it again to run it",
+    }
+    return f"{reasons.get(state, f'#{n} is {state.value}')}: there is nothing to {verb}"
