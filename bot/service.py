@@ -133,19 +133,36 @@ class Service:
 
     # -- requesting and deciding -------------------------------------------------------------
 
-    async def request(self, user: str, runbook: str, raw: dict[str, str], target: str) -> Migration:
-        """Plan, record the request, and queue the approval message."""
+    async def request(
+        self,
+        user: str,
+        runbook: str,
+        raw: dict[str, str],
+        target: str,
+        *,
+        request_key: str | None = None,
+    ) -> tuple[Migration, bool]:
+        """Plan, record the request, and queue the approval message; return the migration
+        and True. A resent request (same ``request_key``, Slack's trigger_id), or the same
+        plan requested again by the same user while it is pending, returns the migration it
+        made and False, and records nothing new."""
         plan, counts = await self.plan(runbook, raw, target)
-        m = await asyncio.to_thread(self._request, user, plan, counts)
-        logger.info("migration %s requested by %s: %s on %s", m.id, user, runbook, target)
-        self.on_change()
-        return m
+        m, created = await asyncio.to_thread(self._request, user, plan, counts, request_key)
+        if created:
+            logger.info("migration %s requested by %s: %s on %s", m.id, user, runbook, target)
+            self.on_change()
+        return m, created
 
-    def _request(self, user: str, plan: Plan, counts: dict[str, int]) -> Migration:
+    def _request(
+        self, user: str, plan: Plan, counts: dict[str, int], request_key: str | None
+    ) -> tuple[Migration, bool]:
         with self.store.transaction():
-            m = self.store.create(plan, counts, user, self.clock())
-            self.notifier.approval(m, [], self._policy(m))
-            return m
+            m, created = self.store.create(
+                plan, counts, user, self.clock(), request_key=request_key
+            )
+            if created:
+                self.notifier.approval(m, [], self._policy(m))
+            return m, created
 
     def _policy(self, m: Migration) -> policy_rules.ApprovalPolicy:
         return self._target(m.target).config.approval

@@ -33,7 +33,7 @@ def register(app: AsyncApp, service: Service) -> None:
             return
         await ack()  # slow work (the target database) happens after the ack
         try:
-            reply = await _run(service, cmd, command["user_id"])
+            reply = await _run(service, cmd, command["user_id"], command.get("trigger_id"))
         except BarqError as exc:
             reply = blocks.error(str(exc))
         except Exception:
@@ -42,20 +42,17 @@ def register(app: AsyncApp, service: Service) -> None:
         await respond(**reply, response_type="ephemeral", replace_original=False)
 
 
-async def _run(service: Service, cmd: Command, user: str) -> blocks.Message:
+async def _run(service: Service, cmd: Command, user: str, trigger_id: str | None) -> blocks.Message:
     if cmd.name == "plan":
         assert cmd.runbook and cmd.target
         plan, counts = await service.plan(cmd.runbook, cmd.params, cmd.target)
         return blocks.plan_message(plan, counts)
     if cmd.name == "request":
         assert cmd.runbook and cmd.target
-        m = await service.request(user, cmd.runbook, cmd.params, cmd.target)
-        note = blocks.section(
-            f":inbox_tray: Migration *#{m.id}* ({m.plan.runbook} on {m.plan.target}, "
-            f"`{m.plan.args()}`) is waiting for approval in the approvals channel "
-            f"(plan `{m.plan.short_hash}`). Follow it with `/migrate status {m.id}`."
+        m, created = await service.request(
+            user, cmd.runbook, cmd.params, cmd.target, request_key=trigger_id
         )
-        return blocks.message(f"Requested migration #{m.id}", [note])
+        return blocks.requested(m, created)
     if cmd.name == "status":
         if cmd.migration_id is None:
             return blocks.status_list(await service.recent())

@@ -50,10 +50,15 @@ class Harness:
     _keys: list[str] = field(default_factory=list)
 
     async def post(
-        self, body: str, *, secret: str = SECRET, timestamp: int | None = None
+        self,
+        body: str,
+        *,
+        secret: str = SECRET,
+        timestamp: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
-        """POST a body to /slack/events, signed as Slack signs it."""
-        headers = payloads.sign(body, secret, timestamp or payloads.now_ts())
+        """POST a body to /slack/events, signed as Slack signs it (plus ``headers``)."""
+        headers = {**payloads.sign(body, secret, timestamp or payloads.now_ts()), **(headers or {})}
         async with self.session.post(
             f"{self.url}/slack/events", data=body, headers=headers
         ) as resp:

@@ -147,7 +147,7 @@ def _scalar(h: Harness, sql: str) -> int:
 
 
 async def _approved(h: Harness, runbook: str) -> int:
-    m = await h.bot.service.request(
+    m, _ = await h.bot.service.request(
         "U0ALICE", runbook, {"source_tenant": "3", "target_tenant": "7"}, "staging"
     )
     await h.bot.service.approve(m.id, "U0BOB", m.plan.hash)
@@ -177,7 +177,7 @@ async def test_failure_reports_error_step_and_what_was_committed(h: Harness) -> 
 async def test_resume_after_a_crash_skips_committed_steps(h: Harness) -> None:
     """A run interrupted after a step committed resumes from the checkpoint: the sql step
     (whose second run would break the table's primary key) is not applied twice."""
-    m = await h.bot.service.request("U0ALICE", "journal-then-move", {}, "staging")
+    m, _ = await h.bot.service.request("U0ALICE", "journal-then-move", {}, "staging")
     store, target = h.bot.store, h.bot.service.targets["staging"].target
     now = harness.now()
     store.record_decision(
@@ -217,7 +217,7 @@ async def test_cancel_during_a_run_stops_at_the_next_step_boundary(pg: Harness) 
 
 async def test_only_the_requester_or_an_approver_may_cancel(h: Harness) -> None:
     """Anyone else is refused."""
-    m = await h.bot.service.request(
+    m, _ = await h.bot.service.request(
         "U0ALICE", "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
     )
     with pytest.raises(PermissionError, match="only the requester"):
@@ -228,7 +228,7 @@ async def test_only_the_requester_or_an_approver_may_cancel(h: Harness) -> None:
 async def _failed_run(h: Harness, runbook: str) -> tuple[str, str]:
     """Run ``runbook`` to its end; return its error and its last step run's detail, after
     checking that the migration failed and that step run was closed as failed."""
-    m = await h.bot.service.request("U0ALICE", runbook, {}, "staging")
+    m, _ = await h.bot.service.request("U0ALICE", runbook, {}, "staging")
     await h.bot.service.approve(m.id, "U0BOB", m.plan.hash)
     await h.settle()
     m = h.bot.store.get(m.id)

@@ -148,7 +148,7 @@ async def test_pause_stops_at_a_batch_boundary_and_resume_finishes_exactly_once(
     any batch twice or skipping one."""
     service = h.bot.service
     loop = asyncio.get_running_loop()
-    m = await service.request("U0ALICE", "count-items", {}, "staging")
+    m, _ = await service.request("U0ALICE", "count-items", {}, "staging")
     real = batch_executor.run_batches
 
     def run_batches(*args: Any, on_batch: Any, **kwargs: Any) -> Any:
@@ -181,7 +181,7 @@ async def test_a_failing_branch_stops_the_others_and_a_resume_finishes_them(h: H
     """One tenant's branch hits a constraint; its siblings stop at a batch boundary; after the
     data is fixed, resuming the failed run finishes every branch, each row exactly once."""
     service = h.bot.service
-    m = await service.request("U0ALICE", "bump-tenants", {}, "staging")
+    m, _ = await service.request("U0ALICE", "bump-tenants", {}, "staging")
     await service.approve(m.id, "U0BOB", m.plan.hash)
     await h.settle()
     failed = h.bot.store.get(m.id)
@@ -209,7 +209,7 @@ async def test_backup_and_restore_steps_round_trip_and_record_the_backup(h: Harn
     """A backup step records a verified backup on the migration; a restore step puts the
     data back as it was."""
     service = h.bot.service
-    m = await service.request("U0ALICE", "change-then-restore", {}, "staging")
+    m, _ = await service.request("U0ALICE", "change-then-restore", {}, "staging")
     await service.approve(m.id, "U0BOB", m.plan.hash)
     await h.settle()
     done = h.bot.store.get(m.id)

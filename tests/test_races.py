@@ -29,6 +29,8 @@ NOOP = """
 name: noop
 description: checks one thing and changes nothing
 targets: [staging, production]
+parameters:
+  round: {type: int}
 steps:
   - name: one
     kind: check
@@ -78,9 +80,9 @@ async def test_two_last_approvals_at_the_same_moment_start_the_run_exactly_once(
     the run starts once."""
     rearm = _meet_before_reading_approvals(h)
     service = h.bot.service
-    for _ in range(ROUNDS):
+    for n in range(ROUNDS):
         rearm()
-        m = await service.request(ALICE, "noop", {}, "production")
+        m, _ = await service.request(ALICE, "noop", {"round": str(n)}, "production")
         replies = await _both(
             service.approve(m.id, BOB, m.plan.hash), service.approve(m.id, DAVE, m.plan.hash)
         )
@@ -97,8 +99,8 @@ async def test_approve_against_reject_one_wins_and_the_other_is_told_why(h: Harn
     happened to the request, never a wrong reason."""
     service = h.bot.service
     outcomes = set()
-    for _ in range(ROUNDS // 5):
-        m = await service.request(ALICE, "noop", {}, "staging")
+    for n in range(ROUNDS // 5):
+        m, _ = await service.request(ALICE, "noop", {"round": str(n)}, "staging")
         approved, rejected = await _both(
             service.approve(m.id, BOB, m.plan.hash), service.reject(m.id, CAROL, "not now")
         )
@@ -121,8 +123,8 @@ async def test_approve_against_cancel_never_runs_a_cancelled_request(h: Harness)
     approval that lost is told the request was cancelled, a run that had already started is
     asked to stop at its next boundary, and one that had finished says so."""
     service = h.bot.service
-    for _ in range(ROUNDS // 5):
-        m = await service.request(ALICE, "noop", {}, "staging")
+    for n in range(ROUNDS // 5):
+        m, _ = await service.request(ALICE, "noop", {"round": str(n)}, "staging")
         approved, cancelled = await _both(
             service.approve(m.id, BOB, m.plan.hash), service.cancel(m.id, ALICE)
         )

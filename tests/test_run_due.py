@@ -25,8 +25,10 @@ async def test_a_pass_skips_a_migration_whose_target_is_gone_and_runs_the_rest(
     production = create_demo_database(tmp_path / "production.db", now=harness.now())
     before = await harness.start(tmp_path, harness.policies(staging, production))
     try:
-        stale = await before.bot.service.request(ALICE, "tenant-consolidation", MOVE, "production")
-        fresh = await before.bot.service.request(ALICE, "tenant-consolidation", MOVE, "staging")
+        stale, _ = await before.bot.service.request(
+            ALICE, "tenant-consolidation", MOVE, "production"
+        )
+        fresh, _ = await before.bot.service.request(ALICE, "tenant-consolidation", MOVE, "staging")
         await before.bot.delivery.drain()
         request_ts = before.approval_message(stale.id)["ts"]
     finally:
@@ -65,7 +67,7 @@ async def test_run_due_uses_the_clock_it_is_given(tmp_path: Path) -> None:
     staging = create_demo_database(tmp_path / "staging.db", now=harness.now())
     h = await harness.start(tmp_path, harness.policies(staging))
     try:
-        m = await h.bot.service.request(ALICE, "tenant-consolidation", MOVE, "staging")
+        m, _ = await h.bot.service.request(ALICE, "tenant-consolidation", MOVE, "staging")
         ttl = h.bot.service.targets["staging"].config.approval.ttl
         await h.bot.service.run_due(m.requested_at + ttl - timedelta(seconds=1))
         assert h.bot.store.get(m.id).state is State.REQUESTED
@@ -80,7 +82,7 @@ async def test_an_approval_wakes_the_scheduler_without_waiting_for_a_poll(tmp_pa
     staging = create_demo_database(tmp_path / "staging.db", now=harness.now())
     h = await harness.start(tmp_path, harness.policies(staging), poll_seconds=3600)
     try:
-        m = await h.bot.service.request(ALICE, "tenant-consolidation", MOVE, "staging")
+        m, _ = await h.bot.service.request(ALICE, "tenant-consolidation", MOVE, "staging")
         await h.bot.service.approve(m.id, BOB, m.plan.hash)
         # the outcome report, a reply in the progress thread, is posted when the run ends
         await h.slack.wait_for(lambda s: any(x.get("thread_ts") for x in s.messages_in(MIGRATIONS)))

@@ -55,7 +55,7 @@ def test_schema_migrations_match_the_models(target_url: str) -> None:
 
 def test_lifecycle_of_a_migration_is_recorded_with_who_and_when(store: Store) -> None:
     """Request, approve, start, finish: each step moves the state and lands in the audit log."""
-    m = store.create(_plan(), {"move-tasks": 400}, "U0ALICE", T0)
+    m, _ = store.create(_plan(), {"move-tasks": 400}, "U0ALICE", T0)
     assert (m.id, m.state, m.counts, m.requested_at) == (
         1,
         State.REQUESTED,
@@ -82,7 +82,7 @@ def test_lifecycle_of_a_migration_is_recorded_with_who_and_when(store: Store) ->
 
 def test_illegal_transition_is_refused_and_changes_nothing(store: Store) -> None:
     """Starting an unapproved migration raises and leaves it as it was."""
-    m = store.create(_plan(), {}, "U0ALICE", T0)
+    m, _ = store.create(_plan(), {}, "U0ALICE", T0)
     with pytest.raises(InvalidTransition, match="cannot start a migration that is requested"):
         store.transition(m.id, Event.START, actor="bot", now=T0)
     assert store.get(m.id).state is State.REQUESTED
@@ -91,7 +91,7 @@ def test_illegal_transition_is_refused_and_changes_nothing(store: Store) -> None
 
 def test_a_transition_inside_a_failed_transaction_is_rolled_back(store: Store) -> None:
     """Store calls grouped in a transaction commit or roll back together."""
-    m = store.create(_plan(), {}, "U0ALICE", T0)
+    m, _ = store.create(_plan(), {}, "U0ALICE", T0)
     with pytest.raises(RuntimeError), store.transaction():
         store.transition(m.id, Event.CANCEL, actor="U0ALICE", now=T0)
         raise RuntimeError("boom")
@@ -100,7 +100,7 @@ def test_a_transition_inside_a_failed_transaction_is_rolled_back(store: Store) -
 
 def test_one_decision_per_user(store: Store) -> None:
     """A second decision by the same user is refused and records nothing."""
-    m = store.create(_plan(), {}, "U0ALICE", T0)
+    m, _ = store.create(_plan(), {}, "U0ALICE", T0)
     store.record_decision(m.id, user="U0BOB", decision="approve", plan_hash=m.plan.hash, now=T0)
     with pytest.raises(Refused, match="already chose approve"):
         store.record_decision(
@@ -117,7 +117,7 @@ def test_unknown_migration_is_not_found(store: Store) -> None:
 
 def test_step_runs_record_rows_and_outcome(store: Store) -> None:
     """Step runs keep their rows, state and detail, in order."""
-    m = store.create(_plan(), {}, "U0ALICE", T0)
+    m, _ = store.create(_plan(), {}, "U0ALICE", T0)
     store.step_started(m.id, "run", 1, "move-tasks", "sql", T0)
     store.step_finished(m.id, "run", 1, state="succeeded", rows=400, detail=None, now=T0)
     store.step_started(m.id, "run", 2, "check", "check", T0)

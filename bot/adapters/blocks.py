@@ -79,6 +79,24 @@ def error(text: str) -> Message:
     return message(text, [section(f":warning: {text}")])
 
 
+def requested(m: Migration, created: bool) -> Message:
+    """The requester's answer: the migration is waiting for approval, or (``created`` False)
+    it was requested already and nothing new was made."""
+    what = f"*#{m.id}* ({m.plan.runbook} on {m.plan.target}, `{m.plan.args()}`)"
+    if created:
+        text = (
+            f":inbox_tray: Migration {what} is waiting for approval in the approvals channel "
+            f"(plan `{m.plan.short_hash}`). Follow it with `/migrate status {m.id}`."
+        )
+        return message(f"Requested migration #{m.id}", [section(text)])
+    text = (
+        f":repeat: You requested this already: migration {what} is {m.state.value}"
+        f" (plan `{m.plan.short_hash}`); nothing new was requested."
+        f" Follow it with `/migrate status {m.id}`."
+    )
+    return message(f"Migration #{m.id} was requested already", [section(text)])
+
+
 def notice(text: str) -> Message:
     """A note from the bot in a migration's thread."""
     return message(text, [section(f":information_source: {text}")])

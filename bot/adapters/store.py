@@ -82,10 +82,47 @@ class Store:
     # -- migrations -------------------------------------------------------------------------
 
     def create(
-        self, plan: Plan, counts: dict[str, int], requester: str, now: datetime
-    ) -> Migration:
-        """Record a new migration request, and audit it."""
+        self,
+        plan: Plan,
+        counts: dict[str, int],
+        requester: str,
+        now: datetime,
+        *,
+        request_key: str | None = None,
+    ) -> tuple[Migration, bool]:
+        """Record a new migration request and audit it; return it and True. A request made
+        already, with the same ``request_key`` (Slack's trigger_id: a resent request), or by
+        the same user for the same plan while that one is pending, returns that one and
+        False instead."""
+        try:
+            return self._create(plan, counts, requester, now, request_key)
+        except IntegrityError:  # the same request_key was inserted meanwhile
+            with self._tx() as conn:
+                earlier = self._first(conn, migrations.c.request_key == request_key)
+            if earlier is None:
+                raise
+            return earlier, False
+
+    def _create(
+        self,
+        plan: Plan,
+        counts: dict[str, int],
+        requester: str,
+        now: datetime,
+        request_key: str | None,
+    ) -> tuple[Migration, bool]:
+        pending = [State.REQUESTED.value, State.APPROVED.value]
         with self._tx() as conn:
+            earlier = (
+                self._first(conn, migrations.c.request_key == request_key) if request_key else None
+            ) or self._first(
+                conn,
+                migrations.c.requester == requester,
+                migrations.c.plan_hash == plan.hash,
+                migrations.c.state.in_(pending),
+            )
+            if earlier is not None:
+                return earlier, False
             result = conn.execute(
                 insert(migrations).values(
                     run_key=f"barq-{secrets.token_hex(6)}",
@@ -102,12 +139,17 @@ class Store:
                     cancel_requested=False,
                     pause_requested=False,
                     current_step=0,
+                    request_key=request_key,
                 )
             )
             assert result.inserted_primary_key is not None
             new_id = int(result.inserted_primary_key[0])
             self._audit(conn, new_id, requester, "request", {"plan_hash": plan.hash}, now)
-            return self._get(conn, new_id)
+            return self._get(conn, new_id), True
+
+    def _first(self, conn: Connection, *where: Any) -> Migration | None:
+        row = conn.execute(select(migrations).where(*where).order_by(migrations.c.id)).first()
+        return None if row is None else _migration(row)
 
     def lock(self, migration_id: int) -> Migration:
         """Serialize changes to one migration: inside ``transaction()``, and as its first

@@ -71,6 +71,8 @@ migrations = Table(
     Column("backups", JSON),
     Column("current_step", Integer, nullable=False, default=0),
     Column("error", Text),
+    # Slack's trigger_id of the request: a resent request finds the migration it made
+    Column("request_key", String(100), unique=True),
 )
 
 approvals = Table(

@@ -47,8 +47,14 @@ class Store(Protocol):
     def transaction(self) -> AbstractContextManager[Any]: ...
 
     def create(
-        self, plan: Plan, counts: dict[str, int], requester: str, now: datetime
-    ) -> Migration: ...
+        self,
+        plan: Plan,
+        counts: dict[str, int],
+        requester: str,
+        now: datetime,
+        *,
+        request_key: str | None = None,
+    ) -> tuple[Migration, bool]: ...
 
     def get(self, migration_id: int) -> Migration: ...
 
