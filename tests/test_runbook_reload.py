@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.adapters.runbook_files import RunbookLibrary
-from bot.domain.lifecycle import Event, State
+from bot.domain.lifecycle import State
 from bot.local.barq_schema import create_demo_database
 from tests import harness
 from tests.harness import APPROVALS, Harness
@@ -80,14 +80,7 @@ async def test_an_approved_run_whose_runbook_changed_is_cancelled_not_started(
     cancels it instead, records why and says so in its thread; the target is untouched."""
     tasks = h.count("staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")
     m = await h.bot.service.request(ALICE, "tenant-consolidation", MOVE, "staging")
-    h.bot.store.record_decision(  # approved; the next pass would start it
-        m.id,
-        user=BOB,
-        decision="approve",
-        plan_hash=m.plan.hash,
-        now=harness.now(),
-        event=Event.APPROVE,
-    )
+    h.approve_in_store(m, BOB)  # the next pass would start it
     _edit(runbooks, OLD, NEW)
     await h.settle()
     assert h.bot.store.get(m.id).state is State.CANCELLED
