@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 import handlers
 from bot.adapters.outbox import Outbox
-from bot.adapters.runbook_files import load_runbooks
+from bot.adapters.runbook_files import RunbookLibrary
 from bot.adapters.scheduler import Scheduler
 from bot.adapters.schema_migrations import upgrade
 from bot.adapters.slack import Delivery, SlackDirectory, SlackNotices, web_client
@@ -74,12 +74,13 @@ class Bot:
 
 
 def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
-    """Wire the bot from ``settings``: migrate the state database, load and check runbooks."""
+    """Wire the bot from ``settings``: migrate the state database, load and check runbooks
+    (reloaded later when their files change)."""
     if settings.slack_bot_token is None:
         raise ConfigError("SLACK_BOT_TOKEN is not set: the bot needs its xoxb- token")
     state = state_engine(settings.database_url)
     upgrade(state)
-    runbooks = load_runbooks(settings.runbooks_dir)
+    runbooks = RunbookLibrary(settings.runbooks_dir)
     connected = {
         name: Target.connect(name, cfg.url.get_secret_value(), production=cfg.production)
         for name, cfg in settings.targets.items()
@@ -123,7 +124,7 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
     handlers.register(bolt, service)
     logger.info(
         "bot ready: %d runbooks, targets %s",
-        len(runbooks),
+        len(runbooks.all()),
         ", ".join(e.target.describe() for e in targets.values()) or "none",
     )
     return Bot(settings, store, outbox, service, delivery, bolt, scheduler)

@@ -14,6 +14,7 @@ the message can be shown to the person who caused it::
     ├── Refused(PermissionError)          the user may not do that (approve, cancel, ...)
     ├── ConfigError(ValueError)           the bot's configuration is invalid
     ├── TargetUnavailable(ConnectionError) a target database cannot be reached, or is gone
+    ├── DirectoryUnavailable(ConnectionError) Slack could not say who is in a user group
     ├── StepFailed(RuntimeError)          a migration step failed; carries the cause's own message
     ├── BackupError(RuntimeError)         a backup, verification or restore could not be done
     │   └── BackupVerificationError       a backup is missing, altered or unreadable
@@ -79,6 +80,18 @@ class ConfigError(BarqError, ValueError):
 
 class TargetUnavailable(BarqError, ConnectionError):
     """Raised when a run's target database cannot be reached or is no longer configured."""
+
+
+class DirectoryUnavailable(BarqError, ConnectionError):
+    """Raised when Slack cannot list a user group's members just now (rate limited, an error
+    on Slack's side, a timeout or a dropped connection); asking again later may work."""
+
+    def __init__(self, group: str, cause: str) -> None:
+        self.group, self.cause = group, cause
+        super().__init__(
+            f"your Slack user groups could not be checked (Slack did not list user group "
+            f"{group}: {cause}); nothing was done, try again in a moment"
+        )
 
 
 class StepFailed(BarqError, RuntimeError):

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from bot.domain import approval as policy_rules
 from bot.domain.lifecycle import ACTIVE, Event, State
@@ -26,6 +26,7 @@ from bot.errors import (
     ConfigError,
     ParameterError,
     Refused,
+    RunbookError,
     UnknownRunbook,
     UnknownTarget,
 )
@@ -42,6 +43,16 @@ class TargetEntry:
     config: TargetConfig
 
 
+class Runbooks(Protocol):
+    """The runbooks as their files are now (bot.adapters.runbook_files.RunbookLibrary)."""
+
+    def get(self, name: str) -> Runbook | None: ...
+
+    def all(self) -> list[Runbook]: ...
+
+    def problem(self, name: str) -> RunbookError | None: ...
+
+
 class Service:
     """The bot's use cases, independent of Slack."""
 
@@ -51,7 +62,7 @@ class Service:
         store: Store,
         notifier: Notifier,
         directory: Directory,
-        runbooks: dict[str, Runbook],
+        runbooks: Runbooks,
         targets: dict[str, TargetEntry],
         clock: Clock,
         on_change: Callable[[], None] = lambda: None,
@@ -73,7 +84,7 @@ class Service:
 
     def runbook_list(self) -> list[Runbook]:
         """The installed runbooks, by name."""
-        return [self.runbooks[name] for name in sorted(self.runbooks)]
+        return self.runbooks.all()
 
     async def status(self, migration_id: int) -> tuple[Migration, list[StepRun]]:
         """One migration and its step runs."""
@@ -120,10 +131,12 @@ class Service:
                 )
 
     def _runbook(self, name: str) -> Runbook:
-        if name not in self.runbooks:
-            known = ", ".join(sorted(self.runbooks)) or "none"
+        if (problem := self.runbooks.problem(name)) is not None:
+            raise problem
+        if (runbook := self.runbooks.get(name)) is None:
+            known = ", ".join(r.name for r in self.runbooks.all()) or "none"
             raise UnknownRunbook(f"there is no runbook {name!r}; runbooks: {known} (/migrate list)")
-        return self.runbooks[name]
+        return runbook
 
     def _target(self, name: str) -> TargetEntry:
         if name not in self.targets:
@@ -373,10 +386,43 @@ class Service:
             if now >= policy_rules.expires_at(policy, m.requested_at):
                 await asyncio.to_thread(self._expire, m, policy)
             elif m.state is State.APPROVED:
-                self.engine.start(m.id)
+                if (changed := await asyncio.to_thread(self._plan_change, m)) is not None:
+                    await asyncio.to_thread(self._void, m, changed, now)
+                    self.on_change()
+                else:
+                    self.engine.start(m.id)
         elif not self.engine.is_running(m.id):
             logger.info("migration %s: resuming after a restart", m.id)
             self.engine.resume(m.id)
+
+    def _plan_change(self, m: Migration) -> str | None:
+        """Why the approved plan of ``m`` is no longer what its runbook says now, if it is not."""
+        if self.runbooks.get(m.runbook) is None:
+            return f"its runbook {m.runbook} was removed"
+        try:
+            if self._current_hash(m) == m.plan.hash:
+                return None
+        except BarqError as exc:
+            return f"its runbook {m.runbook} no longer plans it ({exc})"
+        return f"its runbook {m.runbook} changed since plan {m.plan.short_hash} was requested"
+
+    def _void(self, m: Migration, why: str, now: datetime) -> None:
+        """Cancel an approved run whose plan is stale, before it starts; say so in its thread.
+
+        Cancelled rather than left approved and skipped: its approvers reviewed a plan the
+        runbook no longer describes, and a run left waiting would start whenever the file
+        happened to match again, long after anyone expected it."""
+        with self.store.transaction():
+            if self.store.get(m.id).state is not State.APPROVED:
+                return  # decided otherwise meanwhile
+            detail = {"reason": why}
+            m = self.store.transition(
+                m.id, Event.CANCEL, actor="bot", now=now, finished_at=now, detail=detail
+            )
+            self.notifier.approval(m, [], self._policy(m))
+            text = f"#{m.id} was not started and is cancelled: {why}. Request it again to run"
+            self.notifier.notice(m, f"{text} the runbook as it is now.", now)
+        logger.warning("migration %s cancelled before its start: %s", m.id, why)
 
     async def _skip(self, m: Migration, exc: Exception, now: datetime) -> None:
         """Record once why a pass could not handle ``m``; never raise."""

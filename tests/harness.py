@@ -14,6 +14,8 @@ from aiohttp import web
 from sqlalchemy import text
 
 from bot.app import Bot, build, web_app
+from bot.domain.lifecycle import Event
+from bot.domain.records import Migration
 from bot.local import demo, payloads
 from bot.local.slack import LocalSlack
 from bot.settings import load_settings
@@ -135,6 +137,18 @@ class Harness:
         ) as resp:
             await resp.read()
             return resp
+
+    def approve_in_store(self, m: Migration, user: str) -> None:
+        """Record ``user``'s approval of ``m`` straight in the state store, as if given while
+        the bot was down: no pass is woken, so the next pass is what starts it."""
+        self.bot.store.record_decision(
+            m.id,
+            user=user,
+            decision="approve",
+            plan_hash=m.plan.hash,
+            now=now(),
+            event=Event.APPROVE,
+        )
 
     def count(self, target: str, sql: str) -> int:
         """The value of a COUNT query on a target database."""

@@ -239,25 +239,54 @@ async def test_what_the_program_leaves_running_is_killed_when_it_exits(
     assert len(spawned) == 2 and await _gone(*spawned)
 
 
-async def test_secrets_are_masked_in_lines_the_tail_and_the_error() -> None:
-    code = "import sys\nprint('token', sys.argv[1], flush=True)\n"
-    code += "print('dsn postgresql://app:s3cr%40t@db:5432/x', file=sys.stderr, flush=True)\n"
-    code += "print('Server=db;Password=Pa55;')\nsys.exit(2)"
+async def _failing(code: str, arg: str) -> tuple[list[str], CommandFailed]:
+    """Run Python ``code`` (which must fail) with ``arg``, "hunter2" being the secret: the
+    lines it wrote as shown, and the error."""
     seen: list[str] = []
     with pytest.raises(CommandFailed) as caught:
         await run_command(
-            [PY, "-c", code, "hunter2"],
-            env={},
-            timeout=10,
-            secrets=["hunter2"],
-            on_line=seen.append,
+            [PY, "-c", code, arg], env={}, timeout=10, secrets=["hunter2"], on_line=seen.append
         )
+    return seen, caught.value
+
+
+async def test_secrets_are_masked_in_lines_the_tail_and_the_error() -> None:
+    code = "import sys\nprint('token', sys.argv[1], flush=True)\n"
+    code += "print('dsn postgresql://app:s3cr%40t@db:5432/x', file=sys.stderr, flush=True)\n"
+    code += "print('Server=db;Password=' + sys.argv[1] + ';')\nsys.exit(2)"
+    seen, error = await _failing(code, "hunter2")
     assert seen == ["token ***", "dsn postgresql://app:***@db:5432/x", "Server=db;Password=***;"]
-    assert caught.value.tail == seen
-    for leaked in ("hunter2", "s3cr", "Pa55"):
-        assert leaked not in str(caught.value)
-    assert str(caught.value).startswith(f"command `{PY} -c ")
-    assert str(caught.value).endswith("` exited with code 2; last 3 lines:\n" + "\n".join(seen))
+    assert error.tail == seen
+    for leaked in ("hunter2", "s3cr"):
+        assert leaked not in str(error)
+    assert str(error).startswith(f"command `{PY} -c ")
+    assert str(error).endswith("` exited with code 2; last 3 lines:\n" + "\n".join(seen))
+
+
+async def test_text_that_only_looks_like_a_secret_is_left_readable() -> None:
+    """Only real secrets are masked: a ``PWD=%s`` format string in the arguments and
+    ``password=`` words in the output stay as they are, in the lines and in the error."""
+    code = "import sys\nprint(sys.argv[1])\nprint('usage: --password=<pw> or PWD=<pw>')\n"
+    code += "print('password=hunter2 Pwd = s3cret')\nsys.exit(1)"
+    seen, error = await _failing(code, "PWD=%s;password=%s")
+    assert seen == [
+        "PWD=%s;password=%s",
+        "usage: --password=<pw> or PWD=<pw>",
+        "password=*** Pwd = s3cret",
+    ]
+    assert "PWD=%s;password=%s" in str(error)
+
+
+async def test_an_env_value_carrying_the_password_is_masked_whole() -> None:
+    """A connection string filled with ``{target.password}`` is a secret as a whole."""
+    url = URL.create("mssql+pyodbc", "sa", "Str0ngPw", "sql01", None, "barq")
+    conn = "Server={target.host};User Id={target.user};Password={target.password}"
+    code = "import os; print('using', os.environ['CONN'])"
+    plan = CommandPlan(argv=(PY, "-c", code), env={"CONN": conn, "DB": "{target.database}"})
+    argv, env, secrets = fill_target(plan, url)
+    assert env["CONN"] in secrets and "barq" not in secrets
+    result = await run_command(argv, env=env, timeout=10, secrets=secrets)
+    assert result.tail == ["using ***"]
 
 
 def test_fill_target_puts_a_special_password_only_into_env() -> None:

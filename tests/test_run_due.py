@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from bot.domain.lifecycle import Event, State
+from bot.domain.lifecycle import State
 from bot.local.barq_schema import create_demo_database
 from tests import harness
 from tests.harness import APPROVALS, MIGRATIONS
@@ -34,14 +34,7 @@ async def test_a_pass_skips_a_migration_whose_target_is_gone_and_runs_the_rest(
     finally:
         await before.close()
     # approved while the bot was down, so the restart's pass is what starts it
-    before.bot.store.record_decision(
-        fresh.id,
-        user=BOB,
-        decision="approve",
-        plan_hash=fresh.plan.hash,
-        now=harness.now(),
-        event=Event.APPROVE,
-    )
+    before.approve_in_store(fresh, BOB)
 
     h = await harness.start(tmp_path, harness.policies(staging))  # production removed
     try:

@@ -3,7 +3,11 @@
 The child gets a session of its own, so a timeout or cancellation stops its whole process group
 (and when it exits, what it left running there is killed). It sees only PATH, HOME and LANG of
 the bot's environment plus the step's ``env``. Its merged output is streamed line by line with
-secrets, ``scheme://user:password@`` and ``password=`` values replaced by ``***``.
+the target's actual secrets (the URL's password in its plain and URL-encoded forms, and each env
+value a secret was filled into) and the password of any ``scheme://user:password@`` URL
+replaced by ``***``. Text that merely looks like a secret (``PWD=%s`` in a format string, a
+``password=`` in a program's help) is left as it is: masking it hides what people need to read
+and protects nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from urllib.parse import quote, quote_plus
 from sqlalchemy.engine import URL
 
 from bot.domain.plan import CommandPlan
-from bot.domain.steps import SECRET_FIELDS, TARGET_FIELDS
+from bot.domain.steps import SECRET_FIELDS, TARGET_FIELDS, placeholders
 from bot.errors import CommandFailed, CommandTimeout, TargetFieldError
 
 logger = logging.getLogger(__name__)
@@ -35,7 +39,6 @@ _INHERITED = ("PATH", "HOME", "LANG")
 _DEFAULT_PORTS = {"mssql": 1433, "postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.]*)\}")
 _URL_PASSWORD = re.compile(r"(?<=://)([^\s:/@]*:)[^\s@/]+(?=@)")  # linear: anchored on ://
-_KEY_PASSWORD = re.compile(r"(?i)\b((?:password|pwd)\s*=\s*)[^;\s'\"]+")
 _CHUNK = _MAX_LINE = 64 * 1024  # bytes read at once; bytes kept of one line
 
 
@@ -51,8 +54,9 @@ class CommandResult:
 
 def fill_target(plan: CommandPlan, url: URL) -> tuple[list[str], dict[str, str], list[str]]:
     """Fill ``{target.*}`` from the target's ``url`` → ``(argv, env, secrets)``. The password
-    goes only into env values; ``secrets`` lists its forms to redact. A missing port falls
-    back to the dialect's default; other placeholders are left as they are."""
+    goes only into env values; ``secrets`` lists what to redact: the password's forms and every
+    env value a secret was filled into. A missing port falls back to the dialect's default;
+    other placeholders are left as they are."""
     port = url.port or _DEFAULT_PORTS.get(url.get_backend_name())
     values = {"target.host": url.host, "target.port": None if port is None else str(port)}
     values |= {"target.database": url.database, "target.user": url.username}
@@ -76,7 +80,9 @@ def fill_target(plan: CommandPlan, url: URL) -> tuple[list[str], dict[str, str],
     argv = [fill(arg, in_env=False) for arg in plan.argv]
     env = {key: fill(value, in_env=True) for key, value in plan.env.items()}
     pw = url.password or ""
-    return argv, env, list(dict.fromkeys([pw, quote(pw, safe=""), quote_plus(pw)] if pw else []))
+    secrets = [pw, quote(pw, safe=""), quote_plus(pw)] if pw else []
+    secrets += [env[k] for k, v in plan.env.items() if placeholders(v) & SECRET_FIELDS]
+    return argv, env, list(dict.fromkeys(s for s in secrets if s))
 
 
 def child_environment(env: Mapping[str, str]) -> dict[str, str]:
@@ -91,8 +97,7 @@ def _redactor(secrets: Sequence[str]) -> Callable[[str], str]:
 
     def redact(text: str) -> str:
         text = exact.sub(MASK, text) if exact else text
-        text = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
-        return _KEY_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
+        return _URL_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
 
     return redact
 

@@ -10,6 +10,7 @@ import logging
 import time
 from datetime import datetime, timedelta
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -23,6 +24,7 @@ from bot.domain.approval import ApprovalPolicy, PriorApproval
 from bot.domain.ports import Clock
 from bot.domain.progress import LiveProgress
 from bot.domain.records import Migration, StepRun
+from bot.errors import BarqError, ConfigError, DirectoryUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ _PERMANENT = frozenset(
         "missing_scope",
     }
 )
+# The answers of usergroups.users.list for a user group that does not exist.
+_NO_GROUP = frozenset({"no_such_subteam", "subteam_not_found"})
 
 
 def web_client(token: str, base_url: str) -> AsyncWebClient:
@@ -184,15 +188,20 @@ class Delivery:
 
 
 class SlackDirectory:
-    """The Directory port over usergroups.users.list, cached for a minute."""
+    """The Directory port over usergroups.users.list; a group's members are cached for
+    ``ttl`` seconds. A lookup that fails raises (and is not cached): nobody is told they are
+    not an approver because Slack could not answer."""
 
-    def __init__(self, client: AsyncWebClient, ttl: float = 60.0) -> None:
+    def __init__(self, client: AsyncWebClient, ttl: float = 60.0, timeout: float = 10.0) -> None:
         self.client = client
         self.ttl = ttl
+        self.timeout = timeout  # seconds one lookup may take, its retries included
         self._cache: dict[str, tuple[float, set[str]]] = {}
 
     async def groups_of(self, user: str, groups: list[str]) -> set[str]:
-        """Which of ``groups`` have ``user`` as a member."""
+        """Which of ``groups`` have ``user`` as a member. Raises DirectoryUnavailable when
+        Slack cannot list a group now, ConfigError when a group does not exist or may not be
+        read."""
         member_of: set[str] = set()
         for group in groups:
             if user in await self._members(group):
@@ -204,12 +213,30 @@ class SlackDirectory:
         if cached and time.monotonic() - cached[0] < self.ttl:
             return cached[1]
         try:
-            response = await self.client.usergroups_users_list(usergroup=group)
+            async with asyncio.timeout(self.timeout):
+                response = await self.client.usergroups_users_list(usergroup=group)
         except SlackApiError as exc:
-            logger.error(
-                "cannot list members of user group %s: %s", group, exc.response.get("error")
-            )
-            return set()
+            raise _lookup_error(group, str(exc.response.get("error", exc))) from exc
+        except TimeoutError as exc:
+            raise _lookup_error(group, f"no answer within {self.timeout:g} s") from exc
+        except (OSError, aiohttp.ClientError) as exc:
+            raise _lookup_error(group, f"{type(exc).__name__}: {exc}") from exc
         members: set[str] = set(response.get("users", []))
         self._cache[group] = (time.monotonic(), members)
         return members
+
+
+def _lookup_error(group: str, error: str) -> BarqError:
+    """The error to raise for a failed member lookup of ``group``, logged once here."""
+    logger.error("cannot list members of user group %s: %s", group, error)
+    if error in _NO_GROUP:
+        return ConfigError(
+            f"the approver group {group} does not exist in this Slack workspace; an admin must"
+            " fix approver_groups in the target's approval policy"
+        )
+    if error in _PERMANENT:
+        return ConfigError(
+            f"the bot may not list the members of approver group {group} (Slack: {error}); an"
+            " admin must fix the bot's Slack app (it needs the usergroups:read scope)"
+        )
+    return DirectoryUnavailable(group, error)
