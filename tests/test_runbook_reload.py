@@ -79,7 +79,7 @@ async def test_an_approved_run_whose_runbook_changed_is_cancelled_not_started(
     """Approved but not started when the runbook is edited: the pass that would start it
     cancels it instead, records why and says so in its thread; the target is untouched."""
     tasks = h.count("staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")
-    m = await h.bot.service.request(ALICE, "tenant-consolidation", MOVE, "staging")
+    m, _ = await h.bot.service.request(ALICE, "tenant-consolidation", MOVE, "staging")
     h.approve_in_store(m, BOB)  # the next pass would start it
     _edit(runbooks, OLD, NEW)
     await h.settle()
@@ -97,7 +97,7 @@ async def test_an_approved_run_whose_runbook_changed_is_cancelled_not_started(
 
 async def test_an_approved_run_whose_runbook_did_not_change_starts(h: Harness) -> None:
     """The check does not stop a run whose plan is still what the runbook says."""
-    m = await h.bot.service.request(ALICE, "tenant-consolidation", MOVE, "staging")
+    m, _ = await h.bot.service.request(ALICE, "tenant-consolidation", MOVE, "staging")
     await h.bot.service.approve(m.id, BOB, m.plan.hash)
     await h.settle()
     assert h.bot.store.get(m.id).state is State.SUCCEEDED
