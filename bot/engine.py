@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from bot.domain.control import Control, StepOutcome
 from bot.domain.lifecycle import Event, State
@@ -18,9 +19,10 @@ from bot.domain.plan import PlannedStep
 from bot.domain.ports import Clock, Notifier, StepRunner, Store
 from bot.domain.progress import LiveProgress
 from bot.domain.records import Migration
-from bot.errors import StepFailed, TargetUnavailable
+from bot.errors import StateUnavailable, StepFailed, TargetUnavailable
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Engine:
@@ -35,12 +37,14 @@ class Engine:
         runner: StepRunner,
         *,
         progress_seconds: float = 2.0,
+        state_retry_seconds: float = 0.5,
     ) -> None:
         self.store = store
         self.notifier = notifier
         self.clock = clock
         self.on_change = on_change
         self.progress_seconds = progress_seconds
+        self.state_retry_seconds = state_retry_seconds
         self.runner = runner
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._controls: dict[int, Control] = {}
@@ -88,11 +92,11 @@ class Engine:
         ticker = asyncio.create_task(self._tick(migration_id))
         try:
             if begin:
-                await asyncio.to_thread(self._begin, migration_id)
+                await self._write(self._begin, migration_id)
             await self._steps(migration_id)
         except Exception:  # the record must never stay "running" without a note
             logger.exception("migration %s: engine error", migration_id)
-            await asyncio.to_thread(
+            await self._write(
                 self._finish, migration_id, Event.FAIL, "internal error in the bot; see its log"
             )
         finally:
@@ -108,8 +112,23 @@ class Engine:
             await asyncio.sleep(self.progress_seconds)
             live = self._live.get(migration_id)
             if live is not None:
-                await asyncio.to_thread(self._publish, migration_id, live)
+                try:
+                    await asyncio.to_thread(self._publish, migration_id, live)
+                except StateUnavailable:  # the store logs the outage; progress can wait
+                    continue
                 self.on_change()
+
+    async def _write(self, write: Callable[..., T], *args: Any) -> T:
+        """Run a state write (or read) in a thread. While the state database is unreachable,
+        try again with a growing pause: the run holds at this boundary, and its record stays
+        true (no step run is left open) once the database is back."""
+        pause = self.state_retry_seconds
+        while True:
+            try:
+                return await asyncio.to_thread(write, *args)
+            except StateUnavailable:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10 * self.state_retry_seconds)
 
     def _publish(self, migration_id: int, live: LiveProgress | None) -> None:
         now = self.clock()
@@ -129,7 +148,7 @@ class Engine:
         logger.info("migration %s: started", migration_id)
 
     async def _steps(self, migration_id: int) -> None:
-        m = await asyncio.to_thread(self.store.get, migration_id)
+        m = await self._write(self.store.get, migration_id)
         control = self._controls[migration_id]
         if m.cancel_requested:
             control.cancel.set()
@@ -138,30 +157,30 @@ class Engine:
         try:
             committed = await asyncio.to_thread(self.runner.committed_steps, m)
         except TargetUnavailable as exc:
-            await asyncio.to_thread(self._finish, m.id, Event.FAIL, str(exc))
+            await self._write(self._finish, m.id, Event.FAIL, str(exc))
             return
         for step in m.plan.steps:
             if control.stopping():
-                await asyncio.to_thread(self._stop, m.id, control)
+                await self._write(self._stop, m.id, control)
                 return
             if step.name in committed:
-                await asyncio.to_thread(self._skip, m, step)
+                await self._write(self._skip, m, step)
                 continue
             live = LiveProgress(step.index, step.name, step.kind, started_at=self.clock())
             self._live[m.id] = live
-            await asyncio.to_thread(self._started, m, step)
+            await self._write(self._started, m, step)
             self.on_change()  # on the event loop: the outbox's wake-up is not thread-safe
             try:
                 outcome = await self.runner.run(m, step, control, live)
             except StepFailed as exc:  # the executors map every error of a step to this
-                await asyncio.to_thread(self._failed, m, step, live.rows, exc.message)
+                await self._write(self._failed, m, step, live.rows, exc.message)
                 return
-            await asyncio.to_thread(self._ended, m, step, outcome)
+            await self._write(self._ended, m, step, outcome)
             self.on_change()
             if not outcome.finished:
-                await asyncio.to_thread(self._stop, m.id, control)
+                await self._write(self._stop, m.id, control)
                 return
-        await asyncio.to_thread(self._finish, m.id, Event.SUCCEED, None)
+        await self._write(self._finish, m.id, Event.SUCCEED, None)
 
     def _started(self, m: Migration, step: PlannedStep) -> None:
         now = self.clock()

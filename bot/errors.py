@@ -14,6 +14,7 @@ the message can be shown to the person who caused it::
     ├── Refused(PermissionError)          the user may not do that (approve, cancel, ...)
     ├── ConfigError(ValueError)           the bot's configuration is invalid
     ├── TargetUnavailable(ConnectionError) a target database cannot be reached, or is gone
+    ├── StateUnavailable(ConnectionError)  the bot's own state database cannot be reached
     ├── DirectoryUnavailable(ConnectionError) Slack could not say who is in a user group
     ├── StepFailed(RuntimeError)          a migration step failed; carries the cause's own message
     ├── BackupError(RuntimeError)         a backup, verification or restore could not be done
@@ -91,6 +92,16 @@ class DirectoryUnavailable(BarqError, ConnectionError):
         super().__init__(
             f"your Slack user groups could not be checked (Slack did not list user group "
             f"{group}: {cause}); nothing was done, try again in a moment"
+        )
+
+
+class StateUnavailable(BarqError, ConnectionError):
+    """Raised when the bot's state database cannot be reached; the bot keeps retrying."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the bot's state database is unreachable; the bot keeps retrying, so try again in"
+            " a moment"
         )
 
 

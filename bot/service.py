@@ -27,6 +27,7 @@ from bot.errors import (
     ParameterError,
     Refused,
     RunbookError,
+    StateUnavailable,
     UnknownRunbook,
     UnknownTarget,
 )
@@ -366,9 +367,15 @@ class Service:
         Each migration is handled on its own: one that cannot be handled is logged, recorded
         in its audit trail and thread (once per reason), and skipped; the pass goes on."""
         states = (State.REQUESTED, State.APPROVED, *sorted(ACTIVE))
-        for m in await asyncio.to_thread(self.store.in_states, *states):
+        try:
+            due = await asyncio.to_thread(self.store.in_states, *states)
+        except StateUnavailable:  # the store logs the outage; the next pass tries again
+            return
+        for m in due:
             try:
                 await self._due(m, now)
+            except StateUnavailable:
+                return
             except Exception as exc:
                 await self._skip(m, exc, now)
             else:

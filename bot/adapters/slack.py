@@ -24,7 +24,7 @@ from bot.domain.approval import ApprovalPolicy, PriorApproval
 from bot.domain.ports import Clock
 from bot.domain.progress import LiveProgress
 from bot.domain.records import Migration, StepRun
-from bot.errors import BarqError, ConfigError, DirectoryUnavailable
+from bot.errors import BarqError, ConfigError, DirectoryUnavailable, StateUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,8 @@ class Delivery:
         while True:
             try:
                 await self.drain()
+            except StateUnavailable:  # the store logs the outage; the next pass tries again
+                pass
             except Exception:
                 logger.exception("outbox delivery pass failed")
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the

@@ -6,15 +6,17 @@ compare-and-set on the current state, so two racing clicks cannot both move a mi
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from bot.adapters.tables import approvals, audit_log, migrations, step_runs
 from bot.adapters.targets.dialects import dialect_for
@@ -22,7 +24,35 @@ from bot.domain.approval import PriorApproval
 from bot.domain.lifecycle import Event, State, next_state
 from bot.domain.plan import Plan
 from bot.domain.records import AuditEntry, Migration, StepRun
-from bot.errors import InvalidTransition, NotFound, Refused
+from bot.errors import InvalidTransition, NotFound, Refused, StateUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+class _Outage:
+    """One log line when the state database becomes unreachable, one when it is back."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: float | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._since is None:
+                self._since = time.monotonic()
+                cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                logger.warning("the state database is unreachable (%s); retrying", cause)
+
+    def ok(self) -> None:
+        if self._since is None:  # the common case, without taking the lock
+            return
+        with self._lock:
+            if self._since is not None:
+                logger.warning(
+                    "the state database is reachable again after %.1f s",
+                    time.monotonic() - self._since,
+                )
+                self._since = None
 
 
 def state_engine(url: str) -> Engine:
@@ -59,6 +89,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._local = threading.local()
+        self._outage = _Outage()
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -72,12 +103,17 @@ class Store:
         if current is not None:
             yield current
             return
-        with self.engine.begin() as conn:
-            self._local.conn = conn
-            try:
-                yield conn
-            finally:
-                self._local.conn = None
+        try:
+            with self.engine.begin() as conn:
+                self._local.conn = conn
+                try:
+                    yield conn
+                finally:
+                    self._local.conn = None
+        except (OperationalError, InterfaceError) as exc:
+            self._outage.failed(exc)
+            raise StateUnavailable() from exc
+        self._outage.ok()
 
     # -- migrations -------------------------------------------------------------------------
 
