@@ -15,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters import blocks
 from bot.errors import BarqError, InvalidInteraction
 from bot.service import Service
-from handlers import payload
+from handlers.payload import read_click, read_rejection
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def register(app: AsyncApp, service: Service) -> None:
     async def approve(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
         await ack()
         try:
-            click = payload.click(body)
+            click = read_click(body)
             m = await service.approve(click.migration_id, click.user, click.plan_hash)
             text = f"You approved #{m.id}; it is now {m.state.value}."
             reply = blocks.message(text, [blocks.section(f":white_check_mark: {text}")])
@@ -48,7 +48,7 @@ def register(app: AsyncApp, service: Service) -> None:
     ) -> None:
         await ack()
         try:
-            click = payload.click(body)
+            click = read_click(body)
             if click.trigger_id is None:
                 raise InvalidInteraction("it carries no trigger_id to open the form with")
             await service.authorize_reject(click.migration_id, click.user)
@@ -63,7 +63,7 @@ def register(app: AsyncApp, service: Service) -> None:
     @app.view("reject_reason")
     async def reject_reason(ack: AsyncAck, body: dict[str, Any], view: object) -> None:
         try:
-            form = payload.rejection(body, view)
+            form = read_rejection(body, view)
         except InvalidInteraction as exc:
             await ack(response_action="errors", errors={"reason": str(exc)[:150]})
             return

@@ -79,7 +79,7 @@ def response_url(body: Mapping[str, Any]) -> str | None:
     return url if isinstance(url, str) and url.startswith(("https://", "http://")) else None
 
 
-def click(body: Mapping[str, Any]) -> Click:
+def read_click(body: Mapping[str, Any]) -> Click:
     """Read a button click on a migration; raise InvalidInteraction if anything is missing."""
     actions = body.get("actions")
     action = actions[0] if isinstance(actions, list) and actions else None
@@ -92,7 +92,7 @@ def click(body: Mapping[str, Any]) -> Click:
     )
 
 
-def rejection(body: Mapping[str, Any], view: object) -> Rejection:
+def read_rejection(body: Mapping[str, Any], view: object) -> Rejection:
     """Read a submitted rejection form; raise InvalidInteraction if anything is missing."""
     if not isinstance(view, dict):
         raise InvalidInteraction("the form is not one the bot opened", "form")

@@ -28,7 +28,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.adapters import blocks
 from bot.errors import InvalidInteraction
-from handlers import payload
+from handlers.payload import check_shape, response_url
 
 logger = logging.getLogger(__name__)
 # what Bolt's parsing raises on a body that is not JSON, or not a JSON object
@@ -49,7 +49,7 @@ class Screen:
         try:
             bolt_request = await to_bolt_request(request)
             body = bolt_request.body
-            payload.check_shape(body)
+            check_shape(body)
         except UNREADABLE as exc:  # InvalidInteraction is a ValueError too
             if not isinstance(exc, InvalidInteraction):
                 exc = InvalidInteraction(f"Bolt cannot read it: {type(exc).__name__}")
@@ -65,7 +65,7 @@ class Screen:
         )
         if not signed:
             return web.json_response({"error": "invalid request"}, status=401)
-        url = payload.response_url(body)
+        url = response_url(body)
         logger.warning("refused a malformed Slack payload: %s", exc.what)
         if url is None:
             return web.Response(status=400, text=f"not a Slack payload: {exc.what}")

@@ -2,20 +2,22 @@
 under Slack's 3 s), never a 500 or a timeout, and a clicker is told the button is not valid any
 more. One bot serves the module; nothing here may change the migration it requests.
 
-| request (signed unless said)                      | status | answer                          |
-| ------------------------------------------------- | ------ | ------------------------------- |
-| ``payload`` not JSON, empty, a JSON list or string | 400    | none: not a Slack payload       |
-| a form with no ``payload`` and no ``command``      | 404    | none: Bolt has no listener      |
-| a click whose ``actions`` is missing, empty, a     | 200    | ephemeral via response_url:     |
-| string, ``[null]``, or lacks ``action_id``         |        | "this button is not valid ..."  |
-| Approve with ``value`` missing, null, a number,    | 200    | ephemeral "Not approved: this   |
-| not ``id:hash``; or ``user`` missing or not a user |        | button is not valid any more"   |
-| Reject with a bad ``value`` or no ``trigger_id``   | 200    | ephemeral "Not rejected: ..."   |
-| reject form with bad or no ``private_metadata``,   | 200    | the form's error: "this form is |
-| no ``state``, a bad ``state``, or no ``user``      |        | not valid any more"             |
-| a form whose ``view`` is not an object             | 400    | none: no form to answer in      |
-| ``/migrate`` with 100,000 or 1,000,000 characters  | 200    | the length and limit, in the ack|
-| any of the above unsigned, or signed 6 min ago     | 401    | none, as Bolt answers           |
+| request (signed unless said)                       | status | answer                         |
+| -------------------------------------------------- | ------ | ------------------------------ |
+| ``payload`` not JSON, empty, a JSON list or string | 400    | none: Slack never sends it     |
+| a form with no ``payload`` and no ``command``      | 404    | none: Bolt has no listener     |
+| a payload ``type`` the bot does not take           | 400    | none: Slack never sends it     |
+| the same, with a ``response_url``                  | 200    | ephemeral: not valid any more  |
+| a click whose ``actions`` is missing, empty, a     | 200    | ephemeral: "this button is not |
+| string, ``[null]``, or lacks ``action_id``         |        | valid any more (...)"          |
+| Approve with ``value`` missing, null, a number,    | 200    | ephemeral: "Not approved: this |
+| not ``id:hash``; ``user`` missing or not a user    |        | button is not valid any more"  |
+| Reject with a bad ``value`` or no ``trigger_id``   | 200    | ephemeral: "Not rejected: ..." |
+| reject form with bad or no ``private_metadata``,   | 200    | the form's error: "this form   |
+| no ``state``, a bad ``state``, or no ``user``      |        | is not valid any more (...)"   |
+| a form whose ``view`` is not an object             | 400    | none: no form to answer in     |
+| ``/migrate`` with 100,000 or 1,000,000 characters  | 200    | its length and the limit       |
+| any of the above unsigned, or signed 6 min ago     | 401    | none, as Bolt answers          |
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from bot.domain.lifecycle import State
 from bot.local import payloads
 from bot.local.barq_schema import create_demo_database
 from tests import harness
-from tests.harness import APPROVALS, SECRET, Harness
+from tests.harness import APPROVALS, Harness
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 ALICE, BOB = "U0ALICE", "U0BOB"
@@ -140,6 +142,17 @@ CASES = [
     Case("payload-json-list", lambda h: _posted("[1, 2]"), 400),
     Case("payload-json-string", lambda h: _posted('"approve"'), 400),
     Case("form-without-payload", lambda h: "hello=world", 404),
+    Case(
+        "payload-of-another-type", lambda h: _posted({"type": "shortcut", "callback_id": "x"}), 400
+    ),
+    Case(
+        "legacy-click-without-actions",
+        lambda h: _posted(
+            {"type": "interactive_message", "callback_id": "x", "response_url": h._response_url()}
+        ),
+        200,
+        "'interactive_message' payloads are not for this bot",
+    ),
     Case("actions-missing", _approve(lambda p: p.pop("actions")), 200, NOT_VALID),
     Case("actions-empty", _approve(lambda p: p.update(actions=[])), 200, NOT_VALID),
     Case("actions-a-string", _approve(lambda p: p.update(actions="approve")), 200, NOT_VALID),
@@ -237,6 +250,5 @@ async def test_after_all_that_the_migration_is_untouched_and_the_real_button_wor
     """No malformed request changed the migration; a correct click still approves it."""
     assert h.bot.store.get(1).state is State.REQUESTED
     assert h.bot.store.prior_approvals(1) == []
-    assert SECRET  # the same signing secret signed every request above
     reply = await h.click(BOB, h.approval_message(1), "approve")
     assert reply is not None and "You approved #1" in harness.text_of(reply)

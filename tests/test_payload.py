@@ -124,12 +124,12 @@ def test_click_and_rejection_read_any_payload_or_raise_invalid_interaction(
 ) -> None:
     """The readers of clicks and forms never raise anything but InvalidInteraction."""
     try:
-        click = payload.click(body)
+        click = payload.read_click(body)
         assert click.user and click.migration_id >= 0 and len(click.plan_hash) == 64
     except InvalidInteraction:
         pass
     try:
-        form = payload.rejection(body, body.get("view"))
+        form = payload.read_rejection(body, body.get("view"))
         assert form.user and form.reason == form.reason.strip()
     except InvalidInteraction:
         pass
