@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from sqlalchemy import text
 
@@ -28,6 +27,7 @@ from bot.errors import ConfigError
 from bot.executors import Executors
 from bot.service import Service, TargetEntry
 from bot.settings import Settings
+from handlers.screen import Screen
 
 logger = logging.getLogger(__name__)
 
@@ -131,11 +131,11 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
 
 
 def web_app(bot: Bot) -> web.Application:
-    """The HTTP app: Bolt's ``POST /slack/events`` and ``GET /healthz``."""
+    """The HTTP app: Bolt's ``POST /slack/events`` (behind the screen for malformed payloads)
+    and ``GET /healthz``."""
 
-    async def events(request: web.Request) -> web.Response:
-        response = await bot.bolt.async_dispatch(await to_bolt_request(request))
-        return await to_aiohttp_response(response)
+    secret = bot.settings.slack_signing_secret
+    screen = Screen(bot.bolt, secret.get_secret_value() if secret else None)
 
     async def healthz(_request: web.Request) -> web.Response:
         try:
@@ -151,7 +151,7 @@ def web_app(bot: Bot) -> web.Application:
         await bot.stop_background()
 
     app = web.Application()
-    app.router.add_post("/slack/events", events)
+    app.router.add_post("/slack/events", screen.dispatch)
     app.router.add_get("/healthz", healthz)
     app.cleanup_ctx.append(lifecycle)
     return app

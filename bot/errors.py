@@ -8,7 +8,8 @@ the message can be shown to the person who caused it::
     ├── UsageError(ValueError)            a command is malformed; says how to write it
     │   ├── UnknownRunbook                no runbook by that name
     │   ├── UnknownTarget                 no target database by that name
-    │   └── ParameterError                a parameter is missing, unknown or ill-typed
+    │   ├── ParameterError                a parameter is missing, unknown or ill-typed
+    │   └── InvalidInteraction            a click or form carries data the bot did not make
     ├── InvalidTransition(ValueError)     a lifecycle event not allowed in the current state
     ├── NotFound(LookupError)             no migration with that id
     ├── Refused(PermissionError)          the user may not do that (approve, cancel, ...)
@@ -57,6 +58,18 @@ class UnknownTarget(UsageError):
 
 class ParameterError(UsageError):
     """Raised when a runbook parameter is missing, unknown, ill-typed or out of range."""
+
+
+class InvalidInteraction(UsageError):
+    """Raised when a button click or modal submission lacks what the bot put in it, or carries
+    something else (a truncated, forged or out-of-date payload); says what was wrong."""
+
+    def __init__(self, what: str, kind: str = "button") -> None:
+        self.what = what
+        super().__init__(
+            f"this {kind} is not valid any more ({what}); "
+            "see `/migrate status` for where the migration stands"
+        )
 
 
 class InvalidTransition(BarqError, ValueError):

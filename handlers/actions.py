@@ -1,4 +1,8 @@
-"""Approve and Reject buttons, and the rejection-reason modal."""
+"""Approve and Reject buttons, and the rejection-reason modal.
+
+Every field of a click or form is read through handlers.payload, so a payload that lacks one
+gets an answer saying the button is not valid any more, never a traceback or a timeout.
+"""
 
 from __future__ import annotations
 
@@ -9,57 +13,65 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters import blocks
-from bot.errors import BarqError
+from bot.errors import BarqError, InvalidInteraction
 from bot.service import Service
+from handlers.payload import read_click, read_rejection
 
 logger = logging.getLogger(__name__)
 
 
-def _target(value: str) -> tuple[int, str]:
-    migration_id, _, plan_hash = value.partition(":")
-    return int(migration_id), plan_hash
+async def _tell(respond: AsyncRespond | None, reply: blocks.Message) -> None:
+    if respond is None:  # Slack always sends a response_url with a click; this one had none
+        logger.warning("cannot answer a click without a response_url: %s", reply["text"])
+        return
+    await respond(**reply, response_type="ephemeral", replace_original=False)
 
 
 def register(app: AsyncApp, service: Service) -> None:
     """Register the approval listeners."""
 
     @app.action("approve")
-    async def approve(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def approve(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
         await ack()
-        migration_id, plan_hash = _target(body["actions"][0]["value"])
         try:
-            m = await service.approve(migration_id, body["user"]["id"], plan_hash)
+            click = read_click(body)
+            m = await service.approve(click.migration_id, click.user, click.plan_hash)
             text = f"You approved #{m.id}; it is now {m.state.value}."
             reply = blocks.message(text, [blocks.section(f":white_check_mark: {text}")])
         except BarqError as exc:
             reply = blocks.error(f"Not approved: {exc}")
-        await respond(**reply, response_type="ephemeral", replace_original=False)
+        await _tell(respond, reply)
 
     @app.action("reject")
     async def reject(
-        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient
     ) -> None:
         await ack()
-        migration_id, plan_hash = _target(body["actions"][0]["value"])
         try:
-            await service.authorize_reject(migration_id, body["user"]["id"])
+            click = read_click(body)
+            if click.trigger_id is None:
+                raise InvalidInteraction("it carries no trigger_id to open the form with")
+            await service.authorize_reject(click.migration_id, click.user)
         except BarqError as exc:
-            refusal = blocks.error(f"Not rejected: {exc}")
-            await respond(**refusal, response_type="ephemeral", replace_original=False)
+            await _tell(respond, blocks.error(f"Not rejected: {exc}"))
             return
         await client.views_open(
-            trigger_id=body["trigger_id"], view=blocks.reject_modal(migration_id, plan_hash)
+            trigger_id=click.trigger_id,
+            view=blocks.reject_modal(click.migration_id, click.plan_hash),
         )
 
     @app.view("reject_reason")
-    async def reject_reason(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        migration_id, _ = _target(view["private_metadata"])
-        reason = (view["state"]["values"]["reason"]["reason"].get("value") or "").strip()
-        if len(reason) < 3:
+    async def reject_reason(ack: AsyncAck, body: dict[str, Any], view: object) -> None:
+        try:
+            form = read_rejection(body, view)
+        except InvalidInteraction as exc:
+            await ack(response_action="errors", errors={"reason": str(exc)[:150]})
+            return
+        if len(form.reason) < 3:
             await ack(response_action="errors", errors={"reason": "Say why, in a few words."})
             return
         try:
-            await service.reject(migration_id, body["user"]["id"], reason)
+            await service.reject(form.migration_id, form.user, form.reason)
         except BarqError as exc:
             await ack(response_action="errors", errors={"reason": str(exc)[:150]})
             return

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import difflib
 import re
-import shlex
 from dataclasses import dataclass, field
 
 from bot.errors import UsageError
 
+MAX_TEXT = 4000  # Slack caps what people type well below this; parsing stays instant up to it
 SUBCOMMANDS = ("help", "list", "plan", "request", "status", "cancel", "pause", "resume")
 _PARAM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
 _SMART_QUOTES = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'"})
+_BLANK = " \t\r\n"
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,14 @@ class Command:
 
 def parse(text: str) -> Command:
     """Parse ``/migrate`` text; raise UsageError saying what was wrong and what to type."""
+    if len(text) > MAX_TEXT:
+        raise UsageError(
+            f"the command is {len(text):,} characters long; /migrate reads at most {MAX_TEXT:,}."
+            " Give the runbook's parameters as short values (ids, names), e.g. `/migrate plan"
+            " tenant-consolidation source_tenant=3 target_tenant=7 on=staging`"
+        )
     try:
-        words = shlex.split(text.translate(_SMART_QUOTES))
+        words = split(text.translate(_SMART_QUOTES))
     except ValueError as exc:
         raise UsageError(f"cannot read the command ({exc}): check your quotes") from None
     if not words:
@@ -46,6 +53,64 @@ def parse(text: str) -> Command:
     if name in ("status", "cancel", "pause", "resume"):
         return _with_id(name, rest)
     return _planned(name, rest)
+
+
+def split(text: str) -> list[str]:
+    """Split ``text`` into words as ``shlex.split`` does (POSIX rules, no comments), in one pass.
+
+    Blanks separate words; a backslash keeps the next character; single quotes keep everything
+    up to the next single quote; in double quotes a backslash keeps only ``"`` and ``\\``.
+    Raise ValueError "No closing quotation" or "No escaped character", as shlex does.
+    """
+    words: list[str] = []
+    word: list[str] | None = None  # None between words; [] once a word (even '') has begun
+    i, end = 0, len(text)
+    while i < end:
+        ch = text[i]
+        if ch in _BLANK:
+            if word is not None:
+                words.append("".join(word))
+                word = None
+            i += 1
+            continue
+        word = [] if word is None else word
+        if ch == "\\":
+            if i + 1 == end:
+                raise ValueError("No escaped character")
+            word.append(text[i + 1])
+            i += 2
+        elif ch == "'":
+            close = text.find("'", i + 1)
+            if close < 0:
+                raise ValueError("No closing quotation")
+            word.append(text[i + 1 : close])
+            i = close + 1
+        elif ch == '"':
+            i = _double_quoted(text, i + 1, word)
+        else:
+            word.append(ch)
+            i += 1
+    if word is not None:
+        words.append("".join(word))
+    return words
+
+
+def _double_quoted(text: str, i: int, word: list[str]) -> int:
+    """Append the double-quoted part starting at ``i`` to ``word``; return where it ends."""
+    while i < len(text):
+        ch = text[i]
+        if ch == '"':
+            return i + 1
+        if ch == "\\":
+            if i + 1 == len(text):
+                raise ValueError("No escaped character")
+            after = text[i + 1]
+            word.append(after if after in '"\\' else ch + after)
+            i += 2
+        else:
+            word.append(ch)
+            i += 1
+    raise ValueError("No closing quotation")
 
 
 def _with_id(name: str, rest: list[str]) -> Command:
