@@ -162,6 +162,8 @@ def test_pg_dump_failure_reports_stderr_without_the_password(pg_url: str, tmp_pa
     assert '"barq_no_such_db" does not exist' in message
     assert secret not in message
     assert postgresql.redact(f"password={secret} and {secret}", secret) == "password=*** and ***"
+    harmless = "pg_dump: password=%s is a placeholder; PWD=/var/lib"
+    assert postgresql.redact(harmless, secret) == harmless, "look-alikes stay readable"
 
 
 # -- pg_dump / pg_restore as processes, with stand-in tools on PATH ----------------------------

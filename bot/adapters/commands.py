@@ -91,7 +91,9 @@ def child_environment(env: Mapping[str, str]) -> dict[str, str]:
     return {k: os.environ[k] for k in _INHERITED if k in os.environ} | dict(env)
 
 
-def _redactor(secrets: Sequence[str]) -> Callable[[str], str]:
+def redactor(secrets: Sequence[str]) -> Callable[[str], str]:
+    """A function that masks each of ``secrets`` (longest first) and the password of any
+    ``scheme://user:password@`` URL in a text; nothing that merely looks like a secret."""
     words = sorted({s for s in secrets if s}, key=len, reverse=True)
     exact = re.compile("|".join(map(re.escape, words))) if words else None
 
@@ -119,7 +121,7 @@ async def run_command(
     after ``grace`` seconds, then raises CommandTimeout or re-raises."""
     if not argv:
         raise ValueError("a command needs at least the program to run")
-    redact, longest = _redactor(secrets), max(map(len, secrets), default=0)
+    redact, longest = redactor(secrets), max(map(len, secrets), default=0)
     command = redact(shlex.join(argv))
     child_env = child_environment(env)
     try:

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import psycopg
 from sqlalchemy import URL, Engine
 
-from bot.adapters.commands import child_environment, signal_group
+from bot.adapters.commands import child_environment, redactor, signal_group
 from bot.errors import BackupError, BackupVerificationError
 
 from .dialect import (
@@ -78,11 +78,9 @@ def connection_args(url: URL) -> tuple[list[str], dict[str, str]]:
 
 
 def redact(text: str, password: str | None) -> str:
-    """Hide ``password`` (plain or URL-encoded) and ``password=...`` settings in ``text``."""
-    if password:
-        for form in {password, quote(password, safe=""), quote(password)}:
-            text = text.replace(form, "***")
-    return re.sub(r"(password\s*=\s*)\S+", r"\1***", text, flags=re.IGNORECASE)
+    """Hide ``password`` (plain or URL-encoded) in ``text``, as command output is redacted."""
+    forms = [password, quote(password, safe=""), quote(password)] if password else []
+    return redactor(forms)(text)
 
 
 def _run_tool(tool: str, args: list[str], url: URL | None, *, timeout: float | None) -> None:
