@@ -19,7 +19,7 @@ from bot.domain.plan import PlannedStep
 from bot.domain.ports import Clock, Notifier, StepRunner, Store
 from bot.domain.progress import LiveProgress
 from bot.domain.records import Migration
-from bot.errors import StateUnavailable, StepFailed, TargetUnavailable
+from bot.errors import InvalidTransition, StateUnavailable, StepFailed, TargetUnavailable
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,7 +92,11 @@ class Engine:
         ticker = asyncio.create_task(self._tick(migration_id))
         try:
             if begin:
-                await self._write(self._begin, migration_id)
+                try:
+                    await self._write(self._begin, migration_id)
+                except InvalidTransition as exc:  # cancelled (or expired) since it was due
+                    logger.info("migration %s: not started: %s", migration_id, exc)
+                    return
             await self._steps(migration_id)
         except Exception:  # the record must never stay "running" without a note
             logger.exception("migration %s: engine error", migration_id)

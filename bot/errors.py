@@ -13,6 +13,7 @@ the message can be shown to the person who caused it::
     ├── InvalidTransition(ValueError)     a lifecycle event not allowed in the current state
     ├── NotFound(LookupError)             no migration with that id
     ├── Refused(PermissionError)          the user may not do that (approve, cancel, ...)
+    │   └── Conflict                      another migration changes the same data now
     ├── ConfigError(ValueError)           the bot's configuration is invalid
     ├── TargetUnavailable(ConnectionError) a target database cannot be reached, or is gone
     ├── StateUnavailable(ConnectionError)  the bot's own state database cannot be reached
@@ -86,6 +87,11 @@ class NotFound(BarqError, LookupError):
 
 class Refused(BarqError, PermissionError):
     """Raised when a user may not do what they asked; the message says why and what to do."""
+
+
+class Conflict(Refused):
+    """Raised when a migration would change data that a pending or running migration on the
+    same target changes; names that migration and what to do."""
 
 
 class ConfigError(BarqError, ValueError):

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from bot.domain import approval as policy_rules
+from bot.domain.conflicts import conflict
 from bot.domain.lifecycle import ACTIVE, Event, State
 from bot.domain.plan import Plan, build_plan, coerce_params
 from bot.domain.ports import Clock, Directory, Notifier, Store, Target
@@ -24,6 +25,7 @@ from bot.engine import Engine
 from bot.errors import (
     BarqError,
     ConfigError,
+    Conflict,
     ParameterError,
     Refused,
     RunbookError,
@@ -34,6 +36,10 @@ from bot.errors import (
 from bot.settings import TargetConfig
 
 logger = logging.getLogger(__name__)
+
+_PENDING = frozenset({State.REQUESTED, State.APPROVED})
+_STARTED = frozenset({*ACTIVE, State.PAUSED})  # a run that has changed data and may go on
+_BUSY = (*sorted(_PENDING), *sorted(_STARTED))
 
 
 @dataclass(frozen=True)
@@ -171,12 +177,36 @@ class Service:
         self, user: str, plan: Plan, counts: dict[str, int], request_key: str | None
     ) -> tuple[Migration, bool]:
         with self.store.transaction():
+            others = self.store.in_states(*_BUSY)
+            again = any(
+                (request_key is not None and o.request_key == request_key)
+                or (o.requester == user and o.plan.hash == plan.hash and o.state in _PENDING)
+                for o in others
+            )  # the same request made again: answered below with the first one
+            queues = self._runbook(plan.runbook).on_conflict == "queue"
+            clash = None if again or queues else self._conflict(plan, others)
+            if clash is not None:
+                other, why = clash
+                raise Conflict(
+                    f"#{other.id} ({other.runbook}, {other.plan.args()}) is {other.state.value}"
+                    f" on {plan.target} and {why}: wait until it has finished, or cancel it"
+                    f" (/migrate cancel {other.id})"
+                )
             m, created = self.store.create(
                 plan, counts, user, self.clock(), request_key=request_key
             )
             if created:
                 self.notifier.approval(m, [], self._policy(m))
             return m, created
+
+    def _conflict(self, plan: Plan, others: list[Migration]) -> tuple[Migration, str] | None:
+        """The first of ``others`` that ``plan`` must not run beside, and why."""
+        runbook = self.runbooks.get(plan.runbook)
+        conflicts_on = runbook.conflicts_on if runbook is not None else None
+        for other in others:
+            if (why := conflict(plan, other.plan, conflicts_on)) is not None:
+                return other, why
+        return None
 
     def _policy(self, m: Migration) -> policy_rules.ApprovalPolicy:
         return self._target(m.target).config.approval
@@ -396,11 +426,23 @@ class Service:
                 if (changed := await asyncio.to_thread(self._plan_change, m)) is not None:
                     await asyncio.to_thread(self._void, m, changed, now)
                     self.on_change()
+                elif (clash := await asyncio.to_thread(self._running_conflict, m)) is not None:
+                    other, why = clash
+                    raise Conflict(f"it starts once #{other.id} has finished ({why})")
                 else:
                     self.engine.start(m.id)
         elif not self.engine.is_running(m.id):
             logger.info("migration %s: resuming after a restart", m.id)
             self.engine.resume(m.id)
+
+    def _running_conflict(self, m: Migration) -> tuple[Migration, str] | None:
+        """A migration running (or paused) on the target of ``m`` that it must wait for."""
+        running = [
+            o
+            for o in self.store.in_states(*_BUSY)
+            if o.id != m.id and (o.state in _STARTED or self.engine.is_running(o.id))
+        ]
+        return self._conflict(m.plan, running)
 
     def _plan_change(self, m: Migration) -> str | None:
         """Why the approved plan of ``m`` is no longer what its runbook says now, if it is not."""

@@ -31,6 +31,7 @@ description: checks one thing and changes nothing
 targets: [staging, production]
 parameters:
   round: {type: int}
+conflicts_on: [round]
 steps:
   - name: one
     kind: check

@@ -80,6 +80,7 @@ def _migration(row: Any) -> Migration:
         current_step=row.current_step,
         error=row.error,
         backups=list(row.backups or []),
+        request_key=row.request_key,
     )
 
 

@@ -29,6 +29,7 @@ class Migration:
     current_step: int
     error: str | None
     backups: list[dict[str, Any]]
+    request_key: str | None = None  # Slack's trigger_id of the request
 
     @property
     def runbook(self) -> str:

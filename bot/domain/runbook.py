@@ -85,13 +85,23 @@ class Runbook(Model):
     )
     steps: list[Step] = Field(min_length=1)
     rollback: list[Step] = Field(default_factory=list)
+    conflicts_on: list[str] | None = Field(
+        default=None,
+        description="the parameters that say which data a run changes: two runs conflict only"
+        " when these values overlap (by default any two runs of the runbook on a target do)",
+    )
+    on_conflict: Literal["refuse", "queue"] = Field(
+        default="refuse",
+        description="a request that conflicts with a pending or running migration is refused,"
+        " or accepted and started once the other has finished",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Runbook:
-        for group in self.distinct:
-            for name in group:
-                if name not in self.parameters:
-                    raise ValueError(f"distinct names {name!r}, which is not a parameter")
+        named = [("distinct", n) for group in self.distinct for n in group]
+        for field, name in [*named, *(("conflicts_on", n) for n in self.conflicts_on or [])]:
+            if name not in self.parameters:
+                raise ValueError(f"{field} names {name!r}, which is not a parameter")
         for where, steps in (("steps", self.steps), ("rollback", self.rollback)):
             names = [s.name for s in steps]
             dupes = sorted({n for n in names if names.count(n) > 1})
@@ -135,4 +145,10 @@ class Runbook(Model):
     @property
     def digest(self) -> str:
         """A content hash: any edit of the runbook (or its hooks) changes it."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+        unset = {k for k, v in _LATER_FIELDS.items() if getattr(self, k) == v}
+        return hashlib.sha256(self.model_dump_json(exclude=unset).encode()).hexdigest()
+
+
+# Fields added after runbooks were first approved: left at their default they do not change the
+# digest, so requests made before the bot's upgrade keep their plan hash.
+_LATER_FIELDS: dict[str, object] = {"conflicts_on": None, "on_conflict": "refuse"}
