@@ -23,11 +23,11 @@ RUN apt-get update \
 WORKDIR /app
 RUN pip install --no-cache-dir "uv==0.13.9"
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --extra mssql --no-install-project
+RUN uv sync --frozen --no-dev --no-install-project
 COPY bot ./bot
 COPY handlers ./handlers
 COPY runbooks ./runbooks
-RUN uv sync --frozen --no-dev --extra mssql \
+RUN uv sync --frozen --no-dev \
  && python -c "import pyodbc; assert 'ODBC Driver 18 for SQL Server' in pyodbc.drivers(), pyodbc.drivers()"
 
 RUN useradd --create-home --uid 10001 barq && mkdir -p /app/var && chown barq /app/var

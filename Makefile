@@ -11,6 +11,7 @@ demo: .venv/.synced
 
 test: .venv/.synced
 	bash .ci/ensure-postgres
+	bash .ci/ensure-odbc
 	.venv/bin/pytest
 
 lint: .venv/.synced

@@ -514,7 +514,7 @@ def test_sqlite_other_errors_are_permanent(sqlite_url: str) -> None:
     assert LITE.classify(info.value) == "permanent"
 
 
-# -- classify(): SQL Server, from pyodbc-shaped exceptions (pyodbc is not installed) ---------
+# -- classify(): SQL Server, from pyodbc-shaped exceptions (no SQL Server runs here) ---------
 
 
 class FakePyodbcError(Exception):

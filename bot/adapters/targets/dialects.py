@@ -6,12 +6,14 @@ implement it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import URL, Connection, Engine, make_url
 
 from bot.adapters.targets import mssql, postgresql, sqlite
 from bot.adapters.targets.dialect import Dialect
 
-__all__ = ["dialect_for"]
+__all__ = ["check_client", "dialect_for"]
 
 _KNOWN: dict[str, Dialect] = {
     "mssql": mssql.DIALECT,
@@ -20,6 +22,18 @@ _KNOWN: dict[str, Dialect] = {
     "postgres": postgresql.DIALECT,
     "sqlite": sqlite.DIALECT,
 }
+
+# What a dialect's driver needs on this machine beyond the bot's Python packages.
+_CLIENT_CHECKS: dict[str, Callable[[str, URL], None]] = {"mssql": mssql.check_client}
+
+
+def check_client(target: str, url: URL) -> None:
+    """Raise ConfigError saying what to install when this machine lacks what target
+    ``target``'s driver needs (for SQL Server: unixODBC and an ODBC driver); loads a
+    dialect's driver only for a URL of that dialect."""
+    check = _CLIENT_CHECKS.get(url.get_backend_name())
+    if check is not None:
+        check(target, url)
 
 
 def dialect_for(target: Engine | Connection | URL | str) -> Dialect:

@@ -1,22 +1,27 @@
 """SQL Server (mssql+pyodbc) dialect.
 
 SQL Server cannot run in the bot's test environment: the SQL here is generated as text
-and checked with sqlglot's tsql parser. Backups are written by the SQL Server service to
+and checked with sqlglot's tsql parser; the driver chain (pyodbc, unixODBC, FreeTDS's ODBC
+driver) is tested as far as connecting. Backups are written by the SQL Server service to
 a path on the *SQL Server host's* disk, not the bot's.
+
+pyodbc needs unixODBC's libodbc.so.2 to load, so nothing here imports it at module level:
+SQLAlchemy loads it when a SQL Server target's engine is made, after :func:`check_client`.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import URL, Connection, Engine, text
 
-from bot.errors import BackupError, BackupVerificationError
+from bot.errors import BackupError, BackupVerificationError, ConfigError
 
 from .dialect import (
     BackupInfo,
@@ -34,6 +39,8 @@ __all__ = [
     "MssqlDialect",
     "backup_size_sql",
     "backup_sql",
+    "check_client",
+    "odbc_driver",
     "restore_sql",
     "user_mode_sql",
     "verify_sql",
@@ -50,6 +57,71 @@ _SERIALIZATION_CODES = {3960, 3961, 3966, 41301, 41302, 41305, 41325}
 _CONNECTION_CODES = {64, 121, 233, 4060, 4221, 10053, 10054, 10060, 10061, 10928, 10929}
 _CONNECTION_CODES |= {40143, 40197, 40501, 40613, 49918, 49919, 49920}
 _CONNECTION_STATES = {"08S01", "08001", "08003", "08004", "08007", "HYT01"}
+
+_ODBC_KEY = r"(?:^|;)\s*{}\s*="
+_ODBC_DRIVER = re.compile(_ODBC_KEY.format("driver") + r"\s*(\{(?:[^}]|\}\})*\}|[^;]*)", re.I)
+_INSTALL_DRIVER = (
+    "Microsoft's ODBC Driver 18 for SQL Server (package msodbcsql18, from Microsoft's"
+    " repository), or FreeTDS: apt-get install tdsodbc"
+)
+
+
+def check_client(target: str, url: URL) -> None:
+    """Raise ConfigError saying what to install unless this machine can connect to ``url``:
+    pyodbc loads (it needs unixODBC's libodbc.so.2) and unixODBC knows the ODBC driver the
+    URL names. Imports pyodbc, so call it only for a SQL Server target."""
+    if url.get_driver_name() != "pyodbc":
+        return
+    try:
+        import pyodbc
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "pyodbc":
+            raise ConfigError(
+                f"SQL Server target {target} needs the pyodbc package, one of the bot's"
+                " dependencies: reinstall the bot (`make install`, or `uv sync --frozen`)"
+            ) from exc
+        raise ConfigError(
+            f"SQL Server target {target} needs unixODBC (pyodbc cannot load: {exc}):"
+            f" apt-get install unixodbc (and {_INSTALL_DRIVER})"
+        ) from exc
+    driver = odbc_driver(url)
+    if driver is None:
+        return
+    installed = [str(name) for name in pyodbc.drivers()]
+    if driver.casefold() in {name.casefold() for name in installed}:
+        return
+    if os.path.isabs(driver) and os.path.isfile(driver):  # a driver library named by path
+        return
+    named = (
+        f"names ODBC driver {driver!r}, which unixODBC does not know"
+        if driver
+        else "names no ODBC driver (add driver=... to it)"
+    )
+    raise ConfigError(
+        f"SQL Server target {target}: its URL {named}; installed drivers:"
+        f" {', '.join(installed) or 'none'} (odbcinst -q -d). Install {_INSTALL_DRIVER}"
+        " (then driver=FreeTDS), or name an installed driver in the URL"
+    )
+
+
+def odbc_driver(url: URL) -> str | None:
+    """The ODBC driver ``url`` connects with, as SQLAlchemy hands it to pyodbc: ``driver=``,
+    or ``DRIVER=`` in an ``odbc_connect`` string; None for a DSN (odbc.ini names its
+    driver); "" when the URL names none."""
+    raw = url.query.get("odbc_connect")
+    if raw is not None:
+        text_ = raw if isinstance(raw, str) else raw[0]
+        if (found := _ODBC_DRIVER.search(text_)) is not None:
+            value = found.group(1).strip()
+            if value.startswith("{") and value.endswith("}"):
+                value = value[1:-1].replace("}}", "}")
+            return value
+        return None if re.search(_ODBC_KEY.format("dsn"), text_, re.I) else ""
+    driver = url.query.get("driver")
+    if driver:
+        return driver if isinstance(driver, str) else driver[0]
+    dsn = "dsn" in url.query or (url.host is not None and url.database is None)
+    return None if dsn else ""
 
 
 def _database(db: str) -> str:

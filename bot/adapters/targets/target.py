@@ -23,14 +23,17 @@ from sqlalchemy import (
     String,
     Table,
     create_engine,
+    make_url,
     text,
 )
+from sqlalchemy.exc import DBAPIError
 
 from bot.adapters.targets.dialect import BackupInfo, Dialect
 from bot.adapters.targets.dialect import error_message as error_message  # its old home
-from bot.adapters.targets.dialects import dialect_for
+from bot.adapters.targets.dialects import check_client, dialect_for
 from bot.adapters.targets.retries import retry_transient
 from bot.domain.runbook import bound_names, compare
+from bot.errors import TargetUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +70,11 @@ class Target:
 
     @classmethod
     def connect(cls, name: str, url: str, *, production: bool = False) -> Target:
-        """Create the engine for ``url`` (no connection is opened yet)."""
-        return cls(name, create_engine(url, pool_pre_ping=True), production=production)
+        """Create the engine for ``url`` (no connection is opened yet). Raises ConfigError,
+        saying what to install, when this machine lacks the database's driver."""
+        parsed = make_url(url)
+        check_client(name, parsed)
+        return cls(name, create_engine(parsed, pool_pre_ping=True), production=production)
 
     def describe(self) -> str:
         """The target without secrets: dialect, host and database only."""
@@ -77,9 +83,25 @@ class Target:
 
     # -- reading ----------------------------------------------------------------------------
 
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection to read with. When none can be opened for want of a connection (the
+        driver's network error, as the dialect classifies it), raises TargetUnavailable
+        with the driver's own message."""
+        try:
+            conn = self.engine.connect()
+        except DBAPIError as exc:
+            if self.dialect.classify(exc) != "connection":
+                raise
+            raise TargetUnavailable(
+                f"cannot reach {self.describe()}: {error_message(exc)}"
+            ) from exc
+        with conn:
+            yield conn
+
     def scalar(self, sql: str, params: dict[str, Any]) -> Any:
         """The first column of the first row of ``sql`` (None when there is no row)."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return conn.execute(text(sql), _bind(sql, params)).scalar()
 
     def count(self, sql: str, params: dict[str, Any]) -> int:
@@ -90,7 +112,7 @@ class Target:
         self, sql: str, params: dict[str, Any], *, expect: str | None, equals_sql: str | None
     ) -> CheckResult:
         """Run a check step's query and judge it."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             value = conn.execute(text(sql), _bind(sql, params)).scalar()
             if equals_sql is not None:
                 other = conn.execute(text(equals_sql), _bind(equals_sql, params)).scalar()
@@ -126,7 +148,7 @@ class Target:
 
     def keys(self, sql: str, params: dict[str, Any]) -> list[Any]:
         """The first column of every row of ``sql`` (the branch keys of a parallel step)."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return [row[0] for row in conn.execute(text(sql), _bind(sql, params))]
 
     def mark_done(self, run_key: str, step: str, now: datetime, rows: int = 0) -> None:
