@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from bot.adapters.commands import check_target_fields
 from bot.domain import approval as policy_rules
 from bot.domain.lifecycle import ACTIVE, Event, State
 from bot.domain.plan import Plan, build_plan, coerce_params
@@ -25,6 +26,7 @@ from bot.errors import (
     BarqError,
     ConfigError,
     ParameterError,
+    QueryFailed,
     Refused,
     RunbookError,
     StateUnavailable,
@@ -116,9 +118,17 @@ class Service:
             )
         params = coerce_params(runbook, raw)
         plan = build_plan(runbook, params, target_name, entry.target.dialect.name)
+        url = entry.config.url.get_secret_value()
+        check_target_fields([*plan.steps, *plan.rollback], url, target_name)
         self._check_exists(runbook, params, entry.target)
         bound = {**params, "migration_id": "dry-run"}
-        counts = {s.name: entry.target.count(s.count_sql, bound) for s in plan.steps if s.count_sql}
+        counts: dict[str, int] = {}
+        for step in plan.steps:
+            if step.count_sql:
+                try:
+                    counts[step.name] = entry.target.count(step.count_sql, bound)
+                except QueryFailed as exc:
+                    raise exc.naming(f"the row count of step {step.name!r}") from exc
         return plan, counts
 
     def _check_exists(self, runbook: Runbook, params: dict[str, Any], target: Target) -> None:
@@ -126,7 +136,11 @@ class Service:
             if param.exists is None:
                 continue
             sql = sql_for(param.exists, target.dialect.name)
-            if target.scalar(sql, {"value": params[name]}) is None:
+            try:
+                found = target.scalar(sql, {"value": params[name]})
+            except QueryFailed as exc:
+                raise exc.naming(f"the exists check of parameter {name!r}") from exc
+            if found is None:
                 raise ParameterError(
                     f"{name}={params[name]}: {param.exists_message} on {target.name}"
                 )

@@ -25,12 +25,14 @@ from sqlalchemy import (
     create_engine,
     text,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.adapters.targets.dialect import BackupInfo, Dialect
 from bot.adapters.targets.dialect import error_message as error_message  # its old home
 from bot.adapters.targets.dialects import dialect_for
 from bot.adapters.targets.retries import retry_transient
 from bot.domain.runbook import bound_names, compare
+from bot.errors import QueryFailed
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +80,13 @@ class Target:
     # -- reading ----------------------------------------------------------------------------
 
     def scalar(self, sql: str, params: dict[str, Any]) -> Any:
-        """The first column of the first row of ``sql`` (None when there is no row)."""
-        with self.engine.connect() as conn:
-            return conn.execute(text(sql), _bind(sql, params)).scalar()
+        """The first column of the first row of ``sql`` (None when there is no row); raise
+        QueryFailed with the database's own message if it fails."""
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(text(sql), _bind(sql, params)).scalar()
+        except SQLAlchemyError as exc:
+            raise QueryFailed(self.name, error_message(exc)) from exc
 
     def count(self, sql: str, params: dict[str, Any]) -> int:
         """A count query's value."""
