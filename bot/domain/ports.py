@@ -22,7 +22,11 @@ class Notifier(Protocol):
     """Queues what people must see; called inside the state change's transaction."""
 
     def approval(
-        self, m: Migration, approvals: list[PriorApproval], policy: ApprovalPolicy
+        self,
+        m: Migration,
+        approvals: list[PriorApproval],
+        policy: ApprovalPolicy,
+        decided: AuditEntry | None = None,
     ) -> None: ...
 
     def progress(
