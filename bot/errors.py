@@ -127,9 +127,15 @@ class DirectoryUnavailable(BarqError, ConnectionError):
 
 
 class StateUnavailable(BarqError, ConnectionError):
-    """Raised when the bot's state database cannot be reached; the bot keeps retrying."""
+    """Raised when the bot's state database cannot be reached; while the bot runs it keeps
+    retrying. At start-up (``where`` given) it names the database, without its password, and
+    the driver's reason."""
 
-    def __init__(self) -> None:
+    def __init__(self, where: str = "", cause: str = "") -> None:
+        self.where, self.cause = where, cause
+        if where:
+            super().__init__(f"cannot reach the state database {where}: {cause}")
+            return
         super().__init__(
             "the bot's state database is unreachable; the bot keeps retrying, so try again in"
             " a moment"
