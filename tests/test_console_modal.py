@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from bot.local.barq_schema import create_demo_database
 from bot.local.console import Console
 from tests import harness
 from tests.harness import Harness
@@ -15,10 +14,8 @@ from tests.harness import Harness
 
 @pytest.fixture
 async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    staging = create_demo_database(tmp_path / "staging.db", now=harness.now())
-    started = await harness.start(tmp_path, harness.policies(staging), poll_seconds=3600)
-    yield started
-    await started.close()
+    async with harness.running(tmp_path, "staging", poll_seconds=3600) as started:
+        yield started
 
 
 async def test_a_too_short_reason_shows_the_fields_error_text(h: Harness) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from bot.domain.lifecycle import Event, State
-from bot.local.barq_schema import create_demo_database
 from tests import harness
 from tests.harness import APPROVALS, MIGRATIONS, Harness
 
@@ -21,13 +20,8 @@ REQUEST = "request tenant-consolidation source_tenant=3 target_tenant=7 on=stagi
 
 @pytest.fixture
 async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    staging = create_demo_database(tmp_path / "staging.db", now=harness.now())
-    production = create_demo_database(tmp_path / "production.db", now=harness.now())
-    started = await harness.start(
-        tmp_path, harness.policies(staging, production), poll_seconds=3600
-    )
-    yield started
-    await started.close()
+    async with harness.running(tmp_path, "staging", "production", poll_seconds=3600) as started:
+        yield started
 
 
 def _replies(h: Harness, channel: str, parent: dict[str, Any]) -> list[str]:

@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from bot.errors import QueryFailed, TargetFieldError
-from bot.local.barq_schema import create_demo_database
 from tests import harness
 from tests.harness import Harness
 
@@ -20,10 +19,8 @@ ALICE = "U0ALICE"
 
 @pytest.fixture
 async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    staging = create_demo_database(tmp_path / "staging.db", now=harness.now())
-    started = await harness.start(tmp_path, harness.policies(staging), poll_seconds=3600)
-    yield started
-    await started.close()
+    async with harness.running(tmp_path, "staging", poll_seconds=3600) as started:
+        yield started
 
 
 def _alter(h: Harness, sql: str) -> None:
