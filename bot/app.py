@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from sqlalchemy import text
 
 import handlers
@@ -116,6 +117,7 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
     scheduler = Scheduler(service.run_due, clock, poll_seconds=settings.poll_seconds)
     service.wake = scheduler.wake
     secret = settings.slack_signing_secret
+    _quiet_bolt()
     bolt = AsyncApp(
         client=client,
         signing_secret=secret.get_secret_value() if secret else None,
@@ -128,6 +130,18 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
         ", ".join(e.target.describe() for e in targets.values()) or "none",
     )
     return Bot(settings, store, outbox, service, delivery, bolt, scheduler)
+
+
+def _quiet_bolt() -> None:
+    """Drop Bolt's warning, at every start, that ``$SLACK_BOT_TOKEN`` is unused because a
+    client was given: the client is made from that very token. Nothing else is filtered."""
+    bolt_logger = logging.getLogger("slack_bolt.AsyncApp")
+    if _token_unused not in bolt_logger.filters:
+        bolt_logger.addFilter(_token_unused)
+
+
+def _token_unused(record: logging.LogRecord) -> bool:
+    return record.getMessage() != warning_client_prioritized_and_token_skipped()
 
 
 def web_app(bot: Bot) -> web.Application:

@@ -7,10 +7,14 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from bot.errors import BarqError
+from bot.errors import BarqError, ConfigError
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -57,17 +61,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check(settings: Settings, needed: str) -> None:
+    """Raise ConfigError naming every setting that ``serve`` or ``socket`` (``needed``) lacks,
+    all at once."""
+    wanted: list[tuple[str, object]] = [
+        ("SLACK_BOT_TOKEN (the bot's xoxb- token)", settings.slack_bot_token),
+        ("targets (BARQ_TARGETS, or targets: in $BARQ_CONFIG)", settings.targets),
+        (
+            "the approvals channel (BARQ_APPROVALS_CHANNEL, or approvals_channel: in $BARQ_CONFIG)",
+            settings.approvals_channel,
+        ),
+    ]
+    if needed == "serve":
+        wanted.insert(
+            1, ("SLACK_SIGNING_SECRET (to verify Slack's requests)", settings.slack_signing_secret)
+        )
+    else:
+        wanted.insert(
+            1, ("SLACK_APP_TOKEN (the xapp- token for Socket Mode)", settings.slack_app_token)
+        )
+    missing = [name for name, value in wanted if not value]
+    if missing:
+        raise ConfigError(
+            f"{needed} needs settings that are not set: {'; '.join(missing)}. Set them in the"
+            " environment or in the YAML file named by $BARQ_CONFIG"
+        )
+
+
 def _serve(args: argparse.Namespace) -> int:
     from bot.app import build, web_app
     from bot.settings import load_settings
 
     settings = load_settings()
-    if settings.slack_signing_secret is None:
-        print(
-            "barq-bot: SLACK_SIGNING_SECRET is not set; Slack requests cannot be verified",
-            file=sys.stderr,
-        )
-        return 2
+    _check(settings, "serve")
     web.run_app(web_app(build(settings)), host=args.host, port=settings.port, print=None)
     return 0
 
@@ -79,9 +105,8 @@ def _socket(_args: argparse.Namespace) -> int:
     from bot.settings import load_settings
 
     settings = load_settings()
-    if settings.slack_app_token is None:
-        print("barq-bot: SLACK_APP_TOKEN (xapp-...) is needed for Socket Mode", file=sys.stderr)
-        return 2
+    _check(settings, "socket")
+    assert settings.slack_app_token is not None
     app_token = settings.slack_app_token.get_secret_value()
 
     async def run() -> None:

@@ -16,6 +16,7 @@ the message can be shown to the person who caused it::
     │   └── Conflict                      another migration changes the same data now
     ├── ConfigError(ValueError)           the bot's configuration is invalid
     ├── TargetUnavailable(ConnectionError) a target database cannot be reached, or is gone
+    ├── QueryFailed(RuntimeError)         a planning query failed on a target (its own message)
     ├── StateUnavailable(ConnectionError)  the bot's own state database cannot be reached
     ├── DirectoryUnavailable(ConnectionError) Slack could not say who is in a user group
     ├── StepFailed(RuntimeError)          a migration step failed; carries the cause's own message
@@ -102,6 +103,23 @@ class TargetUnavailable(BarqError, ConnectionError):
     """Raised when a run's target database cannot be reached or is no longer configured."""
 
 
+class QueryFailed(BarqError, RuntimeError):
+    """Raised when a query run while planning (a step's row count, a parameter's existence
+    check) fails on a target; names the query and carries the database's own message, never
+    the SQL or a password."""
+
+    def __init__(self, target: str, message: str, query: str = "a query") -> None:
+        self.target, self.message, self.query = target, message, query
+        super().__init__(
+            f"{query} failed on {target}: {message}; nothing was planned, check the runbook"
+            " against the target's schema"
+        )
+
+    def naming(self, query: str) -> QueryFailed:
+        """The same failure, naming which query it was."""
+        return QueryFailed(self.target, self.message, query)
+
+
 class DirectoryUnavailable(BarqError, ConnectionError):
     """Raised when Slack cannot list a user group's members just now (rate limited, an error
     on Slack's side, a timeout or a dropped connection); asking again later may work."""
@@ -115,9 +133,15 @@ class DirectoryUnavailable(BarqError, ConnectionError):
 
 
 class StateUnavailable(BarqError, ConnectionError):
-    """Raised when the bot's state database cannot be reached; the bot keeps retrying."""
+    """Raised when the bot's state database cannot be reached; while the bot runs it keeps
+    retrying. At start-up (``where`` given) it names the database, without its password, and
+    the driver's reason."""
 
-    def __init__(self) -> None:
+    def __init__(self, where: str = "", cause: str = "") -> None:
+        self.where, self.cause = where, cause
+        if where:
+            super().__init__(f"cannot reach the state database {where}: {cause}")
+            return
         super().__init__(
             "the bot's state database is unreachable; the bot keeps retrying, so try again in"
             " a moment"
@@ -166,8 +190,13 @@ class CommandTimeout(CommandFailed, TimeoutError):
 
 class TargetFieldError(BarqError, ValueError):
     """Raised when a ``{target.*}`` placeholder cannot be filled: the target's URL lacks the
-    value, or the password is asked for on the command line."""
+    value, or the password is asked for on the command line. Never shows the URL."""
 
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        super().__init__(f"cannot fill {{{field}}}: {reason}")
+    def __init__(self, field: str, reason: str, step: str = "") -> None:
+        self.field, self.reason, self.step = field, reason, step
+        where = f"step {step!r} cannot fill" if step else "cannot fill"
+        super().__init__(f"{where} {{{field}}}: {reason}")
+
+    def in_step(self, step: str) -> TargetFieldError:
+        """The same error, naming the step whose command has the placeholder."""
+        return TargetFieldError(self.field, self.reason, step)

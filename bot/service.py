@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from bot.adapters.blocks import escape
+from bot.adapters.commands import check_target_fields
 from bot.domain import approval as policy_rules
 from bot.domain.conflicts import conflict
 from bot.domain.lifecycle import ACTIVE, Event, State
@@ -27,6 +29,7 @@ from bot.errors import (
     ConfigError,
     Conflict,
     ParameterError,
+    QueryFailed,
     Refused,
     RunbookError,
     StateUnavailable,
@@ -36,6 +39,8 @@ from bot.errors import (
 from bot.settings import TargetConfig
 
 logger = logging.getLogger(__name__)
+# audit actions that the approval message and the thread attribute to the person who took them
+_DECISIONS = ("reject", "cancel", "pause-request", "resume")
 
 _PENDING = frozenset({State.REQUESTED, State.APPROVED})
 _STARTED = frozenset({*ACTIVE, State.PAUSED})  # a run that has changed data and may go on
@@ -122,9 +127,17 @@ class Service:
             )
         params = coerce_params(runbook, raw)
         plan = build_plan(runbook, params, target_name, entry.target.dialect.name)
+        url = entry.config.url.get_secret_value()
+        check_target_fields([*plan.steps, *plan.rollback], url, target_name)
         self._check_exists(runbook, params, entry.target)
         bound = {**params, "migration_id": "dry-run"}
-        counts = {s.name: entry.target.count(s.count_sql, bound) for s in plan.steps if s.count_sql}
+        counts: dict[str, int] = {}
+        for step in plan.steps:
+            if step.count_sql:
+                try:
+                    counts[step.name] = entry.target.count(step.count_sql, bound)
+                except QueryFailed as exc:
+                    raise exc.naming(f"the row count of step {step.name!r}") from exc
         return plan, counts
 
     def _check_exists(self, runbook: Runbook, params: dict[str, Any], target: Target) -> None:
@@ -132,7 +145,11 @@ class Service:
             if param.exists is None:
                 continue
             sql = sql_for(param.exists, target.dialect.name)
-            if target.scalar(sql, {"value": params[name]}) is None:
+            try:
+                found = target.scalar(sql, {"value": params[name]})
+            except QueryFailed as exc:
+                raise exc.naming(f"the exists check of parameter {name!r}") from exc
+            if found is None:
                 raise ParameterError(
                     f"{name}={params[name]}: {param.exists_message} on {target.name}"
                 )
@@ -256,6 +273,14 @@ class Service:
             self.notifier.approval(m, prior, policy)
             return m
 
+    async def approvals_of(
+        self, m: Migration
+    ) -> tuple[list[policy_rules.PriorApproval], policy_rules.ApprovalPolicy]:
+        """The approvals of ``m`` that count now, and its target's approval policy."""
+        policy = self._policy(m)
+        prior = await asyncio.to_thread(self.store.prior_approvals, m.id)
+        return policy_rules.valid_approvals(policy, prior, m.plan.hash, self.clock()), policy
+
     def _current_hash(self, m: Migration) -> str:
         """The hash the same request would get now: differs if the runbook changed."""
         runbook = self.runbooks.get(m.runbook)
@@ -303,8 +328,19 @@ class Service:
                 reason=reason,
                 event=Event.REJECT,
             )
-            self.notifier.approval(m, [], self._policy(m))
+            said = f"“{escape(reason)}”. Request it again once that is addressed."
+            self._announce(m, user, f"#{m.id} was rejected by <@{user}>: {said}")
             return m
+
+    def _announce(self, m: Migration, user: str, text: str) -> None:
+        """Show who decided or controlled ``m`` on its approval message (with the reason
+        given) and say ``text`` in its thread, to its requester if someone else acted."""
+        trail = self.store.audit_trail(m.id)
+        decided = next((a for a in reversed(trail) if a.action in _DECISIONS), None)
+        approvals = [p for p in self.store.prior_approvals(m.id) if p.plan_hash == m.plan.hash]
+        self.notifier.approval(m, approvals, self._policy(m), decided)
+        to = "" if user == m.requester else f"<@{m.requester}> "
+        self.notifier.notice(m, to + text, m.updated_at)
 
     async def cancel(self, migration_id: int, user: str) -> Migration:
         """Cancel before the run, or stop a running one at the next batch or step boundary.
@@ -318,7 +354,6 @@ class Service:
     def _cancel(self, migration_id: int, user: str) -> Migration:
         with self.store.transaction():
             m = self.store.lock(migration_id)
-            policy = self._policy(m)
             now = self.clock()
             if m.state in ACTIVE:
                 m = self.store.transition(
@@ -326,17 +361,24 @@ class Service:
                 )
                 self.engine.signal(m.id, cancel=True)
                 self.notifier.progress(m, self.store.step_runs(m.id), now, None)
+                self._announce(
+                    m,
+                    user,
+                    f"#{m.id}: cancel requested by <@{user}>; it stops at the next batch or"
+                    " step boundary.",
+                )
                 return m
             if m.state is State.PAUSED:
                 m = self.store.transition(m.id, Event.CANCEL, actor=user, now=now, finished_at=now)
                 runs = self.store.step_runs(m.id)
                 self.notifier.progress(m, runs, now, None)
                 self.notifier.outcome(m, runs, now)
+                self._announce(m, user, f"#{m.id} was cancelled by <@{user}> while paused.")
                 return m
             if m.state not in (State.REQUESTED, State.APPROVED):
                 raise Refused(f"migration #{m.id} is already {m.state.value}")
             m = self.store.transition(m.id, Event.CANCEL, actor=user, now=now, finished_at=now)
-            self.notifier.approval(m, [], policy)
+            self._announce(m, user, f"#{m.id} was cancelled by <@{user}>; it will not run.")
             return m
 
     async def pause(self, migration_id: int, user: str) -> Migration:
@@ -356,6 +398,12 @@ class Service:
             self.store.audit(m.id, user, "pause-request", {}, now)
             self.engine.signal(m.id, pause=True)
             self.notifier.progress(m, self.store.step_runs(m.id), now, None)
+            self._announce(
+                m,
+                user,
+                f"#{m.id}: pause requested by <@{user}>; it pauses at the next batch or step"
+                " boundary.",
+            )
             return m
 
     async def resume(self, migration_id: int, user: str) -> Migration:
@@ -375,9 +423,11 @@ class Service:
                 raise Refused(
                     f"migration #{m.id} is {m.state.value}; only a paused or failed run resumes"
                 )
-            return self.store.transition(
+            m = self.store.transition(
                 m.id, Event.RESUME, actor=user, now=self.clock(), error=None, finished_at=None
             )
+            self._announce(m, user, f"#{m.id} was resumed by <@{user}> from its last checkpoint.")
+            return m
 
     async def _authorize_control(self, migration_id: int, user: str, verb: str) -> None:
         m = await asyncio.to_thread(self.store.get, migration_id)

@@ -36,8 +36,7 @@ def register(app: AsyncApp, service: Service) -> None:
         try:
             click = read_click(body)
             m = await service.approve(click.migration_id, click.user, click.plan_hash)
-            text = f"You approved #{m.id}; it is now {m.state.value}."
-            reply = blocks.message(text, [blocks.section(f":white_check_mark: {text}")])
+            reply = blocks.approved_reply(m, *await service.approvals_of(m))
         except BarqError as exc:
             reply = blocks.error(f"Not approved: {exc}")
         await _tell(respond, reply)

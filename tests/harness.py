@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +19,7 @@ from bot.app import Bot, build, web_app
 from bot.domain.lifecycle import Event
 from bot.domain.records import Migration
 from bot.local import demo, payloads
+from bot.local.barq_schema import create_demo_database
 from bot.local.slack import LocalSlack
 from bot.settings import load_settings
 
@@ -192,6 +195,18 @@ async def start(
     await site.start()
     port = runner.addresses[0][1]
     return Harness(slack, bot, f"http://127.0.0.1:{port}", aiohttp.ClientSession(), runner)
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Any, *names: str, **extra: Any) -> AsyncIterator[Harness]:
+    """The bot on fresh demo databases for the targets ``names`` (staging, then production),
+    served on loopback until the block ends; ``extra`` as for :func:`start`."""
+    urls = [create_demo_database(tmp_path / f"{name}.db", now=now()) for name in names]
+    started = await start(tmp_path, policies(*urls), **extra)
+    try:
+        yield started
+    finally:
+        await started.close()
 
 
 def text_of(message: dict[str, Any]) -> str:

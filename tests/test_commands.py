@@ -354,8 +354,10 @@ def test_fill_target_refuses_the_password_on_the_command_line() -> None:
 )
 def test_fill_target_names_a_value_the_url_lacks(url: str, field: str) -> None:
     plan = CommandPlan(argv=("tool", "{target.host}"), env={"PW": "{target.password}"})
-    with pytest.raises(TargetFieldError, match=rf"cannot fill \{{{field}\}}: the target .* has"):
-        fill_target(plan, make_url(url))
+    with pytest.raises(TargetFieldError, match=rf"cannot fill \{{{field}\}}: the URL of") as caught:
+        fill_target(plan, make_url(url), "staging")
+    assert f"target staging has no {field.removeprefix('target.')}" in str(caught.value)
+    assert "://" not in str(caught.value) and "x.db" not in str(caught.value)
 
 
 async def test_a_filled_password_reaches_the_child_but_not_its_output() -> None:

@@ -6,11 +6,11 @@ from datetime import datetime
 from typing import Any
 
 from bot.adapters import step_text
-from bot.domain.approval import ApprovalPolicy, PriorApproval
+from bot.domain.approval import ApprovalPolicy, PriorApproval, still_wanted
 from bot.domain.lifecycle import State
 from bot.domain.plan import Plan, PlannedStep
 from bot.domain.progress import LiveProgress
-from bot.domain.records import Migration, StepRun
+from bot.domain.records import AuditEntry, Migration, StepRun
 from bot.domain.runbook import Runbook
 
 Block = dict[str, Any]
@@ -165,10 +165,54 @@ def plan_message(plan: Plan, counts: dict[str, int], *, title: str = "Dry run") 
     return message(f"{title}: {plan.runbook} on {plan.target} (plan {plan.short_hash})", blocks)
 
 
+# the decisions and controls that the approval message names, with who made them
+_DONE = {
+    "reject": "Rejected",
+    "cancel": "Cancelled",
+    "pause-request": "Pause requested",
+    "pause": "Paused",
+    "resume": "Resumed",
+}
+DECISIONS = frozenset(_DONE)
+
+
+def escape(text: str) -> str:
+    """User text shown as it was typed: no mentions, links or formatting of its own."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def decided_by(m: Migration, entry: AuditEntry) -> str:
+    """Who rejected, cancelled, paused or resumed ``m``, when, and the reason given."""
+    verb = _DONE.get(entry.action, entry.action)
+    if entry.action == "cancel" and m.state is State.CANCELLING:
+        verb = "Cancel requested"
+    reason = entry.detail.get("reason")
+    why = f": “{escape(str(reason))}”" if reason else ""
+    return f"{verb} by <@{entry.actor}> at {entry.at:%Y-%m-%d %H:%M} UTC{why}"
+
+
+def approved_reply(m: Migration, approvals: list[PriorApproval], policy: ApprovalPolicy) -> Message:
+    """The approver's answer: how many approvals there are of how many, and who may still
+    approve; or that the migration is approved and starts when due."""
+    count = f"{len(approvals)} of {policy.required} approvals"
+    if m.state is State.REQUESTED:
+        wanted = still_wanted(policy, m.requester, [a.user for a in approvals])
+        text = f"You approved #{m.id}: {count}; waiting for {wanted}."
+    elif m.state is State.APPROVED:
+        text = f"You approved #{m.id}: {count}; it is approved and starts when due."
+    else:
+        text = f"You approved #{m.id}: {count}; it is now {m.state.value}."
+    return message(text, [section(f":white_check_mark: {text}")])
+
+
 def approval_request(
-    m: Migration, approvals: list[PriorApproval], policy: ApprovalPolicy
+    m: Migration,
+    approvals: list[PriorApproval],
+    policy: ApprovalPolicy,
+    decided: AuditEntry | None = None,
 ) -> Message:
-    """The approval request: who asked, the plan summary, its hash, and the buttons."""
+    """The approval request: who asked, the plan summary, its hash, and the buttons; once
+    rejected, cancelled, paused or resumed, who did it (``decided``) and the reason given."""
     plan = m.plan
     steps = "\n".join(
         f"{s.index}. {s.name} ({s.kind})"
@@ -181,6 +225,7 @@ def approval_request(
         section(
             f"{_ICON[m.state]} *{m.state.value}* · requested by <@{m.requester}>\n"
             f"`{plan.args()}` · plan `{plan.short_hash}`\n{plan.description}"
+            + (f"\n{decided_by(m, decided)}" if decided else "")
         ),
         section(f"*Steps*\n{steps}\n*Rollback*: {_plural(len(plan.rollback), 'step', 'steps')}"),
         context(

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 
-from bot.domain.plan import CommandPlan
+from bot.domain.plan import CommandPlan, PlannedStep
+from bot.domain.planned import PlannedCommand
 from bot.domain.steps import SECRET_FIELDS, TARGET_FIELDS, placeholders
 from bot.errors import CommandFailed, CommandTimeout, TargetFieldError
 
@@ -52,11 +53,14 @@ class CommandResult:
     lines: int
 
 
-def fill_target(plan: CommandPlan, url: URL) -> tuple[list[str], dict[str, str], list[str]]:
-    """Fill ``{target.*}`` from the target's ``url`` → ``(argv, env, secrets)``. The password
-    goes only into env values; ``secrets`` lists what to redact: the password's forms and every
-    env value a secret was filled into. A missing port falls back to the dialect's default;
-    other placeholders are left as they are."""
+def fill_target(
+    plan: CommandPlan, url: URL, target: str = "the target"
+) -> tuple[list[str], dict[str, str], list[str]]:
+    """Fill ``{target.*}`` from the ``url`` of the target named ``target`` → ``(argv, env,
+    secrets)``. The password goes only into env values; ``secrets`` lists what to redact: the
+    password's forms and every env value a secret was filled into. A missing port falls back
+    to the dialect's default; other placeholders are left as they are. A value the URL lacks
+    raises TargetFieldError naming the target and the field, never showing the URL."""
     port = url.port or _DEFAULT_PORTS.get(url.get_backend_name())
     values = {"target.host": url.host, "target.port": None if port is None else str(port)}
     values |= {"target.database": url.database, "target.user": url.username}
@@ -71,8 +75,9 @@ def fill_target(plan: CommandPlan, url: URL) -> tuple[list[str], dict[str, str],
                 why = f"argument {text!r} would show a secret to every process; use env"
                 raise TargetFieldError(name, why)
             if (value := values[name]) is None:
-                shown = url.render_as_string(hide_password=True)
-                raise TargetFieldError(name, f"the target {shown} has none; add it to its URL")
+                part = name.removeprefix("target.")
+                why = f"the URL of target {target} has no {part}; add one to that URL"
+                raise TargetFieldError(name, why)
             return value
 
         return _PLACEHOLDER.sub(one, text)
@@ -83,6 +88,19 @@ def fill_target(plan: CommandPlan, url: URL) -> tuple[list[str], dict[str, str],
     secrets = [pw, quote(pw, safe=""), quote_plus(pw)] if pw else []
     secrets += [env[k] for k, v in plan.env.items() if placeholders(v) & SECRET_FIELDS]
     return argv, env, list(dict.fromkeys(s for s in secrets if s))
+
+
+def check_target_fields(steps: Sequence[PlannedStep], url: str, target: str) -> None:
+    """Raise TargetFieldError, naming the step, the field and ``target``, if a command step of
+    ``steps`` has a ``{target.*}`` placeholder that the target's ``url`` cannot fill; so a plan
+    that would fail mid-run is refused when it is made."""
+    parsed = make_url(url)
+    for step in steps:
+        if isinstance(step, PlannedCommand):
+            try:
+                fill_target(step.command, parsed, target)
+            except TargetFieldError as exc:
+                raise exc.in_step(step.name) from None
 
 
 def child_environment(env: Mapping[str, str]) -> dict[str, str]:

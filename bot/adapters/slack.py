@@ -23,7 +23,7 @@ from bot.adapters.outbox import Outbox, Pending
 from bot.domain.approval import ApprovalPolicy, PriorApproval
 from bot.domain.ports import Clock
 from bot.domain.progress import LiveProgress
-from bot.domain.records import Migration, StepRun
+from bot.domain.records import AuditEntry, Migration, StepRun
 from bot.errors import BarqError, ConfigError, DirectoryUnavailable, StateUnavailable
 
 logger = logging.getLogger(__name__)
@@ -70,10 +70,14 @@ class SlackNotices:
         self.notify_channel = notify_channel or approvals_channel
 
     def approval(
-        self, m: Migration, approvals: list[PriorApproval], policy: ApprovalPolicy
+        self,
+        m: Migration,
+        approvals: list[PriorApproval],
+        policy: ApprovalPolicy,
+        decided: AuditEntry | None = None,
     ) -> None:
-        """Post or refresh the approval request of ``m``."""
-        message = blocks.approval_request(m, approvals, policy)
+        """Post or refresh the approval request of ``m`` (with who ``decided`` it, if told)."""
+        message = blocks.approval_request(m, approvals, policy, decided)
         self.outbox.put(f"approval:{m.id}", self.approvals_channel, message, m.updated_at)
 
     def progress(

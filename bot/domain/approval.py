@@ -116,6 +116,24 @@ def may_reject(policy: ApprovalPolicy, *, requester: str, user: str, user_groups
     return user == requester or may_approve(policy, user, user_groups)
 
 
+def still_wanted(policy: ApprovalPolicy, requester: str, approved: list[str]) -> str:
+    """How many approvals are still needed and from whom: the policy's approvers minus the
+    requester and those who approved already, e.g. "one more from <@U1> or <!subteam^S1>
+    (other than <@U0> and <@U2>)"."""
+    left = policy.required - len(set(approved))
+    if left <= 0:
+        return "no more"
+    excluded = [requester, *dict.fromkeys(approved)]
+    who = [f"<@{u}>" for u in policy.approvers if u not in excluded]
+    who += [f"<!subteam^{g}>" for g in policy.approver_groups]
+    if not who:
+        return f"{left} more, but no other approver is configured"
+    text = f"{'one' if left == 1 else left} more from {' or '.join(who)}"
+    if policy.approver_groups:
+        text += f" (other than {' and '.join(f'<@{u}>' for u in excluded)})"
+    return text
+
+
 def no_longer(migration_id: int, state: State, verb: str) -> str:
     """Why a request in ``state`` can no longer be ``verb``-ed (approved, rejected): what
     happened to it, and what to do instead."""

@@ -22,7 +22,11 @@ class Notifier(Protocol):
     """Queues what people must see; called inside the state change's transaction."""
 
     def approval(
-        self, m: Migration, approvals: list[PriorApproval], policy: ApprovalPolicy
+        self,
+        m: Migration,
+        approvals: list[PriorApproval],
+        policy: ApprovalPolicy,
+        decided: AuditEntry | None = None,
     ) -> None: ...
 
     def progress(
@@ -143,9 +147,13 @@ class Target(Protocol):
 
     def describe(self) -> str: ...
 
-    def scalar(self, sql: str, params: dict[str, Any]) -> Any: ...
+    def scalar(self, sql: str, params: dict[str, Any]) -> Any:
+        """The query's first value; raises QueryFailed with the database's message."""
+        ...
 
-    def count(self, sql: str, params: dict[str, Any]) -> int: ...
+    def count(self, sql: str, params: dict[str, Any]) -> int:
+        """A count query's value; raises QueryFailed with the database's message."""
+        ...
 
 
 class StepRunner(Protocol):

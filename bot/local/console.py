@@ -185,7 +185,8 @@ class Console:
         )
         response = await self.bot.bolt.async_dispatch(request)
         if response.body and "errors" in response.body:
-            self.out(f"the modal says: {response.body}")
+            for problem in _field_errors(response.body):
+                self.out(f"the modal says: {problem}\n  type it again (or /cancel to close it)")
             self._pending_view = view
 
     async def _settle(self, quiet: float = 0.4, limit: float = 15.0) -> None:
@@ -199,6 +200,17 @@ class Console:
                 return
             seen = count
             await asyncio.sleep(quiet)
+
+
+def _field_errors(body: str) -> list[str]:
+    """The messages a modal shows under its fields, from a ``response_action: errors`` ack."""
+    try:
+        errors = json.loads(body).get("errors")
+    except (ValueError, AttributeError):
+        errors = None
+    if not isinstance(errors, dict) or not errors:
+        return [body]
+    return [str(text) for text in errors.values()]
 
 
 async def run(bot: Bot, slack: LocalSlack, user: str, lines: Any = None) -> None:

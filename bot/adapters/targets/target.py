@@ -26,14 +26,14 @@ from sqlalchemy import (
     make_url,
     text,
 )
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from bot.adapters.targets.dialect import BackupInfo, Dialect
 from bot.adapters.targets.dialect import error_message as error_message  # its old home
 from bot.adapters.targets.dialects import check_client, dialect_for
 from bot.adapters.targets.retries import retry_transient
 from bot.domain.runbook import bound_names, compare
-from bot.errors import TargetUnavailable
+from bot.errors import QueryFailed, TargetUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +100,14 @@ class Target:
             yield conn
 
     def scalar(self, sql: str, params: dict[str, Any]) -> Any:
-        """The first column of the first row of ``sql`` (None when there is no row)."""
+        """The first column of the first row of ``sql`` (None when there is no row); raise
+        TargetUnavailable when the target cannot be reached, and QueryFailed with the
+        database's own message when the query fails."""
         with self._reading() as conn:
-            return conn.execute(text(sql), _bind(sql, params)).scalar()
+            try:
+                return conn.execute(text(sql), _bind(sql, params)).scalar()
+            except SQLAlchemyError as exc:
+                raise QueryFailed(self.name, error_message(exc)) from exc
 
     def count(self, sql: str, params: dict[str, Any]) -> int:
         """A count query's value."""
