@@ -16,7 +16,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.app import Bot, build, utcnow
 from bot.local import demo, payloads
-from bot.local.console_render import mrkdwn, render
+from bot.local.console_render import changed, mrkdwn, render
 from bot.local.slack import LocalSlack
 
 HELP = """Type a slash command as the current user, e.g.
@@ -51,6 +51,8 @@ class Console:
         }
         self.user = self._user_id(user)
         self.buttons: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._button_numbers: dict[tuple[str, ...], int] = {}  # a button keeps its number
+        self._printed: dict[tuple[str, str], list[str]] = {}  # (channel, ts) -> lines shown
         self._numbers = itertools.count(1)
         self._pending_view: dict[str, Any] | None = None
         secret = bot.settings.slack_signing_secret
@@ -75,24 +77,37 @@ class Console:
         where = self.names.get(record.get("channel", ""), "")
         label = {
             "message": f"{where}",
-            "update": f"{where} (updated)",
+            "update": f"{where} (updated: {_first_line(record.get('text', ''), self.names)})",
             "ephemeral": "only you see this",
             "response": "only you see this",
         }.get(kind, kind)
         if kind == "response" and record.get("response_type") == "in_channel":
             label = "reply"
-        lines = render(record.get("blocks") or [], self.names, self._number_for(record))
-        if not lines:
-            lines = [mrkdwn(record.get("text", ""), self.names)]
-        self.out(
-            f"\n┌ {label}\n"
-            + "\n".join("│ " + line for text in lines for line in text.splitlines())
-            + "\n└"
-        )
+        texts = render(record.get("blocks") or [], self.names, self._number_for(record))
+        if not texts:
+            texts = [mrkdwn(record.get("text", ""), self.names)]
+        lines = [line for text in texts for line in text.splitlines()]
+        key = (record.get("channel", ""), record.get("ts", ""))
+        shown = lines
+        if kind == "update" and key in self._printed:  # only what changed since it was shown
+            before = self._printed[key]
+            shown = ["(deleted)"] if record.get("deleted") else changed(before, lines)
+            if not shown:
+                return
+        if kind in ("message", "update") and key[1]:
+            self._printed[key] = lines
+        self.out(f"\n┌ {label}\n" + "\n".join("│ " + line for line in shown) + "\n└")
 
     def _number_for(self, record: dict[str, Any]) -> Callable[[dict[str, Any]], int]:
+        where = (str(record.get("channel", "")), str(record.get("ts", "")))
+
         def number(button: dict[str, Any]) -> int:
-            n = next(self._numbers)
+            key = (*where, str(button.get("action_id")), str(button.get("value")))
+            n = self._button_numbers.get(key) if where[1] else None
+            if n is None:
+                n = next(self._numbers)
+                if where[1]:
+                    self._button_numbers[key] = n
             self.buttons[n] = (record, button)
             return n
 
@@ -237,6 +252,11 @@ async def run_demo(workdir: Path, user: str, *, fresh: bool = True) -> None:
             await run(bot, slack, user)
         finally:
             await bot.stop_background()
+
+
+def _first_line(text: str, names: dict[str, str]) -> str:
+    lines = mrkdwn(text, names).splitlines()
+    return lines[0][:80] if lines else "a message"
 
 
 def _read(prompt: str) -> str | None:
