@@ -14,7 +14,9 @@ from typing import Any
 
 from slack_bolt.request.async_request import AsyncBoltRequest
 
+from bot.adapters import blocks
 from bot.app import Bot, build, utcnow
+from bot.domain.lifecycle import State
 from bot.local import demo, payloads
 from bot.local.console_render import changed, mrkdwn, render
 from bot.local.slack import LocalSlack
@@ -58,7 +60,7 @@ class Console:
         secret = bot.settings.slack_signing_secret
         assert secret is not None
         self._secret = secret.get_secret_value()
-        slack.add_listener(self._show)
+        slack.add_listener(self.show)
 
     def _user_id(self, name: str) -> str:
         for uid, uname in demo.USERS.items():
@@ -68,7 +70,8 @@ class Console:
 
     # -- output -----------------------------------------------------------------------------
 
-    def _show(self, kind: str, record: dict[str, Any]) -> None:
+    def show(self, kind: str, record: dict[str, Any]) -> None:
+        """Print a message the bot sent (or a modal it opened) as text with numbered buttons."""
         if kind == "view":
             self._pending_view = record.get("view", record)
             title = self._pending_view.get("title", {}).get("text", "")
@@ -157,7 +160,7 @@ class Console:
         if response.status != 200:
             self.out(f"the bot answered HTTP {response.status}: {response.body}")
         elif response.body.startswith("{"):
-            self._show("ephemeral", json.loads(response.body))
+            self.show("ephemeral", json.loads(response.body))
 
     async def _slash(self, text: str) -> None:
         body = payloads.slash_command(
@@ -216,12 +219,43 @@ class Console:
             await asyncio.sleep(quiet)
 
 
-async def run(bot: Bot, slack: LocalSlack, user: str, lines: Any = None) -> None:
-    """Run the console until /quit or end of input."""
+def restore_pending(bot: Bot, slack: LocalSlack) -> list[dict[str, Any]]:
+    """Put the approval requests still pending back into ``slack`` where the bot posted them
+    (a restart with ``--keep``: the state database remembers them, a new LocalSlack does not),
+    rendered from the store as the bot renders them. Return the restored messages."""
+    restored = []
+    for m in bot.store.in_states(State.REQUESTED):
+        where = bot.outbox.location(f"approval:{m.id}")
+        target = bot.settings.targets.get(m.target)
+        if where is None or target is None:  # never delivered: the outbox posts it anew
+            continue
+        message = blocks.approval_request(m, bot.store.prior_approvals(m.id), target.approval)
+        restored.append(slack.restore(where[0], where[1], message["text"], message["blocks"]))
+    return restored
+
+
+async def run(
+    bot: Bot,
+    slack: LocalSlack,
+    user: str,
+    lines: Any = None,
+    *,
+    earlier: list[dict[str, Any]] | None = None,
+) -> None:
+    """Run the console until /quit or end of input; show the ``earlier`` messages first."""
     console = Console(bot, slack, user=user)
     interactive = lines is None and sys.stdin.isatty()
     console.out("BARQ migration bot — local console (demo SQLite targets: staging, production)")
     console.out(f"you are {demo.USERS[console.user]}. Type /help for help.")
+    if earlier:
+        waiting = (
+            "1 approval request is"
+            if len(earlier) == 1
+            else f"{len(earlier)} approval requests are"
+        )
+        console.out(f"{waiting} still waiting from the last run:")
+    for record in earlier or []:
+        console.show("message", record)
     while True:
         if lines is not None:
             line = next(lines, None)
@@ -247,9 +281,10 @@ async def run_demo(workdir: Path, user: str, *, fresh: bool = True) -> None:
     ) as slack:
         settings = demo.demo_settings(workdir, slack.api_url, utcnow(), fresh=fresh)
         bot = build(settings)
+        earlier = [] if fresh else await asyncio.to_thread(restore_pending, bot, slack)
         await bot.start_background()
         try:
-            await run(bot, slack, user)
+            await run(bot, slack, user, earlier=earlier)
         finally:
             await bot.stop_background()
 
