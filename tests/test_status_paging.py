@@ -15,22 +15,13 @@ from bot.errors import UsageError
 from handlers.parse import Command, parse
 from tests import harness
 from tests.harness import Harness
+from tests.test_store import _plan as store_plan
 
 ALICE, BOB = "U0ALICE", "U0BOB"
 
 
 def _plan(n: int) -> Plan:
-    return Plan(
-        runbook="tenant-consolidation",
-        description="d",
-        runbook_digest="r",
-        target="staging",
-        dialect="sqlite",
-        params={"source_tenant": n, "target_tenant": 100 + n},
-        steps=(),
-        rollback=(),
-        hash=f"{n:064d}",
-    )
+    return store_plan(f"{n:064d}")  # a distinct plan: the same one would be answered as pending
 
 
 @pytest.mark.parametrize(
