@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import text
 
 import handlers
@@ -54,6 +56,7 @@ class Bot:
     async def start_background(self) -> None:
         """Start outbox delivery and the scheduler; pick up runs a restart interrupted."""
         self._tasks.append(asyncio.create_task(self.delivery.run_forever(), name="outbox"))
+        self._tasks.append(asyncio.create_task(_check_token(self.bolt.client), name="auth.test"))
         self.scheduler.start()
         await self.scheduler.run_pass()
 
@@ -124,6 +127,7 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
         request_verification_enabled=secret is not None,
     )
     handlers.register(bolt, service)
+    _warn_missing(settings)
     logger.info(
         "bot ready: %d runbooks, targets %s",
         len(runbooks.all()),
@@ -146,7 +150,8 @@ def _token_unused(record: logging.LogRecord) -> bool:
 
 def web_app(bot: Bot) -> web.Application:
     """The HTTP app: Bolt's ``POST /slack/events`` (behind the screen for malformed payloads)
-    and ``GET /healthz``."""
+    and ``GET /healthz``, which says only that the process is alive and its state database
+    answers; what the configuration lacks is logged as a warning at start."""
 
     secret = bot.settings.slack_signing_secret
     screen = Screen(bot.bolt, secret.get_secret_value() if secret else None)
@@ -169,6 +174,36 @@ def web_app(bot: Bot) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+def _warn_missing(settings: Settings) -> None:
+    """One WARNING line for each thing the bot needs that the configuration lacks (/healthz
+    only says the process is alive)."""
+    if not settings.targets:
+        logger.warning(
+            "no targets are configured: /migrate plan and request have no database to run on;"
+            " set BARQ_TARGETS (or targets: in $BARQ_CONFIG)"
+        )
+    if not settings.approvals_channel:
+        logger.warning(
+            "no approvals channel is configured: approval requests cannot be posted;"
+            " set BARQ_APPROVALS_CHANNEL (or approvals_channel: in $BARQ_CONFIG) to a channel id"
+        )
+
+
+async def _check_token(client: AsyncWebClient) -> None:
+    """Ask Slack once (auth.test) whether it accepts the bot token; warn if it does not.
+    Runs in the background: start-up does not wait for Slack."""
+    try:
+        await client.auth_test()
+    except SlackApiError as exc:
+        logger.warning(
+            "Slack rejected the bot token (auth.test: %s): nothing can be posted; check"
+            " SLACK_BOT_TOKEN (the xoxb- token of the installed app)",
+            exc.response.get("error", "unknown error"),
+        )
+    except Exception as exc:  # a diagnostic: whatever went wrong, say so and carry on
+        logger.warning("could not check the bot token with Slack (auth.test: %r)", exc)
 
 
 def _ping(store: Store) -> None:

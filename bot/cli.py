@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="barq-bot", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="barq-bot",
+        description="The BARQ migration bot: plan, approve and run data migrations from Slack.",
+    )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
@@ -51,8 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     shell = sub.add_parser("shell", help="the local console, with no Slack")
     shell.add_argument("--demo", action="store_true", help="create demo SQLite targets (required)")
     shell.add_argument("--as", dest="user", default="alice", help="start as this demo user")
-    shell.add_argument("--workdir", type=Path, default=Path("var/demo"))
-    shell.add_argument("--keep", action="store_true", help="keep the demo data of the last run")
+    shell.add_argument(
+        "--workdir", type=Path, default=Path("var/demo"), help="where the demo data lives"
+    )
+    shell.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the demo data of the last run (its migrations and pending requests)",
+    )
     shell.set_defaults(func=_shell)
     runbooks = sub.add_parser("runbooks", help="runbook tools").add_subparsers(required=True)
     runbooks.add_parser("validate", help="check every runbook").set_defaults(func=_validate)

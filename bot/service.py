@@ -20,7 +20,7 @@ from bot.domain.conflicts import conflict
 from bot.domain.lifecycle import ACTIVE, Event, State
 from bot.domain.plan import Plan, build_plan, coerce_params
 from bot.domain.ports import Clock, Directory, Notifier, Store, Target
-from bot.domain.records import Migration, StepRun
+from bot.domain.records import AuditEntry, Migration, StepRun
 from bot.domain.runbook import Runbook
 from bot.domain.sqltext import sql_for
 from bot.engine import Engine
@@ -103,9 +103,13 @@ class Service:
         m = await asyncio.to_thread(self.store.get, migration_id)
         return m, await asyncio.to_thread(self.store.step_runs, migration_id)
 
-    async def recent(self, limit: int = 10) -> list[Migration]:
-        """The latest migrations, newest first."""
-        return await asyncio.to_thread(self.store.recent, limit)
+    async def history(self, migration_id: int) -> list[AuditEntry]:
+        """Who did what to one migration, and when: its audit trail, oldest first."""
+        return await asyncio.to_thread(self.store.audit_trail, migration_id)
+
+    async def recent(self, limit: int = 10, offset: int = 0) -> list[Migration]:
+        """The latest migrations, newest first, after skipping the ``offset`` newest."""
+        return await asyncio.to_thread(self.store.recent, limit, offset)
 
     # -- planning ---------------------------------------------------------------------------
 

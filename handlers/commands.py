@@ -55,9 +55,13 @@ async def _run(service: Service, cmd: Command, user: str, trigger_id: str | None
         return blocks.requested(m, created)
     if cmd.name == "status":
         if cmd.migration_id is None:
-            return blocks.status_list(await service.recent())
+            size = blocks.PAGE_SIZE  # one more than a page says whether older ones follow
+            found = await service.recent(size + 1, offset=(cmd.page - 1) * size)
+            return blocks.status_list(found[:size], page=cmd.page, more=len(found) > size)
         m, runs = await service.status(cmd.migration_id)
-        return blocks.status(m, runs, service.clock(), service.engine.live(m.id))
+        history = await service.history(m.id)
+        live = service.engine.live(m.id)
+        return blocks.status(m, runs, service.clock(), live, history=history)
     assert cmd.migration_id is not None
     if cmd.name == "pause":
         m = await service.pause(cmd.migration_id, user)

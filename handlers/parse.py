@@ -24,6 +24,7 @@ class Command:
     params: dict[str, str] = field(default_factory=dict)
     target: str | None = None
     migration_id: int | None = None
+    page: int = 1  # status without an id: which page of migrations, newest first
 
 
 def parse(text: str) -> Command:
@@ -114,15 +115,27 @@ def _double_quoted(text: str, i: int, word: list[str]) -> int:
 
 
 def _with_id(name: str, rest: list[str]) -> Command:
+    if name == "status" and len(rest) == 1 and rest[0].lower().startswith("page="):
+        return Command(name, page=_page(rest[0][len("page=") :]))
     if not rest:
         if name == "status":
             return Command(name)
         raise UsageError(f"say which migration to {name}: `/migrate {name} 12`")
     if len(rest) > 1 or not re.fullmatch(r"#?\d{1,9}", rest[0]):
+        more = " or `/migrate status page=2` for older ones" if name == "status" else ""
         raise UsageError(
-            f"{' '.join(rest)!r} is not a migration id: write e.g. `/migrate {name} 12`"
+            f"{' '.join(rest)!r} is not a migration id: write e.g. `/migrate {name} 12`{more}"
         )
     return Command(name, migration_id=int(rest[0].lstrip("#")))
+
+
+def _page(raw: str) -> int:
+    if not re.fullmatch(r"\d{1,6}", raw) or int(raw) < 1:
+        raise UsageError(
+            f"page {raw!r} is not a page number: write e.g. `/migrate status page=2` (1 is the"
+            " newest)"
+        )
+    return int(raw)
 
 
 def _planned(name: str, rest: list[str]) -> Command:

@@ -10,9 +10,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _console(tmp_path: Path, *lines: str) -> str:
+def _console(tmp_path: Path, *lines: str, keep: bool = False) -> str:
+    workdir = ["--workdir", str(tmp_path / "demo"), *(["--keep"] if keep else [])]
     done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "shell", "--demo", "--workdir", str(tmp_path / "demo")],
+        [sys.executable, "-m", "bot.cli", "shell", "--demo", *workdir],
         cwd=ROOT,
         input="\n".join([*lines, "/quit"]) + "\n",
         capture_output=True,

@@ -11,7 +11,7 @@ from bot.domain.lifecycle import State
 from bot.domain.plan import Plan, PlannedStep
 from bot.domain.progress import LiveProgress
 from bot.domain.records import AuditEntry, Migration, StepRun
-from bot.domain.runbook import Runbook
+from bot.domain.runbook import Parameter, Runbook
 
 Block = dict[str, Any]
 Message = dict[str, Any]
@@ -29,6 +29,27 @@ _ICON = {
     State.REJECTED: ":x:",
     State.EXPIRED: ":alarm_clock:",
 }
+_PHRASE = {  # "#7 succeeded", "#7 is running": each state with the verb it reads well with
+    State.REQUESTED: "is waiting for approval",
+    State.APPROVED: "is approved",
+    State.RUNNING: "is running",
+    State.CANCELLING: "is being cancelled",
+    State.PAUSED: "is paused",
+    State.SUCCEEDED: "succeeded",
+    State.FAILED: "failed",
+    State.CANCELLED: "was cancelled",
+    State.REJECTED: "was rejected",
+    State.EXPIRED: "expired",
+}
+_DECIDED = {  # audit actions shown in /migrate status, as "<verb> by <@user>"
+    "approve": "approved",
+    "reject": "rejected",
+    "cancel": "cancelled",
+    "expire": "expired",
+    "pause-request": "pause requested",
+    "resume": "resumed",
+}
+PAGE_SIZE = 10  # migrations per page of /migrate status
 
 USAGE = [
     ("help", "/migrate help", "this help"),
@@ -43,7 +64,8 @@ USAGE = [
         "/migrate request tenant-consolidation source_tenant=3 target_tenant=7 on=staging",
         "ask for approval to run that plan",
     ),
-    ("status", "/migrate status 12", "one migration, or the recent ones without an id"),
+    ("status", "/migrate status 12", "one migration: who approved it, when it ran, its steps"),
+    ("status", "/migrate status page=2", f"the recent ones, {PAGE_SIZE} a page (page=1 first)"),
     ("cancel", "/migrate cancel 12", "stop it from starting, or stop at the next boundary"),
     ("pause", "/migrate pause 12", "pause a run at the next batch boundary (holds no locks)"),
     ("resume", "/migrate resume 12", "continue a paused or failed run from its checkpoint"),
@@ -82,19 +104,25 @@ def error(text: str) -> Message:
 def requested(m: Migration, created: bool) -> Message:
     """The requester's answer: the migration is waiting for approval, or (``created`` False)
     it was requested already and nothing new was made."""
-    what = f"*#{m.id}* ({m.plan.runbook} on {m.plan.target}, `{m.plan.args()}`)"
     if created:
+        what = f"*#{m.id}* ({m.plan.runbook} on {m.plan.target}, `{m.plan.args()}`)"
         text = (
             f":inbox_tray: Migration {what} is waiting for approval in the approvals channel "
             f"(plan `{m.plan.short_hash}`). Follow it with `/migrate status {m.id}`."
         )
         return message(f"Requested migration #{m.id}", [section(text)])
     text = (
-        f":repeat: You requested this already: migration {what} is {m.state.value}"
-        f" (plan `{m.plan.short_hash}`); nothing new was requested."
+        f":repeat: You requested this already: migration *#{m.id}* {_PHRASE[m.state]}"
+        f" ({m.plan.runbook} on {m.plan.target}, `{m.plan.args()}`, plan `{m.plan.short_hash}`);"
+        " nothing new was requested."
         f" Follow it with `/migrate status {m.id}`."
     )
     return message(f"Migration #{m.id} was requested already", [section(text)])
+
+
+def in_state(migration_id: int, state: State) -> str:
+    """The migration and its state as a phrase: "#7 succeeded", "#7 is running"."""
+    return f"#{migration_id} {_PHRASE[state]}"
 
 
 def notice(text: str) -> Message:
@@ -119,10 +147,7 @@ def runbook_list(runbooks: list[Runbook]) -> Message:
     """The runbooks, each with its description and parameters."""
     blocks: list[Block] = [header("Runbooks")]
     for rb in runbooks:
-        params = ", ".join(
-            f"`{n}` ({p.type}{': ' + p.description if p.description else ''})"
-            for n, p in rb.parameters.items()
-        )
+        params = ", ".join(_parameter(n, p) for n, p in rb.parameters.items())
         blocks.append(
             section(
                 f"*{rb.name}* — {rb.description}\nParameters: {params or 'none'}\n"
@@ -132,6 +157,22 @@ def runbook_list(runbooks: list[Runbook]) -> Message:
     if not runbooks:
         blocks.append(section("No runbooks are installed."))
     return message(f"{len(runbooks)} runbooks", blocks)
+
+
+def _parameter(name: str, p: Parameter) -> str:
+    """``name`` (type, limits: description), e.g. `years` (int, 1 to 10: keep this many)."""
+    limits: list[str] = [p.type]
+    if p.min is not None and p.max is not None:
+        limits.append(f"{p.min} to {p.max}")
+    elif p.min is not None:
+        limits.append(f"at least {p.min}")
+    elif p.max is not None:
+        limits.append(f"at most {p.max}")
+    if p.choices:
+        limits.append("one of " + ", ".join(f"`{c}`" for c in p.choices))
+    if p.pattern:
+        limits.append(f"matching `{p.pattern}`")
+    return f"`{name}` ({', '.join(limits)}{': ' + p.description if p.description else ''})"
 
 
 def _step_text(step: PlannedStep, counts: dict[str, int], dialect: str) -> str:
@@ -383,7 +424,12 @@ def data_state(m: Migration, runs: list[StepRun]) -> str:
     """What state the target's data is in after the run."""
     committed = [r for r in runs if r.phase == "run" and r.state == "succeeded"]
     if m.state is State.SUCCEEDED:
-        return f"All {len(m.plan.steps)} steps committed and verified."
+        n = len(m.plan.steps)
+        return (
+            "Its one step committed and verified."
+            if n == 1
+            else f"All {n} steps committed and verified."
+        )
     where = (
         f"Committed up to step {committed[-1].step_index} ({committed[-1].name})"
         if committed
@@ -399,25 +445,71 @@ def data_state(m: Migration, runs: list[StepRun]) -> str:
 
 
 def status(
-    m: Migration, runs: list[StepRun], now: datetime, live: LiveProgress | None = None
+    m: Migration,
+    runs: list[StepRun],
+    now: datetime,
+    live: LiveProgress | None = None,
+    *,
+    history: list[AuditEntry] | None = None,
 ) -> Message:
-    """One migration in full."""
+    """One migration in full: its progress, who requested and decided it when, and how long
+    it waited and ran (``history`` is its audit trail)."""
     msg = progress(m, runs, now, live)
-    extra = context(
-        f"requested by <@{m.requester}> at {m.requested_at:%Y-%m-%d %H:%M} UTC · "
-        f"`{m.plan.args()}` · plan `{m.plan.short_hash}`"
-        + (f"\nError: {m.error}" if m.error else "")
-    )
-    return message(msg["text"], [*msg["blocks"], extra])
+    lines = [
+        f"requested by <@{m.requester}> at {m.requested_at:%Y-%m-%d %H:%M:%S} UTC · "
+        f"`{m.plan.args()}` · plan `{m.plan.short_hash}`",
+        *_timeline(m, history or []),
+    ]
+    if m.error:
+        lines.append(f"Error: {m.error}")
+    return message(msg["text"], [*msg["blocks"], context("\n".join(lines))])
 
 
-def status_list(items: list[Migration]) -> Message:
-    """The recent migrations, one line each."""
+def _timeline(m: Migration, history: list[AuditEntry]) -> list[str]:
+    """Decisions with who and when, then start and finish with their durations."""
+    lines = []
+    for entry in history:
+        verb = _DECIDED.get(entry.action)
+        if verb is None:
+            continue
+        who = "" if entry.actor == "bot" else f" by <@{entry.actor}>"
+        line = f"{verb}{who} at {_clock(m, entry.at)} ({_after_request(m, entry.at)})"
+        lines.append(line + (f": {entry.detail['reason']}" if entry.detail.get("reason") else ""))
+    if m.started_at is not None:
+        lines.append(f"started at {_clock(m, m.started_at)} ({_after_request(m, m.started_at)})")
+    if m.finished_at is not None:
+        line = f"finished at {_clock(m, m.finished_at)}"
+        if m.started_at is not None:
+            line += f" (ran {_elapsed(m.started_at, m.finished_at)})"
+        lines.append(line)
+    return lines
+
+
+def _clock(m: Migration, at: datetime) -> str:
+    """The time of day, with the date too when it is not the day of the request."""
+    return f"{at:%H:%M:%S}" if at.date() == m.requested_at.date() else f"{at:%Y-%m-%d %H:%M:%S}"
+
+
+def _after_request(m: Migration, at: datetime) -> str:
+    return f"{_elapsed(m.requested_at, at)} after the request"
+
+
+def status_list(items: list[Migration], *, page: int = 1, more: bool = False) -> Message:
+    """A page of migrations, newest first, one line each; ``more`` when older ones follow."""
     if not items:
-        return message("No migrations yet", [section("No migrations yet. Try `/migrate list`.")])
+        text = (
+            "No migrations yet. Try `/migrate list`."
+            if page == 1
+            else f"No migrations on page {page}: there are fewer. See `/migrate status`."
+        )
+        return message("No migrations", [section(text)])
     lines = [
         f"{_ICON[m.state]} *#{m.id}* {m.plan.runbook} on {m.plan.target} — {m.state.value} "
         f"· <@{m.requester}> · {m.requested_at:%Y-%m-%d %H:%M}"
         for m in items
     ]
-    return message("Recent migrations", [header("Recent migrations"), section("\n".join(lines))])
+    title = "Recent migrations" if page == 1 else f"Migrations, page {page}"
+    footer = f"page {page}" + (
+        f" · older ones: `/migrate status page={page + 1}`" if more else " · no older ones"
+    )
+    return message(title, [header(title), section("\n".join(lines)), context(footer)])

@@ -213,10 +213,13 @@ class Store:
             raise NotFound(f"there is no migration #{migration_id}: see /migrate status")
         return _migration(row)
 
-    def recent(self, limit: int = 10) -> list[Migration]:
-        """The most recently requested migrations, newest first."""
+    def recent(self, limit: int = 10, offset: int = 0) -> list[Migration]:
+        """The most recently requested migrations, newest first, skipping the ``offset``
+        newest (a page of ``/migrate status``)."""
         with self._tx() as conn:
-            rows = conn.execute(select(migrations).order_by(migrations.c.id.desc()).limit(limit))
+            rows = conn.execute(
+                select(migrations).order_by(migrations.c.id.desc()).limit(limit).offset(offset)
+            )
             return [_migration(r) for r in rows]
 
     def in_states(self, *states: State) -> list[Migration]:

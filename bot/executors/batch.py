@@ -28,12 +28,17 @@ async def run_batch(ctx: StepContext[PlannedBatch]) -> StepOutcome:
     result = await asyncio.to_thread(_batches, ctx, job, ctx.control.stopping)
     if result.finished:
         await ctx.mark_done()
+    return StepOutcome(result.rows_done, batch_summary(result), result.finished)
+
+
+def batch_summary(result: BatchResult) -> str:
+    """The step's detail line: "3 batches, longest 20 ms", or that no batch was needed."""
+    if result.batches == 0:
+        return "no batch needed: no rows were left to change"
     batches = "batch" if result.batches == 1 else "batches"
-    detail = (
-        f"{result.batches:,} {batches}, longest {result.longest_batch_seconds * 1000:.0f} ms"
-        + (f", {result.retries} retried" if result.retries else "")
+    return f"{result.batches:,} {batches}, longest {result.longest_batch_seconds * 1000:.0f} ms" + (
+        f", {result.retries} retried" if result.retries else ""
     )
-    return StepOutcome(result.rows_done, detail, result.finished)
 
 
 @executes(PlannedParallel)

@@ -14,9 +14,11 @@ from typing import Any
 
 from slack_bolt.request.async_request import AsyncBoltRequest
 
+from bot.adapters import blocks
 from bot.app import Bot, build, utcnow
+from bot.domain.lifecycle import State
 from bot.local import demo, payloads
-from bot.local.console_render import mrkdwn, render
+from bot.local.console_render import changed, mrkdwn, render
 from bot.local.slack import LocalSlack
 
 HELP = """Type a slash command as the current user, e.g.
@@ -51,12 +53,14 @@ class Console:
         }
         self.user = self._user_id(user)
         self.buttons: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._button_numbers: dict[tuple[str, ...], int] = {}  # a button keeps its number
+        self._printed: dict[tuple[str, str], list[str]] = {}  # (channel, ts) -> lines shown
         self._numbers = itertools.count(1)
         self._pending_view: dict[str, Any] | None = None
         secret = bot.settings.slack_signing_secret
         assert secret is not None
         self._secret = secret.get_secret_value()
-        slack.add_listener(self._show)
+        slack.add_listener(self.show)
 
     def _user_id(self, name: str) -> str:
         for uid, uname in demo.USERS.items():
@@ -66,7 +70,8 @@ class Console:
 
     # -- output -----------------------------------------------------------------------------
 
-    def _show(self, kind: str, record: dict[str, Any]) -> None:
+    def show(self, kind: str, record: dict[str, Any]) -> None:
+        """Print a message the bot sent (or a modal it opened) as text with numbered buttons."""
         if kind == "view":
             self._pending_view = record.get("view", record)
             title = self._pending_view.get("title", {}).get("text", "")
@@ -75,24 +80,37 @@ class Console:
         where = self.names.get(record.get("channel", ""), "")
         label = {
             "message": f"{where}",
-            "update": f"{where} (updated)",
+            "update": f"{where} (updated: {_first_line(record.get('text', ''), self.names)})",
             "ephemeral": "only you see this",
             "response": "only you see this",
         }.get(kind, kind)
         if kind == "response" and record.get("response_type") == "in_channel":
             label = "reply"
-        lines = render(record.get("blocks") or [], self.names, self._number_for(record))
-        if not lines:
-            lines = [mrkdwn(record.get("text", ""), self.names)]
-        self.out(
-            f"\n┌ {label}\n"
-            + "\n".join("│ " + line for text in lines for line in text.splitlines())
-            + "\n└"
-        )
+        texts = render(record.get("blocks") or [], self.names, self._number_for(record))
+        if not texts:
+            texts = [mrkdwn(record.get("text", ""), self.names)]
+        lines = [line for text in texts for line in text.splitlines()]
+        key = (record.get("channel", ""), record.get("ts", ""))
+        shown = lines
+        if kind == "update" and key in self._printed:  # only what changed since it was shown
+            before = self._printed[key]
+            shown = ["(deleted)"] if record.get("deleted") else changed(before, lines)
+            if not shown:
+                return
+        if kind in ("message", "update") and key[1]:
+            self._printed[key] = lines
+        self.out(f"\n┌ {label}\n" + "\n".join("│ " + line for line in shown) + "\n└")
 
     def _number_for(self, record: dict[str, Any]) -> Callable[[dict[str, Any]], int]:
+        where = (str(record.get("channel", "")), str(record.get("ts", "")))
+
         def number(button: dict[str, Any]) -> int:
-            n = next(self._numbers)
+            key = (*where, str(button.get("action_id")), str(button.get("value")))
+            n = self._button_numbers.get(key) if where[1] else None
+            if n is None:
+                n = next(self._numbers)
+                if where[1]:
+                    self._button_numbers[key] = n
             self.buttons[n] = (record, button)
             return n
 
@@ -142,7 +160,7 @@ class Console:
         if response.status != 200:
             self.out(f"the bot answered HTTP {response.status}: {response.body}")
         elif response.body.startswith("{"):
-            self._show("ephemeral", json.loads(response.body))
+            self.show("ephemeral", json.loads(response.body))
 
     async def _slash(self, text: str) -> None:
         body = payloads.slash_command(
@@ -213,12 +231,43 @@ def _field_errors(body: str) -> list[str]:
     return [str(text) for text in errors.values()]
 
 
-async def run(bot: Bot, slack: LocalSlack, user: str, lines: Any = None) -> None:
-    """Run the console until /quit or end of input."""
+def restore_pending(bot: Bot, slack: LocalSlack) -> list[dict[str, Any]]:
+    """Put the approval requests still pending back into ``slack`` where the bot posted them
+    (a restart with ``--keep``: the state database remembers them, a new LocalSlack does not),
+    rendered from the store as the bot renders them. Return the restored messages."""
+    restored = []
+    for m in bot.store.in_states(State.REQUESTED):
+        where = bot.outbox.location(f"approval:{m.id}")
+        target = bot.settings.targets.get(m.target)
+        if where is None or target is None:  # never delivered: the outbox posts it anew
+            continue
+        message = blocks.approval_request(m, bot.store.prior_approvals(m.id), target.approval)
+        restored.append(slack.restore(where[0], where[1], message["text"], message["blocks"]))
+    return restored
+
+
+async def run(
+    bot: Bot,
+    slack: LocalSlack,
+    user: str,
+    lines: Any = None,
+    *,
+    earlier: list[dict[str, Any]] | None = None,
+) -> None:
+    """Run the console until /quit or end of input; show the ``earlier`` messages first."""
     console = Console(bot, slack, user=user)
     interactive = lines is None and sys.stdin.isatty()
     console.out("BARQ migration bot — local console (demo SQLite targets: staging, production)")
     console.out(f"you are {demo.USERS[console.user]}. Type /help for help.")
+    if earlier:
+        waiting = (
+            "1 approval request is"
+            if len(earlier) == 1
+            else f"{len(earlier)} approval requests are"
+        )
+        console.out(f"{waiting} still waiting from the last run:")
+    for record in earlier or []:
+        console.show("message", record)
     while True:
         if lines is not None:
             line = next(lines, None)
@@ -244,11 +293,17 @@ async def run_demo(workdir: Path, user: str, *, fresh: bool = True) -> None:
     ) as slack:
         settings = demo.demo_settings(workdir, slack.api_url, utcnow(), fresh=fresh)
         bot = build(settings)
+        earlier = [] if fresh else await asyncio.to_thread(restore_pending, bot, slack)
         await bot.start_background()
         try:
-            await run(bot, slack, user)
+            await run(bot, slack, user, earlier=earlier)
         finally:
             await bot.stop_background()
+
+
+def _first_line(text: str, names: dict[str, str]) -> str:
+    lines = mrkdwn(text, names).splitlines()
+    return lines[0][:80] if lines else "a message"
 
 
 def _read(prompt: str) -> str | None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 
-_EMOJI = {
+_EMOJI = {  # every shortcode the bot's messages use (tests/test_console_output.py checks)
     ":warning:": "⚠",
     ":white_check_mark:": "✅",
     ":hourglass_flowing_sand:": "⏳",
@@ -17,6 +18,9 @@ _EMOJI = {
     ":x:": "❌",
     ":alarm_clock:": "⏰",
     ":inbox_tray:": "📥",
+    ":double_vertical_bar:": "⏸",
+    ":information_source:": "ℹ",
+    ":repeat:": "🔁",
 }
 
 
@@ -57,3 +61,15 @@ def render(blocks: list[dict[str, Any]], names: dict[str, str], number: Any) -> 
             ]
             lines.append("   ".join(buttons))
     return lines
+
+
+def changed(before: list[str], after: list[str]) -> list[str]:
+    """The lines of ``after`` that are new or different from ``before`` (a message updated in
+    place): unchanged lines are left out, removed ones too."""
+    matcher = difflib.SequenceMatcher(None, before, after, autojunk=False)
+    return [
+        line
+        for tag, _i1, _i2, j1, j2 in matcher.get_opcodes()
+        if tag in ("replace", "insert")
+        for line in after[j1:j2]
+    ]

@@ -230,6 +230,11 @@ class LocalSlack:
         """Return the recorded message at `ts` in `channel`, if any."""
         return next((m for m in self.messages if m["channel"] == channel and m["ts"] == ts), None)
 
+    def restore(self, channel: str, ts: str, text: str, blocks: list[Any]) -> Record:
+        """Put back a message posted before this stand-in started (Slack keeps messages; a new
+        LocalSlack starts empty), at its old ``ts`` so that updates to it land."""
+        return self._store(channel, text, blocks, None, ts=ts, emit=False)
+
     def messages_in(self, channel: str) -> list[Record]:
         """Return the messages recorded in `channel`, oldest first."""
         return [m for m in self.messages if m["channel"] == channel]
@@ -412,10 +417,19 @@ class LocalSlack:
             raise SlackError("msg_too_long")
         return {"text": text, "blocks": _with_ids(blocks)}
 
-    def _store(self, channel: str, text: str, blocks: list[Any], thread_ts: str | None) -> Record:
+    def _store(
+        self,
+        channel: str,
+        text: str,
+        blocks: list[Any],
+        thread_ts: str | None,
+        *,
+        ts: str | None = None,
+        emit: bool = True,
+    ) -> Record:
         record = {
             "channel": channel,
-            "ts": self._next_ts(),
+            "ts": ts or self._next_ts(),
             "text": text,
             "blocks": blocks,
             "thread_ts": thread_ts,
@@ -424,7 +438,8 @@ class LocalSlack:
             "updates": [],
         }
         self.messages.append(record)
-        self._emit("message", record)
+        if emit:
+            self._emit("message", record)
         return record
 
     def _replace(self, record: Record, text: str, blocks: list[Any]) -> None:
