@@ -400,7 +400,7 @@ class Service:
                     self.engine.start(m.id)
         elif not self.engine.is_running(m.id):
             logger.info("migration %s: resuming after a restart", m.id)
-            self.engine.resume(m.id)
+            self.engine.resume(m.id, restarted=True)
 
     def _plan_change(self, m: Migration) -> str | None:
         """Why the approved plan of ``m`` is no longer what its runbook says now, if it is not."""

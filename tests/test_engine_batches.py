@@ -166,10 +166,28 @@ async def test_pause_stops_at_a_batch_boundary_and_resume_finishes_exactly_once(
     assert _rows(h, "SELECT SUM(Hits), MAX(Hits) FROM Items") == [(30, 1)], "3 batches of 10"
     _assert_nothing_held(h)
 
-    monkeypatch.setattr(batch_executor, "run_batches", real)
+    seen: list[tuple[int, int | None, int]] = []
+
+    def watched(*args: Any, on_batch: Any, **kwargs: Any) -> Any:
+        def watch(report: Any) -> None:
+            on_batch(report)
+            live = service.engine.live(m.id)
+            assert live is not None
+            seen.append((live.rows, live.total, live.base_rows))
+
+        return real(*args, on_batch=watch, **kwargs)
+
+    monkeypatch.setattr(batch_executor, "run_batches", watched)
     await service.resume(m.id, "U0ALICE")
     await h.settle()
-    assert h.bot.store.get(m.id).state is State.SUCCEEDED
+    done = h.bot.store.get(m.id)
+    assert done.state is State.SUCCEEDED
+    assert seen[0] == (40, 300, 30), "rows and total include the 30 rows done before the pause"
+    runs = h.bot.store.step_runs(m.id)
+    shown = harness.text_of(blocks.progress(done, runs, harness.now()))
+    assert "300 rows so far" in shown and "1 of 1 steps done" in shown
+    report = harness.text_of(blocks.outcome(done, runs))
+    assert "1. hit: succeeded, 300 rows" in report and report.count("hit:") == 1
     assert _rows(h, "SELECT MIN(Hits), MAX(Hits), COUNT(*) FROM Items") == [(1, 1, 300)]
     assert [r.state for r in h.bot.store.step_runs(m.id)] == ["stopped", "succeeded"]
     actions = [a.action for a in h.bot.store.audit_trail(m.id)]
@@ -191,7 +209,7 @@ async def test_a_failing_branch_stops_the_others_and_a_resume_finishes_them(h: H
     done_before = _rows(h, "SELECT COUNT(*) FROM Items WHERE Hits = 1")[0][0]
     assert 0 < done_before < 300
     assert blocks.data_state(failed, h.bot.store.step_runs(m.id)) == (
-        f"Nothing was committed; step 1 (bump) committed {done_before:,} rows in batches up "
+        f"No step was completed; step 1 (bump) committed {done_before:,} rows in batches up "
         "to its last checkpoint; the failing batch was rolled back."
     )
 
@@ -200,8 +218,12 @@ async def test_a_failing_branch_stops_the_others_and_a_resume_finishes_them(h: H
     resumed = await service.resume(m.id, "U0ALICE")
     assert resumed.state is State.RUNNING
     await h.settle()
-    assert h.bot.store.get(m.id).state is State.SUCCEEDED
+    done = h.bot.store.get(m.id)
+    assert done.state is State.SUCCEEDED
     assert _rows(h, "SELECT MIN(Hits), MAX(Hits) FROM Items") == [(1, 1)]
+    runs = h.bot.store.step_runs(m.id)
+    report = harness.text_of(blocks.outcome(done, runs))
+    assert "1. bump: succeeded, 300 rows" in report and report.count("bump:") == 1
     assert _rows(h, "SELECT COUNT(*) FROM Items WHERE Value <> 50 AND Id <> 201") == [(0,)]
 
 
