@@ -12,6 +12,7 @@ from bot.domain.plan import Plan, PlannedStep
 from bot.domain.progress import LiveProgress, StepTotal, rows_so_far, steps_done
 from bot.domain.records import Migration, StepRun
 from bot.domain.runbook import Runbook
+from bot.domain.touched import rows_by_table
 
 Block = dict[str, Any]
 Message = dict[str, Any]
@@ -158,11 +159,27 @@ def plan_message(plan: Plan, counts: dict[str, int], *, title: str = "Dry run") 
         blocks += [section(_step_text(s, {}, plan.dialect)) for s in plan.rollback]
     else:
         blocks.append(context(":warning: This runbook declares no rollback."))
-    total = sum(counts.values())
-    blocks.append(
-        context(f"Dry run only: nothing was changed. About {total:,} rows would be touched.")
-    )
+    blocks.append(context(f"Dry run only: nothing was changed. {_touched(plan, counts)}"))
     return message(f"{title}: {plan.runbook} on {plan.target} (plan {plan.short_hash})", blocks)
+
+
+def _touched(plan: Plan, counts: dict[str, int]) -> str:
+    """The rows the plan would touch, per table written (a sum would count rows that
+    several steps go over more than once)."""
+    tables = rows_by_table(plan.steps, counts)
+    if not tables:
+        return "It writes no table rows."
+    parts = []
+    for t in tables:
+        rows = "unknown rows" if t.rows is None else f"about {_plural(t.rows, 'row', 'rows')}"
+        if t.overlap and t.rows is not None:
+            rows = (
+                f"up to {_plural(t.rows, 'row', 'rows')} ({t.steps} steps may change the same rows)"
+            )
+        elif t.steps > 1:
+            rows += f" ({t.steps} steps)"
+        parts.append(f"`{t.table}`: {rows}")
+    return "Rows it would touch, by table written: " + "; ".join(parts) + "."
 
 
 def approval_request(
