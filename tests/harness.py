@@ -17,6 +17,7 @@ from bot.app import Bot, build, web_app
 from bot.domain.lifecycle import Event
 from bot.domain.records import Migration
 from bot.local import demo, payloads
+from bot.local.barq_schema import create_demo_database
 from bot.local.slack import LocalSlack
 from bot.settings import load_settings
 
@@ -38,6 +39,14 @@ def policies(staging_url: str, production_url: str | None = None) -> dict[str, A
             "approval": {"approvers": ["U0DAVE"], "approver_groups": ["S0DBA"], "required": 2},
         }
     return targets
+
+
+def demo_targets(tmp_path: Any) -> dict[str, Any]:
+    """Staging and production, each a fresh demo database in ``tmp_path``."""
+    return policies(
+        create_demo_database(tmp_path / "staging.db", now=now()),
+        create_demo_database(tmp_path / "production.db", now=now()),
+    )
 
 
 @dataclass

@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import text
 
 from bot.domain.lifecycle import State
-from bot.local.barq_schema import create_demo_database
 from tests import harness
 from tests.harness import APPROVALS, MIGRATIONS, Harness
 
@@ -21,9 +20,7 @@ MOVE = {"source_tenant": "3", "target_tenant": "7"}
 
 @pytest.fixture
 async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    staging = create_demo_database(tmp_path / "staging.db", now=harness.now())
-    production = create_demo_database(tmp_path / "production.db", now=harness.now())
-    bot = await harness.start(tmp_path, harness.policies(staging, production))
+    bot = await harness.start(tmp_path, harness.demo_targets(tmp_path))
     yield bot
     await bot.close()
 
@@ -107,10 +104,7 @@ async def test_a_run_whose_counts_held_starts_without_a_notice(h: Harness) -> No
 
 async def test_the_threshold_is_the_targets_setting(tmp_path: Path) -> None:
     """With count_drift_percent 150, a doubled count is within it: no notice, no hold."""
-    targets = harness.policies(
-        create_demo_database(tmp_path / "staging.db", now=harness.now()),
-        create_demo_database(tmp_path / "production.db", now=harness.now()),
-    )
+    targets = harness.demo_targets(tmp_path)
     targets["production"]["count_drift_percent"] = 150
     h = await harness.start(tmp_path, targets)
     try:
