@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.adapters.targets.dialect import error_message
 from bot.domain import approval as policy_rules
 from bot.domain.drift import count_drift, drift_notice
 from bot.domain.lifecycle import ACTIVE, Event, State
@@ -29,6 +32,7 @@ from bot.errors import (
     Refused,
     RunbookError,
     StateUnavailable,
+    TargetUnavailable,
     UnknownRunbook,
     UnknownTarget,
 )
@@ -440,7 +444,13 @@ class Service:
         voided (the audit trail keeps them)."""
         if not any(s.count_sql for s in m.plan.steps):
             return True
-        counts = _counts(m.plan, entry.target)
+        try:
+            counts = _counts(m.plan, entry.target)
+        except SQLAlchemyError as exc:  # not started: the next pass counts again
+            raise TargetUnavailable(
+                f"its rows could not be counted again on {m.target} before the start: "
+                f"{error_message(exc)}"
+            ) from exc
         percent = entry.config.count_drift_percent
         drifts = count_drift(m.counts, counts, percent)
         held = bool(drifts) and entry.config.production

@@ -116,3 +116,19 @@ async def test_the_threshold_is_the_targets_setting(tmp_path: Path) -> None:
         assert h.bot.store.get(m.id).state is State.SUCCEEDED
     finally:
         await h.close()
+
+
+async def test_a_run_whose_rows_cannot_be_counted_again_waits(h: Harness) -> None:
+    """The recount fails (the table is gone): the run is not started; it waits, and the
+    audit trail says why."""
+    m, _ = await h.bot.service.request(ALICE, "tenant-consolidation", MOVE, "staging")
+    h.approve_in_store(m, BOB)
+    with h.bot.service.targets["staging"].target.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE Tasks RENAME TO TasksGone"))
+    await h.bot.service.run_due(harness.now())
+    await h.bot.service.wait_idle()
+    assert h.bot.store.get(m.id).state is State.APPROVED
+    (skip,) = [a for a in h.bot.store.audit_trail(m.id) if a.action == "skip"]
+    assert skip.detail["reason"].startswith(
+        "its rows could not be counted again on staging before the start: no such table"
+    )
