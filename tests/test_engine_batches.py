@@ -143,6 +143,25 @@ def _rows(h: Harness, sql: str) -> list[tuple[int, ...]]:
         return [tuple(r) for r in conn.execute(text(sql))]
 
 
+def _watch_live(
+    h: Harness, migration_id: int, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[int, int | None, int]]:
+    """From now on, after each batch, note the live progress's rows, total and base rows."""
+    real, seen = batch_executor.run_batches, []
+
+    def watched(*args: Any, on_batch: Any, **kwargs: Any) -> Any:
+        def watch(report: Any) -> None:
+            on_batch(report)
+            live = h.bot.service.engine.live(migration_id)
+            assert live is not None
+            seen.append((live.rows, live.total, live.base_rows))
+
+        return real(*args, on_batch=watch, **kwargs)
+
+    monkeypatch.setattr(batch_executor, "run_batches", watched)
+    return seen
+
+
 async def test_pause_stops_at_a_batch_boundary_and_resume_finishes_exactly_once(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -168,18 +187,8 @@ async def test_pause_stops_at_a_batch_boundary_and_resume_finishes_exactly_once(
     assert _rows(h, "SELECT SUM(Hits), MAX(Hits) FROM Items") == [(30, 1)], "3 batches of 10"
     _assert_nothing_held(h)
 
-    seen: list[tuple[int, int | None, int]] = []
-
-    def watched(*args: Any, on_batch: Any, **kwargs: Any) -> Any:
-        def watch(report: Any) -> None:
-            on_batch(report)
-            live = service.engine.live(m.id)
-            assert live is not None
-            seen.append((live.rows, live.total, live.base_rows))
-
-        return real(*args, on_batch=watch, **kwargs)
-
-    monkeypatch.setattr(batch_executor, "run_batches", watched)
+    monkeypatch.setattr(batch_executor, "run_batches", real)
+    seen = _watch_live(h, m.id, monkeypatch)
     await service.resume(m.id, "U0ALICE")
     await h.settle()
     done = h.bot.store.get(m.id)
@@ -222,18 +231,7 @@ async def test_after_a_restart_mid_step_the_figures_count_each_row_once(
         now=harness.now,
     )
     assert _rows(h, "SELECT SUM(Hits) FROM Items") == [(30,)]
-    real, seen = batch_executor.run_batches, []
-
-    def watched(*args: Any, on_batch: Any, **kwargs: Any) -> Any:
-        def watch(report: Any) -> None:
-            on_batch(report)
-            live = service.engine.live(m.id)
-            assert live is not None
-            seen.append((live.rows, live.total, live.base_rows))
-
-        return real(*args, on_batch=watch, **kwargs)
-
-    monkeypatch.setattr(batch_executor, "run_batches", watched)
+    seen = _watch_live(h, m.id, monkeypatch)
     await service.run_due(harness.now())  # the restarted bot's first pass
     await h.settle()
     done, runs = store.get(m.id), store.step_runs(m.id)
