@@ -17,7 +17,7 @@ from bot.domain.control import Control, StepOutcome
 from bot.domain.lifecycle import Event, State
 from bot.domain.plan import PlannedStep
 from bot.domain.ports import Clock, Notifier, StepRunner, Store
-from bot.domain.progress import LiveProgress
+from bot.domain.progress import LiveProgress, earlier_end, skip_detail
 from bot.domain.records import Migration
 from bot.errors import InvalidTransition, StateUnavailable, StepFailed, TargetUnavailable
 
@@ -73,14 +73,16 @@ class Engine:
         if not self.is_running(migration_id):
             self._spawn(migration_id, begin=True)
 
-    def resume(self, migration_id: int) -> None:
-        """Continue a run from its checkpoints (after a restart or a pause)."""
+    def resume(self, migration_id: int, *, restarted: bool = False) -> None:
+        """Continue a run from its checkpoints (after a pause, a failure, or a restart of
+        the bot when ``restarted``)."""
         if not self.is_running(migration_id):
-            self._spawn(migration_id, begin=False)
+            self._spawn(migration_id, begin=False, restarted=restarted)
 
-    def _spawn(self, migration_id: int, *, begin: bool) -> None:
+    def _spawn(self, migration_id: int, *, begin: bool, restarted: bool = False) -> None:
         self._controls[migration_id] = Control()
-        task = asyncio.create_task(self._run(migration_id, begin), name=f"m{migration_id}")
+        run = self._run(migration_id, begin, restarted)
+        task = asyncio.create_task(run, name=f"m{migration_id}")
         self._tasks[migration_id] = task
 
     async def wait_idle(self) -> None:
@@ -88,7 +90,7 @@ class Engine:
         while tasks := [t for t in self._tasks.values() if not t.done()]:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run(self, migration_id: int, begin: bool) -> None:
+    async def _run(self, migration_id: int, begin: bool, restarted: bool) -> None:
         ticker = asyncio.create_task(self._tick(migration_id))
         try:
             if begin:
@@ -97,7 +99,7 @@ class Engine:
                 except InvalidTransition as exc:  # cancelled (or expired) since it was due
                     logger.info("migration %s: not started: %s", migration_id, exc)
                     return
-            await self._steps(migration_id)
+            await self._steps(migration_id, restarted)
         except Exception:  # the record must never stay "running" without a note
             logger.exception("migration %s: engine error", migration_id)
             await self._write(
@@ -145,13 +147,14 @@ class Engine:
     def _begin(self, migration_id: int) -> None:
         now = self.clock()
         with self.store.transaction():
+            self.store.lock(migration_id)  # one change at a time, as the service's decisions
             m = self.store.transition(
                 migration_id, Event.START, actor="bot", now=now, started_at=now
             )
             self.notifier.progress(m, [], now, None)
         logger.info("migration %s: started", migration_id)
 
-    async def _steps(self, migration_id: int) -> None:
+    async def _steps(self, migration_id: int, restarted: bool) -> None:
         m = await self._write(self.store.get, migration_id)
         control = self._controls[migration_id]
         if m.cancel_requested:
@@ -163,12 +166,16 @@ class Engine:
         except TargetUnavailable as exc:
             await self._write(self._finish, m.id, Event.FAIL, str(exc))
             return
+        why = ""
+        if committed:
+            trail = await self._write(self.store.audit_trail, m.id)
+            why = earlier_end([a.action for a in trail], restarted=restarted)
         for step in m.plan.steps:
             if control.stopping():
                 await self._write(self._stop, m.id, control)
                 return
             if step.name in committed:
-                await self._write(self._skip, m, step)
+                await self._write(self._skip, m, step, why)
                 continue
             live = LiveProgress(step.index, step.name, step.kind, started_at=self.clock())
             self._live[m.id] = live
@@ -211,7 +218,7 @@ class Engine:
             self.notifier.progress(self.store.get(m.id), self.store.step_runs(m.id), now, None)
         logger.info("migration %s: step %s %s, %s rows", m.id, step.index, state, outcome.rows)
 
-    def _skip(self, m: Migration, step: PlannedStep) -> None:
+    def _skip(self, m: Migration, step: PlannedStep, why: str) -> None:
         now = self.clock()
         with self.store.transaction():
             self.store.step_started(m.id, "run", step.index, step.name, step.kind, now)
@@ -221,7 +228,7 @@ class Engine:
                 step.index,
                 state="succeeded",
                 rows=0,
-                detail="already committed before a restart; not run again",
+                detail=skip_detail(why),
                 now=now,
             )
         logger.info("migration %s: step %s was already committed", m.id, step.index)
@@ -237,11 +244,11 @@ class Engine:
 
     def _stop(self, migration_id: int, control: Control) -> None:
         """Stop at a boundary: cancelled if cancel was asked, else paused."""
-        if control.cancel.is_set():
-            self._finish(migration_id, Event.STOP, None)
-            return
         now = self.clock()
         with self.store.transaction():
+            if control.cancel.is_set() or self.store.lock(migration_id).cancel_requested:
+                self._finish(migration_id, Event.STOP, None)
+                return
             m = self.store.transition(
                 migration_id, Event.PAUSE, actor="bot", now=now, pause_requested=False
             )
@@ -251,7 +258,7 @@ class Engine:
     def _finish(self, migration_id: int, event: Event, error: str | None) -> None:
         now = self.clock()
         with self.store.transaction():
-            m = self.store.get(migration_id)
+            m = self.store.lock(migration_id)  # a cancel may land at the same moment
             if m.state is State.RUNNING and event is Event.STOP:
                 event = Event.FAIL
             m = self.store.transition(

@@ -17,6 +17,7 @@ from bot.adapters.blocks import escape
 from bot.adapters.commands import check_target_fields
 from bot.domain import approval as policy_rules
 from bot.domain.conflicts import conflict
+from bot.domain.drift import count_drift, drift_notice
 from bot.domain.lifecycle import ACTIVE, Event, State
 from bot.domain.plan import Plan, build_plan, coerce_params
 from bot.domain.ports import Clock, Directory, Notifier, Store, Target
@@ -33,6 +34,7 @@ from bot.errors import (
     Refused,
     RunbookError,
     StateUnavailable,
+    TargetUnavailable,
     UnknownRunbook,
     UnknownTarget,
 )
@@ -134,15 +136,7 @@ class Service:
         url = entry.config.url.get_secret_value()
         check_target_fields([*plan.steps, *plan.rollback], url, target_name)
         self._check_exists(runbook, params, entry.target)
-        bound = {**params, "migration_id": "dry-run"}
-        counts: dict[str, int] = {}
-        for step in plan.steps:
-            if step.count_sql:
-                try:
-                    counts[step.name] = entry.target.count(step.count_sql, bound)
-                except QueryFailed as exc:
-                    raise exc.naming(f"the row count of step {step.name!r}") from exc
-        return plan, counts
+        return plan, _counts(plan, entry.target)
 
     def _check_exists(self, runbook: Runbook, params: dict[str, Any], target: Target) -> None:
         for name, param in runbook.parameters.items():
@@ -476,18 +470,20 @@ class Service:
             policy = entry.config.approval
             if now >= policy_rules.expires_at(policy, m.requested_at):
                 await asyncio.to_thread(self._expire, m, policy)
-            elif m.state is State.APPROVED:
+            elif m.state is State.APPROVED and not self.engine.is_running(m.id):
                 if (changed := await asyncio.to_thread(self._plan_change, m)) is not None:
                     await asyncio.to_thread(self._void, m, changed, now)
                     self.on_change()
                 elif (clash := await asyncio.to_thread(self._running_conflict, m)) is not None:
                     other, why = clash
                     raise Conflict(f"it starts once #{other.id} has finished ({why})")
-                else:
+                elif await asyncio.to_thread(self._recount, m, entry, now):
                     self.engine.start(m.id)
+                else:
+                    self.on_change()
         elif not self.engine.is_running(m.id):
             logger.info("migration %s: resuming after a restart", m.id)
-            self.engine.resume(m.id)
+            self.engine.resume(m.id, restarted=True)
 
     def _running_conflict(self, m: Migration) -> tuple[Migration, str] | None:
         """A migration running (or paused) on the target of ``m`` that it must wait for."""
@@ -527,6 +523,49 @@ class Service:
             self.notifier.notice(m, f"{text} the runbook as it is now.", now)
         logger.warning("migration %s cancelled before its start: %s", m.id, why)
 
+    def _recount(self, m: Migration, entry: TargetEntry, now: datetime) -> bool:
+        """Take the plan's counts again just before the start, and audit them; return whether
+        the run may start. A count that moved by more than the target's threshold since the
+        request is said in the thread; on a production target the run goes back to waiting
+        for approval (with the new counts), and the approvals given for the old counts are
+        voided (the audit trail keeps them)."""
+        if not any(s.count_sql for s in m.plan.steps):
+            return True
+        try:
+            counts = _counts(m.plan, entry.target)
+        except QueryFailed as exc:  # not started: the next pass counts again
+            raise TargetUnavailable(
+                f"its rows could not be counted again on {m.target} before the start: {exc.message}"
+            ) from exc
+        percent = entry.config.count_drift_percent
+        drifts = count_drift(m.counts, counts, percent)
+        held = bool(drifts) and entry.config.production
+        detail = {"before": m.counts, "after": counts, "drift_percent": percent, "held": held}
+        with self.store.transaction():
+            if self.store.get(m.id).state is not State.APPROVED:
+                return False  # decided otherwise meanwhile
+            if held:
+                detail["voided"] = self.store.void_approvals(m.id)
+                m = self.store.transition(
+                    m.id,
+                    Event.RECOUNT,
+                    actor="bot",
+                    now=now,
+                    detail=detail,
+                    counts=counts,
+                    requested_at=now,
+                )
+                self.notifier.approval(m, [], self._policy(m))
+            else:
+                self.store.audit(m.id, "bot", "recount", detail, now)
+                if drifts:
+                    m = self.store.set_fields(m.id, now, counts=counts)
+            if drifts:
+                self.notifier.notice(m, drift_notice(m.id, drifts, percent, held), now)
+        if drifts:
+            logger.warning("migration %s: counts moved since the request: %s", m.id, drifts)
+        return not held
+
     async def _skip(self, m: Migration, exc: Exception, now: datetime) -> None:
         """Record once why a pass could not handle ``m``; never raise."""
         if isinstance(exc, BarqError):
@@ -560,3 +599,17 @@ class Service:
     async def wait_idle(self) -> None:
         """Wait until every running migration task has finished (for tests and shutdown)."""
         await self.engine.wait_idle()
+
+
+def _counts(plan: Plan, target: Target) -> dict[str, int]:
+    """The rows each step with a count query touches on ``target`` now; a count that fails
+    raises QueryFailed naming its step."""
+    bound = {**plan.params, "migration_id": "dry-run"}
+    counts: dict[str, int] = {}
+    for step in plan.steps:
+        if step.count_sql:
+            try:
+                counts[step.name] = target.count(step.count_sql, bound)
+            except QueryFailed as exc:
+                raise exc.naming(f"the row count of step {step.name!r}") from exc
+    return counts

@@ -36,6 +36,9 @@ class TargetConfig(BaseModel):
     description: str = ""
     production: bool = False
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    # at start the plan's counts are taken again; one that moved by more than this since the
+    # request is said in the thread, and on a production target needs a fresh approval
+    count_drift_percent: float = Field(default=10.0, ge=0)
 
     @field_validator("url", mode="before")
     @classmethod

@@ -43,6 +43,14 @@ def policies(staging_url: str, production_url: str | None = None) -> dict[str, A
     return targets
 
 
+def demo_targets(tmp_path: Any) -> dict[str, Any]:
+    """Staging and production, each a fresh demo database in ``tmp_path``."""
+    return policies(
+        create_demo_database(tmp_path / "staging.db", now=now()),
+        create_demo_database(tmp_path / "production.db", now=now()),
+    )
+
+
 @dataclass
 class Harness:
     """The bot served over HTTP on loopback, and the Slack stand-in it talks to."""

@@ -115,7 +115,7 @@ def test_update_moves_exactly_the_matching_rows_once(target: Target) -> None:
     moving = make_items(target)
     before = rows(target)
     j = job(move())
-    assert remaining(target, j) == len(moving) == 40
+    assert remaining(target, j) == (0, len(moving)) == (0, 40)
     result, reports = run(target, j)
     expected = [(i, 9, 1) if i in moving else (i, t, 0) for i, t, _ in before]
     assert rows(target) == expected
@@ -129,7 +129,7 @@ def test_update_moves_exactly_the_matching_rows_once(target: Target) -> None:
     cp = checkpoint(target, j)
     assert (cp["rows_done"], cp["batches"], bool(cp["done"])) == (40, 6, True)
     assert cp["last_key"] == moving[-1]
-    assert remaining(target, j) == 0
+    assert remaining(target, j) == (40, 0)
 
 
 def test_stopped_run_resumes_to_the_same_result(target: Target) -> None:
@@ -144,7 +144,7 @@ def test_stopped_run_resumes_to_the_same_result(target: Target) -> None:
     cp = checkpoint(target, j)
     assert (cp["last_key"], cp["rows_done"], cp["batches"]) == (moving[20], 21, 3)
     assert not cp["done"]
-    assert remaining(target, j) == 40 - 21
+    assert remaining(target, j) == (21, 40 - 21), "done before the stop, and left"
 
     second, more = run(target, j)
     assert second.finished and [r.rows for r in more] == [7, 7, 5]
@@ -242,7 +242,7 @@ def test_a_done_checkpoint_applies_nothing(target: Target) -> None:
     again, reports = run(target, j)
     assert again.finished and reports == [] and (again.rows_done, again.batches) == (40, 6)
     assert all(hits == 0 for _, _, hits in rows(target))
-    assert remaining(target, j) == 0
+    assert remaining(target, j) == (40, 0)
 
 
 def test_insert_copies_each_matching_row_once(target: Target) -> None:

@@ -24,6 +24,7 @@ from bot.errors import InvalidTransition
         (State.PAUSED, Event.RESUME, State.RUNNING),
         (State.PAUSED, Event.CANCEL, State.CANCELLED),
         (State.FAILED, Event.RESUME, State.RUNNING),
+        (State.APPROVED, Event.RECOUNT, State.REQUESTED),  # counts moved: approve again
     ],
 )
 def test_allowed_transitions(state: State, event: Event, after: State) -> None:

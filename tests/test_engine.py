@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from bot.adapters import blocks
 from bot.domain.lifecycle import Event, State
 from bot.local.barq_schema import create_demo_database, create_schema, seed_demo
 from tests import harness
@@ -174,6 +175,27 @@ async def test_failure_reports_error_step_and_what_was_committed(h: Harness) -> 
     assert [r.name for r in h.bot.store.step_runs(migration_id)] == ["move-tasks", "move-ghosts"]
 
 
+async def test_a_resumed_failed_run_counts_each_step_once(h: Harness) -> None:
+    """Resuming a failed run skips the committed step, saying it was committed before the
+    failure; when it fails again, 1 of 3 steps is done and step 1's rows are counted once."""
+    moved = _scalar(h, "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")
+    migration_id = await _approved(h, "broken-move")
+    await h.settle()
+    await h.bot.service.resume(migration_id, "U0ALICE")
+    await h.settle()
+    m, runs = h.bot.store.get(migration_id), h.bot.store.step_runs(migration_id)
+    assert m.state is State.FAILED
+    assert [r.name for r in runs] == ["move-tasks", "move-ghosts", "move-tasks", "move-ghosts"]
+    assert runs[2].detail == (
+        "committed in an earlier execution of this run (before a failure); not run again"
+    )
+    shown = harness.text_of(blocks.progress(m, runs, harness.now()))
+    assert "1 of 3 steps done" in shown and f"{moved:,} rows so far" in shown
+    report = harness.text_of(blocks.outcome(m, runs))
+    assert report.count("move-tasks: succeeded") == 1 and report.count("move-ghosts:") == 1
+    assert "Committed up to step 1 (move-tasks)" in report
+
+
 async def test_resume_after_a_crash_skips_committed_steps(h: Harness) -> None:
     """A run interrupted after a step committed resumes from the checkpoint: the sql step
     (whose second run would break the table's primary key) is not applied twice."""
@@ -196,7 +218,9 @@ async def test_resume_after_a_crash_skips_committed_steps(h: Harness) -> None:
     m = store.get(m.id)
     assert m.state is State.SUCCEEDED, m.error
     runs = store.step_runs(m.id)
-    assert runs[0].detail == "already committed before a restart; not run again"
+    assert runs[0].detail == (
+        "committed in an earlier execution of this run (before a restart); not run again"
+    )
     assert _scalar(h, "SELECT COUNT(*) FROM barq_journal") == copied
 
 

@@ -14,7 +14,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from bot.adapters import blocks
-from bot.domain.lifecycle import State
+from bot.adapters.targets.batches import BatchJob, run_batches
+from bot.domain.lifecycle import Event, State
+from bot.domain.planned import PlannedBatch
 from bot.executors import batch as batch_executor
 from tests import harness
 from tests.harness import Harness
@@ -141,6 +143,25 @@ def _rows(h: Harness, sql: str) -> list[tuple[int, ...]]:
         return [tuple(r) for r in conn.execute(text(sql))]
 
 
+def _watch_live(
+    h: Harness, migration_id: int, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[int, int | None, int]]:
+    """From now on, after each batch, note the live progress's rows, total and base rows."""
+    real, seen = batch_executor.run_batches, []
+
+    def watched(*args: Any, on_batch: Any, **kwargs: Any) -> Any:
+        def watch(report: Any) -> None:
+            on_batch(report)
+            live = h.bot.service.engine.live(migration_id)
+            assert live is not None
+            seen.append((live.rows, live.total, live.base_rows))
+
+        return real(*args, on_batch=watch, **kwargs)
+
+    monkeypatch.setattr(batch_executor, "run_batches", watched)
+    return seen
+
+
 async def test_pause_stops_at_a_batch_boundary_and_resume_finishes_exactly_once(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,14 +188,60 @@ async def test_pause_stops_at_a_batch_boundary_and_resume_finishes_exactly_once(
     _assert_nothing_held(h)
 
     monkeypatch.setattr(batch_executor, "run_batches", real)
+    seen = _watch_live(h, m.id, monkeypatch)
     await service.resume(m.id, "U0ALICE")
     await h.settle()
-    assert h.bot.store.get(m.id).state is State.SUCCEEDED
+    done = h.bot.store.get(m.id)
+    assert done.state is State.SUCCEEDED
+    assert seen[0] == (40, 300, 30), "rows and total include the 30 rows done before the pause"
+    runs = h.bot.store.step_runs(m.id)
+    shown = harness.text_of(blocks.progress(done, runs, harness.now()))
+    assert "300 rows so far" in shown and "1 of 1 steps done" in shown
+    report = harness.text_of(blocks.outcome(done, runs))
+    assert "1. hit: succeeded, 300 rows" in report and report.count("hit:") == 1
     assert _rows(h, "SELECT MIN(Hits), MAX(Hits), COUNT(*) FROM Items") == [(1, 1, 300)]
     assert [r.state for r in h.bot.store.step_runs(m.id)] == ["stopped", "succeeded"]
     actions = [a.action for a in h.bot.store.audit_trail(m.id)]
     order = [actions.index(a) for a in ("pause-request", "pause", "resume", "succeed")]
     assert order == sorted(order), actions
+
+
+async def test_after_a_restart_mid_step_the_figures_count_each_row_once(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot stopped after 3 batches of a step (its step run left open, its rows last
+    published at 20); after the restart the live total, rate base and report count the 30
+    committed rows once, and the step shows as one line."""
+    service, store = h.bot.service, h.bot.store
+    m, _ = await service.request("U0ALICE", "count-items", {}, "staging")
+    h.approve_in_store(m, "U0BOB")
+    now = harness.now()
+    store.transition(m.id, Event.START, actor="bot", now=now, started_at=now)
+    step = m.plan.steps[0]
+    assert isinstance(step, PlannedBatch)
+    store.step_started(m.id, "run", 1, step.name, step.kind, now)
+    store.step_rows(m.id, "run", 1, 20)
+    job = BatchJob(m.run_key, step.name, "", step.batch, {"migration_id": m.run_key}, 10)
+    reports: list[Any] = []
+    run_batches(
+        service.targets["staging"].target,
+        job,
+        should_stop=lambda: len(reports) == 3,
+        on_batch=reports.append,
+        now=harness.now,
+    )
+    assert _rows(h, "SELECT SUM(Hits) FROM Items") == [(30,)]
+    seen = _watch_live(h, m.id, monkeypatch)
+    await service.run_due(harness.now())  # the restarted bot's first pass
+    await h.settle()
+    done, runs = store.get(m.id), store.step_runs(m.id)
+    assert done.state is State.SUCCEEDED
+    assert seen[0] == (40, 300, 30)
+    assert [r.state for r in runs] == ["running", "succeeded"]
+    shown = harness.text_of(blocks.progress(done, runs, harness.now()))
+    assert "300 rows so far" in shown and "1 of 1 steps done" in shown
+    report = harness.text_of(blocks.outcome(done, runs))
+    assert "1. hit: succeeded, 300 rows" in report and report.count("hit:") == 1
 
 
 async def test_a_failing_branch_stops_the_others_and_a_resume_finishes_them(h: Harness) -> None:
@@ -191,7 +258,7 @@ async def test_a_failing_branch_stops_the_others_and_a_resume_finishes_them(h: H
     done_before = _rows(h, "SELECT COUNT(*) FROM Items WHERE Hits = 1")[0][0]
     assert 0 < done_before < 300
     assert blocks.data_state(failed, h.bot.store.step_runs(m.id)) == (
-        f"Nothing was committed; step 1 (bump) committed {done_before:,} rows in batches up "
+        f"No step was completed; step 1 (bump) committed {done_before:,} rows in batches up "
         "to its last checkpoint; the failing batch was rolled back."
     )
 
@@ -200,8 +267,12 @@ async def test_a_failing_branch_stops_the_others_and_a_resume_finishes_them(h: H
     resumed = await service.resume(m.id, "U0ALICE")
     assert resumed.state is State.RUNNING
     await h.settle()
-    assert h.bot.store.get(m.id).state is State.SUCCEEDED
+    done = h.bot.store.get(m.id)
+    assert done.state is State.SUCCEEDED
     assert _rows(h, "SELECT MIN(Hits), MAX(Hits) FROM Items") == [(1, 1)]
+    runs = h.bot.store.step_runs(m.id)
+    report = harness.text_of(blocks.outcome(done, runs))
+    assert "1. bump: succeeded, 300 rows" in report and report.count("bump:") == 1
     assert _rows(h, "SELECT COUNT(*) FROM Items WHERE Value <> 50 AND Id <> 201") == [(0,)]
 
 

@@ -9,9 +9,10 @@ from bot.adapters import step_text
 from bot.domain.approval import ApprovalPolicy, PriorApproval, still_wanted
 from bot.domain.lifecycle import State
 from bot.domain.plan import Plan, PlannedStep
-from bot.domain.progress import LiveProgress
+from bot.domain.progress import LiveProgress, StepTotal, rows_so_far, steps_done
 from bot.domain.records import AuditEntry, Migration, StepRun
 from bot.domain.runbook import Parameter, Runbook
+from bot.domain.touched import rows_by_table
 
 Block = dict[str, Any]
 Message = dict[str, Any]
@@ -199,10 +200,7 @@ def plan_message(plan: Plan, counts: dict[str, int], *, title: str = "Dry run") 
         blocks += [section(_step_text(s, {}, plan.dialect)) for s in plan.rollback]
     else:
         blocks.append(context(":warning: This runbook declares no rollback."))
-    total = sum(counts.values())
-    blocks.append(
-        context(f"Dry run only: nothing was changed. About {total:,} rows would be touched.")
-    )
+    blocks.append(context(f"Dry run only: nothing was changed. {_touched(plan, counts)}"))
     return message(f"{title}: {plan.runbook} on {plan.target} (plan {plan.short_hash})", blocks)
 
 
@@ -244,6 +242,25 @@ def approved_reply(m: Migration, approvals: list[PriorApproval], policy: Approva
     else:
         text = f"You approved #{m.id}: {count}; it is now {m.state.value}."
     return message(text, [section(f":white_check_mark: {text}")])
+
+
+def _touched(plan: Plan, counts: dict[str, int]) -> str:
+    """The rows the plan would touch, per table written (a sum would count rows that
+    several steps go over more than once)."""
+    tables = rows_by_table(plan.steps, counts)
+    if not tables:
+        return "It writes no table rows."
+    parts = []
+    for t in tables:
+        rows = "unknown rows" if t.rows is None else f"about {_plural(t.rows, 'row', 'rows')}"
+        if t.overlap and t.rows is not None:
+            rows = (
+                f"up to {_plural(t.rows, 'row', 'rows')} ({t.steps} steps may change the same rows)"
+            )
+        elif t.steps > 1:
+            rows += f" ({t.steps} steps)"
+        parts.append(f"`{t.table}`: {rows}")
+    return "Rows it would touch, by table written: " + "; ".join(parts) + "."
 
 
 def approval_request(
@@ -332,8 +349,12 @@ def _plural(n: int, one: str, many: str) -> str:
 def _elapsed(start: datetime | None, end: datetime) -> str:
     if start is None:
         return "-"
-    seconds = int((end - start).total_seconds())
-    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+    return _duration((end - start).total_seconds())
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 60}m {whole % 60:02d}s" if whole >= 60 else f"{whole}s"
 
 
 def progress(
@@ -342,12 +363,12 @@ def progress(
     """The live progress message: step k of n, rows so far (and of how many), rows per
     second, branches of a parallel step, the last output lines of a command, elapsed."""
     total = len(m.plan.steps)
-    done_rows = sum(r.rows for r in runs if r.phase == "run")
+    steps = step_text.totals(runs)
+    done_rows = rows_so_far(steps)
     current = next((s for s in m.plan.steps if s.index == m.current_step), None)
     where = f"step {m.current_step} of {total}" + (f": *{current.name}*" if current else "")
     if m.state not in (State.RUNNING, State.CANCELLING, State.PAUSED):
-        where = f"{len([r for r in runs if r.phase == 'run' and r.state == 'succeeded'])}"
-        where += f" of {total} steps done"
+        where = f"{steps_done(steps)} of {total} steps done"
     elapsed = _elapsed(m.started_at, m.finished_at or now)
     lines = [
         f"{_ICON[m.state]} *#{m.id} {m.plan.runbook}* on *{m.plan.target}* — {m.state.value}",
@@ -362,7 +383,7 @@ def progress(
     blocks = [section("\n".join(lines))]
     if live is not None and m.state in (State.RUNNING, State.CANCELLING):
         blocks.append(section(_live_text(live, now)))
-    blocks.append(_step_table(runs))
+    blocks.append(_step_table(steps))
     return message(lines[0].replace("*", ""), blocks)
 
 
@@ -391,13 +412,17 @@ def _live_text(live: LiveProgress, now: datetime) -> str:
     return text
 
 
-def _step_table(runs: list[StepRun]) -> Block:
+def _took(step: StepTotal) -> str:
+    """How long a finished step ran, over all its executions."""
+    return f", {_duration(step.seconds)}" if step.finished else ""
+
+
+def _step_table(steps: list[StepTotal]) -> Block:
     mark = {"succeeded": "✓", "failed": "✗", "running": "…", "skipped": "↷"}
     lines = [
         f"{mark.get(r.state, '·')} {'rollback ' if r.phase == 'rollback' else ''}"
-        f"{r.step_index}. {r.name}: {r.rows:,} rows"
-        + (f", {_elapsed(r.started_at, r.finished_at)}" if r.finished_at else "")
-        for r in runs
+        f"{r.step_index}. {r.name}: {r.rows:,} rows{_took(r)}"
+        for r in steps
     ]
     return context("\n".join(lines[-20:]) or "no step has started yet")
 
@@ -410,10 +435,9 @@ def outcome(m: Migration, runs: list[StepRun]) -> Message:
     if m.error:
         lines.append(f"*Error*: {m.error}")
     table = "\n".join(
-        f"{r.step_index}. {r.name}: {r.state}, {r.rows:,} rows"
-        + (f", {_elapsed(r.started_at, r.finished_at)}" if r.finished_at else "")
+        f"{r.step_index}. {r.name}: {r.state}, {r.rows:,} rows{_took(r)}"
         + (f" — {r.detail}" if r.detail else "")
-        for r in runs
+        for r in step_text.totals(runs)
     )
     blocks = [section("\n".join(lines)), section(f"*Steps*\n{table or 'none ran'}")]
     blocks.append(context(data_state(m, runs)))
@@ -422,7 +446,6 @@ def outcome(m: Migration, runs: list[StepRun]) -> Message:
 
 def data_state(m: Migration, runs: list[StepRun]) -> str:
     """What state the target's data is in after the run."""
-    committed = [r for r in runs if r.phase == "run" and r.state == "succeeded"]
     if m.state is State.SUCCEEDED:
         n = len(m.plan.steps)
         return (
@@ -430,17 +453,21 @@ def data_state(m: Migration, runs: list[StepRun]) -> str:
             if n == 1
             else f"All {n} steps committed and verified."
         )
-    where = (
-        f"Committed up to step {committed[-1].step_index} ({committed[-1].name})"
-        if committed
-        else "Nothing was committed"
-    )
+    steps = step_text.totals(runs)
+    committed = [r for r in steps if r.phase == "run" and r.state == "succeeded"]
     last = runs[-1] if runs and runs[-1].phase == "run" else None
-    if last is None or last.state not in ("failed", "stopped"):
-        return where + "."
-    left = step_text.left_behind(last)
-    if left:
-        where += f"; step {last.step_index} ({last.name}) {left}"
+    step = next(
+        (t for t in steps if last and (t.phase, t.step_index) == ("run", last.step_index)), None
+    )
+    left = step_text.left_behind(step) if step and step.state in ("failed", "stopped") else None
+    if committed:
+        where = f"Committed up to step {committed[-1].step_index} ({committed[-1].name})"
+    elif left and step and step.rows:
+        where = "No step was completed"
+    else:
+        where = "Nothing was committed"
+    if step and left:
+        where += f"; step {step.step_index} ({step.name}) {left}"
     return where + "."
 
 

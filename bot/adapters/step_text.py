@@ -26,6 +26,7 @@ from bot.domain.planned import (
     PlannedStep,
     kind_of,
 )
+from bot.domain.progress import StepTotal, fold
 from bot.domain.records import StepRun
 
 S = TypeVar("S", bound=PlannedBase)
@@ -64,7 +65,18 @@ def kinds() -> frozenset[str]:
     return frozenset(_RENDERERS)
 
 
-def left_behind(run: StepRun) -> str | None:
+def in_batches(kind: str) -> bool:
+    """Whether steps of ``kind`` commit batch by batch, each with its checkpoint."""
+    renderer = _RENDERERS.get(kind)
+    return renderer is not None and renderer.in_batches
+
+
+def totals(runs: list[StepRun]) -> list[StepTotal]:
+    """Each step's figures over all its executions (see bot.domain.progress.fold)."""
+    return fold(runs, in_batches)
+
+
+def left_behind(run: StepRun | StepTotal) -> str | None:
     """What a failed or stopped step run left in the data, or None when that goes unsaid."""
     renderer = _RENDERERS.get(run.kind)
     if renderer is not None and renderer.in_batches:

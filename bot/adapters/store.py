@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, create_engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from bot.adapters.tables import approvals, audit_log, migrations, step_runs
@@ -300,6 +300,15 @@ class Store:
                 )
             )
             return [PriorApproval(user=r.user_id, plan_hash=r.plan_hash, at=r.at) for r in rows]
+
+    def void_approvals(self, migration_id: int) -> list[str]:
+        """Remove the migration's approvals (their users may approve again); return who had
+        approved. The audit trail keeps every approval given."""
+        with self._tx() as conn:
+            where = (approvals.c.migration_id == migration_id, approvals.c.decision == "approve")
+            users = [r.user_id for r in conn.execute(select(approvals.c.user_id).where(*where))]
+            conn.execute(delete(approvals).where(*where))
+            return users
 
     def record_decision(
         self,

@@ -35,6 +35,7 @@ class Event(StrEnum):
     STOP = "stop"
     PAUSE = "pause"
     RESUME = "resume"
+    RECOUNT = "recount"  # counts moved since the approval: ask again (production)
 
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
@@ -45,6 +46,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.APPROVED, Event.START): State.RUNNING,
     (State.APPROVED, Event.CANCEL): State.CANCELLED,
     (State.APPROVED, Event.EXPIRE): State.EXPIRED,
+    (State.APPROVED, Event.RECOUNT): State.REQUESTED,
     (State.RUNNING, Event.SUCCEED): State.SUCCEEDED,
     (State.RUNNING, Event.FAIL): State.FAILED,
     (State.RUNNING, Event.CANCEL): State.CANCELLING,

@@ -85,6 +85,8 @@ class Store(Protocol):
 
     def prior_approvals(self, migration_id: int) -> list[PriorApproval]: ...
 
+    def void_approvals(self, migration_id: int) -> list[str]: ...
+
     def record_decision(
         self,
         migration_id: int,

@@ -24,7 +24,9 @@ Batched = PlannedBatch | PlannedParallel
 async def run_batch(ctx: StepContext[PlannedBatch]) -> StepOutcome:
     """Run the batches until none is left, or until the run is asked to stop."""
     job = _job(ctx, "", ctx.params)
-    ctx.live.total = await asyncio.to_thread(remaining, ctx.target, job)
+    live = ctx.live
+    done, left = await asyncio.to_thread(remaining, ctx.target, job)
+    live.rows, live.base_rows, live.total = done, done, done + left
     result = await asyncio.to_thread(_batches, ctx, job, ctx.control.stopping)
     if result.finished:
         await ctx.mark_done()
@@ -63,7 +65,8 @@ async def run_parallel(ctx: StepContext[PlannedParallel]) -> StepOutcome:
             job = _job(ctx, name, {**ctx.params, step.branch_param: key})
             progress = live.branch(name)
             try:
-                progress.total = await asyncio.to_thread(remaining, ctx.target, job)
+                done, left = await asyncio.to_thread(remaining, ctx.target, job)
+                live.resume_branch(name, done, left)
                 result = await asyncio.to_thread(_batches, ctx, job, stopping)
             except Exception as exc:
                 sibling_failed.set()

@@ -153,17 +153,19 @@ def run_batches(
     return BatchResult(state.rows_done, state.batches, True, runner.longest, retries)
 
 
-def remaining(target: Target, job: BatchJob) -> int:
-    """Matching rows after the checkpoint (0 once it is done): the total for progress."""
+def remaining(target: Target, job: BatchJob) -> tuple[int, int]:
+    """The rows the checkpoint says were committed (by earlier executions of the run), and
+    the matching rows after it (0 once it is done): the figures for progress."""
     statements = batch_sql(target.dialect, job.plan)
     target.prepare()
     with target.engine.connect() as conn:
         checkpoint = _read(conn, statements, job)
+        done = checkpoint.rows_done if checkpoint else 0
         if checkpoint is not None and checkpoint.done:
-            return 0
+            return done, 0
         last = checkpoint.last_key if checkpoint else None
         params = {**_runbook_params(job, statements.remaining), LAST: last}
-        return int(conn.execute(text(statements.remaining), params).scalar() or 0)
+        return done, int(conn.execute(text(statements.remaining), params).scalar() or 0)
 
 
 class _Runner:
