@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from bot.adapters.blocks import escape
-from bot.adapters.commands import check_target_fields
 from bot.domain import approval as policy_rules
 from bot.domain.conflicts import conflict
 from bot.domain.drift import count_drift, drift_notice
 from bot.domain.lifecycle import ACTIVE, Event, State
+from bot.domain.mrkdwn import escape
 from bot.domain.plan import Plan, build_plan, coerce_params
 from bot.domain.ports import Clock, Directory, Notifier, Store, Target
 from bot.domain.records import AuditEntry, Migration, StepRun
@@ -133,8 +132,7 @@ class Service:
             )
         params = coerce_params(runbook, raw)
         plan = build_plan(runbook, params, target_name, entry.target.dialect.name)
-        url = entry.config.url.get_secret_value()
-        check_target_fields([*plan.steps, *plan.rollback], url, target_name)
+        entry.target.check_command_fields([*plan.steps, *plan.rollback])
         self._check_exists(runbook, params, entry.target)
         return plan, _counts(plan, entry.target)
 

@@ -84,3 +84,14 @@ def test_no_module_level_imports_run_in_a_circle() -> None:
             visit(module)
     assert circles == []
     assert "bot.adapters.targets.mssql" in edges["bot.adapters.targets.dialects"]
+
+
+def test_the_use_cases_and_the_engine_depend_on_ports_not_adapters() -> None:
+    """bot/service.py and bot/engine.py reach the outside world only through the ports:
+    no adapter, executor, driver, Slack or scheduler import."""
+    outside = ("bot.adapters", "bot.executors", "bot.local", "sqlalchemy", "slack", "apscheduler")
+    found = {
+        module: sorted(name for name in GRAPH[module] if name.startswith(outside))
+        for module in ("bot.service", "bot.engine")
+    }
+    assert found == {"bot.service": [], "bot.engine": []}

@@ -8,6 +8,7 @@ from typing import Any
 from bot.adapters import step_text
 from bot.domain.approval import ApprovalPolicy, PriorApproval, still_wanted
 from bot.domain.lifecycle import State
+from bot.domain.mrkdwn import escape
 from bot.domain.plan import Plan, PlannedStep
 from bot.domain.progress import LiveProgress, StepTotal, rows_so_far, steps_done
 from bot.domain.records import AuditEntry, Migration, StepRun
@@ -213,11 +214,6 @@ _DONE = {
     "resume": "Resumed",
 }
 DECISIONS = frozenset(_DONE)
-
-
-def escape(text: str) -> str:
-    """User text shown as it was typed: no mentions, links or formatting of its own."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def decided_by(m: Migration, entry: AuditEntry) -> str:

@@ -90,11 +90,11 @@ def fill_target(
     return argv, env, list(dict.fromkeys(s for s in secrets if s))
 
 
-def check_target_fields(steps: Sequence[PlannedStep], url: str, target: str) -> None:
+def check_target_fields(steps: Sequence[PlannedStep], url: URL | str, target: str) -> None:
     """Raise TargetFieldError, naming the step, the field and ``target``, if a command step of
     ``steps`` has a ``{target.*}`` placeholder that the target's ``url`` cannot fill; so a plan
     that would fail mid-run is refused when it is made."""
-    parsed = make_url(url)
+    parsed = make_url(url) if isinstance(url, str) else url
     for step in steps:
         if isinstance(step, PlannedCommand):
             try:

@@ -10,8 +10,6 @@ Two plans on the same target conflict when they change the same data:
 
 from __future__ import annotations
 
-import re
-
 from bot.domain.plan import Plan
 from bot.domain.planned import (
     PlannedBatch,
@@ -22,25 +20,19 @@ from bot.domain.planned import (
     PlannedStep,
     show,
 )
-
-# The table an UPDATE, INSERT INTO, DELETE FROM or MERGE INTO statement writes.
-_WRITES = re.compile(
-    r"\b(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM|MERGE\s+INTO|TRUNCATE\s+TABLE)\s+"
-    r"([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)?|\[[^\]]+\](?:\.\[[^\]]+\])?)",
-    re.IGNORECASE,
-)
+from bot.domain.touched import sql_writes
 
 
 def tables_written(step: PlannedStep) -> frozenset[str] | None:
-    """The tables ``step`` writes (lower case, without brackets); None when it cannot be
-    told (a command or a restore may write anything)."""
+    """The tables ``step`` writes (lower case, unquoted); None when it cannot be told (a
+    command or a restore may write anything)."""
     if isinstance(step, PlannedCommand | PlannedRestore):
         return None
     if isinstance(step, PlannedBatch | PlannedParallel):
         names = {step.batch.table, *([step.batch.insert_into] if step.batch.insert_into else [])}
         return frozenset(_name(n) for n in names)
     if isinstance(step, PlannedSql):
-        return frozenset(_name(m.group(1)) for m in _WRITES.finditer(step.sql))
+        return frozenset(_name(w.table) for w in sql_writes(step.sql))
     return frozenset()
 
 
@@ -76,4 +68,4 @@ def conflict(plan: Plan, other: Plan, conflicts_on: list[str] | None) -> str | N
 
 
 def _name(table: str) -> str:
-    return table.replace("[", "").replace("]", "").lower()
+    return table.lower()

@@ -51,11 +51,17 @@ def writes(step: PlannedStep) -> Write | None:
         plan = step.batch
         return Write(plan.insert_into, True) if plan.insert_into else Write(plan.table, False)
     if isinstance(step, PlannedSql):
-        found = _WRITES.search(_strip_comments(step.sql))
-        if found is None:
-            return Write(UNKNOWN, False)
-        return Write(_unquote(found.group(5)), found.group(1) is not None)
+        found = sql_writes(step.sql)
+        return found[0] if found else Write(UNKNOWN, False)
     return None
+
+
+def sql_writes(sql: str) -> list[Write]:
+    """Every table an SQL text writes (INSERT, UPDATE, DELETE, MERGE), in order."""
+    return [
+        Write(_unquote(found.group(5)), found.group(1) is not None)
+        for found in _WRITES.finditer(_strip_comments(sql))
+    ]
 
 
 def rows_by_table(steps: Iterable[PlannedStep], counts: Mapping[str, int]) -> list[TableRows]:

@@ -7,7 +7,7 @@ Every method blocks: callers run them in a thread, never on the event loop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,10 +28,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from bot.adapters.commands import check_target_fields
 from bot.adapters.targets.dialect import BackupInfo, Dialect
 from bot.adapters.targets.dialect import error_message as error_message  # its old home
 from bot.adapters.targets.dialects import check_client, dialect_for
 from bot.adapters.targets.retries import retry_transient
+from bot.domain.planned import PlannedStep
 from bot.domain.runbook import bound_names, compare
 from bot.errors import QueryFailed, TargetUnavailable
 
@@ -112,6 +114,11 @@ class Target:
     def count(self, sql: str, params: dict[str, Any]) -> int:
         """A count query's value."""
         return int(self.scalar(sql, params) or 0)
+
+    def check_command_fields(self, steps: Sequence[PlannedStep]) -> None:
+        """Raise TargetFieldError if a command step of ``steps`` needs a ``{target.*}`` field
+        this target's URL lacks (so the plan is refused, not the run)."""
+        check_target_fields(steps, self.engine.url, self.name)
 
     def check(
         self, sql: str, params: dict[str, Any], *, expect: str | None, equals_sql: str | None
