@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from bot.domain import approval as policy_rules
 from bot.domain.conflicts import conflict
 from bot.domain.drift import count_drift, drift_notice
-from bot.domain.lifecycle import ACTIVE, Event, State
+from bot.domain.lifecycle import ACTIVE, Event, State, in_state
 from bot.domain.mrkdwn import escape
 from bot.domain.plan import Plan, build_plan, coerce_params
 from bot.domain.ports import Clock, Directory, Notifier, Store, Target
@@ -372,7 +372,7 @@ class Service:
                 self._announce(m, user, f"#{m.id} was cancelled by <@{user}> while paused.")
                 return m
             if m.state not in (State.REQUESTED, State.APPROVED):
-                raise Refused(f"migration #{m.id} is already {m.state.value}")
+                raise Refused(f"{in_state(m.id, m.state)}; there is nothing to cancel")
             m = self.store.transition(m.id, Event.CANCEL, actor=user, now=now, finished_at=now)
             self._announce(m, user, f"#{m.id} was cancelled by <@{user}>; it will not run.")
             return m
@@ -388,7 +388,7 @@ class Service:
         with self.store.transaction():
             m = self.store.lock(migration_id)
             if m.state is not State.RUNNING:
-                raise Refused(f"migration #{m.id} is {m.state.value}; only a running one pauses")
+                raise Refused(f"{in_state(m.id, m.state)}; only a running migration pauses")
             now = self.clock()
             m = self.store.set_fields(m.id, now, pause_requested=True)
             self.store.audit(m.id, user, "pause-request", {}, now)
@@ -416,9 +416,7 @@ class Service:
         with self.store.transaction():
             m = self.store.lock(migration_id)
             if m.state not in (State.PAUSED, State.FAILED):
-                raise Refused(
-                    f"migration #{m.id} is {m.state.value}; only a paused or failed run resumes"
-                )
+                raise Refused(f"{in_state(m.id, m.state)}; only a paused or failed run resumes")
             m = self.store.transition(
                 m.id, Event.RESUME, actor=user, now=self.clock(), error=None, finished_at=None
             )

@@ -135,7 +135,7 @@ async def test_approve_against_cancel_never_runs_a_cancelled_request(h: Harness)
         final = h.bot.store.get(m.id)
         starts = [a for a in h.bot.store.audit_trail(m.id) if a.action == "start"]
         if isinstance(cancelled, BaseException):  # too late: the one-step run had finished
-            assert str(cancelled) == f"migration #{m.id} is already succeeded"
+            assert str(cancelled) == f"#{m.id} succeeded; there is nothing to cancel"
             assert (final.state, len(starts)) == (State.SUCCEEDED, 1)
         elif cancelled.state is State.CANCELLED:  # before the run: it never starts
             assert (final.state, starts) == (State.CANCELLED, [])

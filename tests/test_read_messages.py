@@ -11,7 +11,7 @@ import pytest
 
 from bot.adapters import blocks
 from bot.adapters.targets.batches import BatchResult
-from bot.domain.lifecycle import State
+from bot.domain.lifecycle import State, in_state
 from bot.domain.records import AuditEntry, Migration
 from bot.domain.runbook import Runbook
 from bot.executors.batch import batch_summary
@@ -99,7 +99,7 @@ def test_status_list_says_how_to_see_older_migrations() -> None:
 )
 def test_a_state_reads_as_english(state: State, phrase: str) -> None:
     """No "#7 is succeeded": each state has its own verb."""
-    assert blocks.in_state(7, state) == phrase
+    assert in_state(7, state) == phrase
     again = _text(blocks.requested(_migration(state), created=False))
     assert phrase.replace("#7", "*#7*") in again
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from bot.adapters import step_text
 from bot.domain.approval import ApprovalPolicy, PriorApproval, still_wanted
-from bot.domain.lifecycle import State
+from bot.domain.lifecycle import State, state_phrase
 from bot.domain.mrkdwn import escape
 from bot.domain.plan import Plan, PlannedStep
 from bot.domain.progress import LiveProgress, StepTotal, rows_so_far, steps_done
@@ -30,18 +30,6 @@ _ICON = {
     State.CANCELLED: ":no_entry_sign:",
     State.REJECTED: ":x:",
     State.EXPIRED: ":alarm_clock:",
-}
-_PHRASE = {  # "#7 succeeded", "#7 is running": each state with the verb it reads well with
-    State.REQUESTED: "is waiting for approval",
-    State.APPROVED: "is approved",
-    State.RUNNING: "is running",
-    State.CANCELLING: "is being cancelled",
-    State.PAUSED: "is paused",
-    State.SUCCEEDED: "succeeded",
-    State.FAILED: "failed",
-    State.CANCELLED: "was cancelled",
-    State.REJECTED: "was rejected",
-    State.EXPIRED: "expired",
 }
 _DECIDED = {  # audit actions shown in /migrate status, as "<verb> by <@user>"
     "approve": "approved",
@@ -114,17 +102,12 @@ def requested(m: Migration, created: bool) -> Message:
         )
         return message(f"Requested migration #{m.id}", [section(text)])
     text = (
-        f":repeat: You requested this already: migration *#{m.id}* {_PHRASE[m.state]}"
+        f":repeat: You requested this already: migration *#{m.id}* {state_phrase(m.state)}"
         f" ({m.plan.runbook} on {m.plan.target}, `{m.plan.args()}`, plan `{m.plan.short_hash}`);"
         " nothing new was requested."
         f" Follow it with `/migrate status {m.id}`."
     )
     return message(f"Migration #{m.id} was requested already", [section(text)])
-
-
-def in_state(migration_id: int, state: State) -> str:
-    """The migration and its state as a phrase: "#7 succeeded", "#7 is running"."""
-    return f"#{migration_id} {_PHRASE[state]}"
 
 
 def notice(text: str) -> Message:

@@ -70,3 +70,27 @@ def next_state(state: State | str, event: Event | str) -> State:
         return TRANSITIONS[(State(state), Event(event))]
     except (KeyError, ValueError):
         raise InvalidTransition(str(state), str(event)) from None
+
+
+_PHRASE = {  # "#7 succeeded", "#7 is running": each state with the verb it reads well with
+    State.REQUESTED: "is waiting for approval",
+    State.APPROVED: "is approved",
+    State.RUNNING: "is running",
+    State.CANCELLING: "is being cancelled",
+    State.PAUSED: "is paused",
+    State.SUCCEEDED: "succeeded",
+    State.FAILED: "failed",
+    State.CANCELLED: "was cancelled",
+    State.REJECTED: "was rejected",
+    State.EXPIRED: "expired",
+}
+
+
+def state_phrase(state: State) -> str:
+    """What a migration in ``state`` is, as the end of a sentence: "succeeded", "is running"."""
+    return _PHRASE[state]
+
+
+def in_state(migration_id: int, state: State) -> str:
+    """The migration and its state as a phrase: "#7 succeeded", "#7 is running"."""
+    return f"#{migration_id} {state_phrase(state)}"
