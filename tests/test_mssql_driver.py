@@ -224,6 +224,7 @@ def test_an_unreachable_server_fails_with_the_drivers_network_error(pyodbc: Modu
     message = str(info.value)
     assert message.startswith("cannot reach staging (mssql 127.0.0.1/BARQ_STAGING): ")
     assert "[FreeTDS]" in message  # the driver's own words
+    assert "('08" not in message, "the message, not pyodbc's (SQLSTATE, message) tuple"
     assert PASSWORD not in message
     cause: Any = info.value.__cause__
     assert isinstance(cause.orig, pyodbc.Error)

@@ -124,7 +124,13 @@ def unwrap_dbapi_error(exc: BaseException) -> tuple[BaseException, bool]:
 
 def error_message(exc: BaseException) -> str:
     """The database's own message, without SQLAlchemy's SQL echo, parameters or passwords."""
-    text = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
+    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
+    state, said = args if len(args) == 2 else (None, None)
+    if isinstance(state, str) and len(state) == 5 and isinstance(said, str):
+        text = said  # pyodbc's (SQLSTATE, message): the message names the state already
+    else:
+        text = str(orig)
     text = text.split("\n[SQL:")[0].split("\n(Background on this error")[0]
     return re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", text).strip()[:1500]
 

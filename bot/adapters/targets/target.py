@@ -87,16 +87,15 @@ class Target:
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
-        """A connection to read with. When none can be opened for want of a connection (the
-        driver's network error, as the dialect classifies it), raises TargetUnavailable
-        with the driver's own message."""
+        """A connection to read with. When none can be opened (the server cannot be reached,
+        as the dialect classifies the driver's error, or it refuses the login), raises
+        TargetUnavailable with the driver's own message."""
         try:
             conn = self.engine.connect()
         except DBAPIError as exc:
-            if self.dialect.classify(exc) != "connection":
-                raise
+            how = "reach" if self.dialect.classify(exc) == "connection" else "connect to"
             raise TargetUnavailable(
-                f"cannot reach {self.describe()}: {error_message(exc)}"
+                f"cannot {how} {self.describe()}: {error_message(exc)}"
             ) from exc
         with conn:
             yield conn
