@@ -86,10 +86,8 @@ def test_the_tables_a_sql_step_writes(sql: str, tables: set[str]) -> None:
 
 @pytest.fixture
 async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    staging = create_demo_database(tmp_path / "staging.db", now=harness.now())
-    bot = await harness.start(tmp_path, harness.policies(staging))
-    yield bot
-    await bot.close()
+    async with harness.running(tmp_path, "staging") as bot:
+        yield bot
 
 
 async def test_a_request_sharing_a_tenant_with_a_pending_one_is_refused_with_its_id(

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from bot.local.barq_schema import create_demo_database
 from tests import harness
 from tests.harness import CONSOLE, USERS, Harness
 
@@ -19,10 +18,8 @@ REQUEST = "request tenant-consolidation source_tenant=3 target_tenant=7 on=stagi
 
 @pytest.fixture
 async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    staging = create_demo_database(tmp_path / "staging.db", now=harness.now())
-    bot = await harness.start(tmp_path, harness.policies(staging))
-    yield bot
-    await bot.close()
+    async with harness.running(tmp_path, "staging") as bot:
+        yield bot
 
 
 async def test_a_resent_request_makes_no_second_migration(h: Harness) -> None:
