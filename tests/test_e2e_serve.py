@@ -1,5 +1,6 @@
 """End to end: `barq-bot serve` as a real process on loopback, a fake Slack Web API, signed
-requests as Slack sends them, and the migration's effect checked in a real PostgreSQL."""
+requests as Slack sends them, and the migration's effect checked in a real PostgreSQL (and a
+real SQL Server when BARQ_TEST_MSSQL_URL names one)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from tests.harness import APPROVALS, CHANNELS, CONSOLE, MIGRATIONS, USERS, now
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "e2e-signing-secret"
-pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
@@ -28,16 +28,27 @@ async def slack() -> AsyncIterator[LocalSlack]:
         yield s
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("mssql", marks=pytest.mark.mssql),
+    ]
+)
+def target_db(request: pytest.FixtureRequest) -> str:
+    """A fresh, empty target database on a server."""
+    return str(request.getfixturevalue("pg_url" if request.param == "postgresql" else "mssql_url"))
+
+
 @pytest.fixture
-async def served(tmp_path: Path, pg_url: str, slack: LocalSlack) -> AsyncIterator[str]:
-    engine = create_engine(pg_url)
+async def served(tmp_path: Path, target_db: str, slack: LocalSlack) -> AsyncIterator[str]:
+    engine = create_engine(target_db)
     create_schema(engine)
     seed_demo(engine, now=now())
     engine.dispose()
     config = {
         "targets": {
             "staging": {
-                "url": pg_url.replace("postgres@", "${E2E_PG_USER}@"),
+                "url": target_db.replace("postgres@", "${E2E_PG_USER}@"),  # from the env
                 "approval": {"approver_groups": ["S0DBA"], "required": 1},
             }
         },
@@ -61,11 +72,11 @@ async def _post(url: str, body: str, secret: str = SECRET) -> tuple[int, float]:
         return resp.status, time.monotonic() - started
 
 
-async def test_request_approve_run_on_postgresql(
-    served: str, slack: LocalSlack, pg_url: str
+async def test_request_approve_run_on_a_server(
+    served: str, slack: LocalSlack, target_db: str
 ) -> None:
-    """/migrate request, an approval click, and the tenant's data moved in PostgreSQL."""
-    target = create_engine(pg_url)
+    """/migrate request, an approval click, and the tenant's data moved in the database."""
+    target = create_engine(target_db)
     with target.connect() as conn:
         moving = conn.execute(text("SELECT COUNT(*) FROM Tasks WHERE TenantId = 3")).scalar()
         total = conn.execute(text("SELECT COUNT(*) FROM Tasks WHERE TenantId IN (3, 7)")).scalar()
