@@ -4,8 +4,9 @@ Every test plans a runbook on a fresh demo BARQ database (SQLite and PostgreSQL)
 realistic parameters, runs it through the in-process bot (request, approve, settle), and
 compares, step by step, the count the plan showed with the rows the step's run changed.
 Where the demo seed lacks the case that made a count too large (users who already hold a
-role, users already anonymized, audit rows already cleared or past retention), the test adds
-those rows with plain SQL before planning.
+role, users already anonymized, users with empty legacy preferences, audit rows already
+cleared, past retention or of a tenant that is gone), the test makes those rows with plain
+SQL before planning. schema-deployment is not run: it has no counts (see its test).
 """
 
 from __future__ import annotations
