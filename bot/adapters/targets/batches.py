@@ -193,7 +193,7 @@ class _Runner:
         """Create the checkpoint row unless it exists (in its own transaction) and read it."""
         self.target.prepare()
         try:
-            with self.target.engine.begin() as conn:
+            with self.target.transaction(timeout=self.job.timeout) as conn:
                 conn.execute(text(self.sql.checkpoint_create), self._key(done=False))
         except sa_exc.IntegrityError:
             pass  # created meanwhile by a runner whose commit was still in flight
