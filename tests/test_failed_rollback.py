@@ -111,3 +111,22 @@ def test_a_batch_transaction_is_retried_though_the_rollback_fails(
             return int(conn.execute(text(STEP)).rowcount)
 
     assert retry_transient(attempt, target.dialect, retries=1, where="batch") == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "number"),
+    [(DEADLOCK, "deadlock", "(1205)"), (LOCK_TIMEOUT, "lock_timeout", "(1222)")],
+    ids=["deadlock", "lock-timeout"],
+)
+def test_a_failed_rollback_outside_the_bots_transactions_is_classified_by_the_first_error(
+    target: Target, server: Server, error: Exception, kind: str, number: str
+) -> None:
+    """SQLAlchemy's own ``engine.begin()`` raises the rollback's 3903 with the statement's
+    error in its ``__context__`` chain: classification and the message use that one."""
+    server.failures[STEP] = [error]
+    with pytest.raises(DBAPIError) as raised, target.engine.begin() as conn:
+        conn.execute(text(STEP))
+    assert "3903" in str(raised.value)  # what SQLAlchemy raises
+    assert target.dialect.classify(raised.value) == kind
+    said = error_message(raised.value)
+    assert number in said and "3903" not in said

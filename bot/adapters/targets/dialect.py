@@ -30,6 +30,7 @@ __all__ = [
     "backup_file_name",
     "error_message",
     "file_sha256",
+    "first_error",
     "timeout_ms",
     "unwrap_dbapi_error",
     "validate_column",
@@ -107,6 +108,24 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def first_error(exc: BaseException) -> BaseException:
+    """The statement's error behind a failed rollback, else ``exc``.
+
+    When a statement fails in a transaction the server has ended already (SQL Server: a
+    deadlock victim, XACT_ABORT ON), SQLAlchemy's ``with conn.begin()`` rolls back, the
+    rollback fails too (3903) and its error, which names no statement, replaces the first:
+    that one is still in the ``__context__`` chain, as the first error naming a statement.
+    """
+    if not isinstance(exc, DBAPIError) or exc.statement is not None:
+        return exc
+    seen = exc.__context__
+    while seen is not None:
+        if isinstance(seen, DBAPIError) and seen.statement is not None:
+            return seen
+        seen = seen.__context__
+    return exc
+
+
 def unwrap_dbapi_error(exc: BaseException) -> tuple[BaseException, bool]:
     """Return the driver exception behind a SQLAlchemy error and whether the connection died.
 
@@ -123,7 +142,9 @@ def unwrap_dbapi_error(exc: BaseException) -> tuple[BaseException, bool]:
 
 
 def error_message(exc: BaseException) -> str:
-    """The database's own message, without SQLAlchemy's SQL echo, parameters or passwords."""
+    """The database's own message, without SQLAlchemy's SQL echo, parameters or passwords
+    (the statement's, not a failed rollback's after it: :func:`first_error`)."""
+    exc = first_error(exc)
     orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
     state, said = args if len(args) == 2 else (None, None)
@@ -256,9 +277,10 @@ class Dialect(ABC):
         """Map an exception to one of :data:`ERROR_KINDS` using the driver's error codes.
 
         SQLAlchemy wrappers are unwrapped (``.orig``); a connection SQLAlchemy invalidated,
-        a pool timeout or a builtin ConnectionError count as "connection".
+        a pool timeout or a builtin ConnectionError count as "connection". A failed
+        rollback is classified by the statement's error before it (:func:`first_error`).
         """
-        orig, invalidated = unwrap_dbapi_error(exc)
+        orig, invalidated = unwrap_dbapi_error(first_error(exc))
         if invalidated or isinstance(orig, ConnectionError | sa_exc.TimeoutError):
             return "connection"
         return self._classify_driver_error(orig)

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from bot.adapters.commands import check_target_fields
-from bot.adapters.targets.dialect import BackupInfo, Dialect
+from bot.adapters.targets.dialect import BackupInfo, Dialect, unwrap_dbapi_error
 from bot.adapters.targets.dialect import error_message as error_message  # its old home
 from bot.adapters.targets.dialects import check_client, dialect_for
 from bot.adapters.targets.retries import retry_transient
@@ -261,7 +261,8 @@ def committing(conn: Connection) -> Iterator[Connection]:
         try:
             transaction.rollback()
         except Exception as failed:
-            logger.debug("rollback after %s failed: %s", type(exc).__name__, error_message(failed))
+            said = unwrap_dbapi_error(failed)[0]  # the rollback's own words, not the first error
+            logger.debug("rollback after %s failed, as expected: %s", type(exc).__name__, said)
             conn.invalidate()
         raise
     transaction.commit()
