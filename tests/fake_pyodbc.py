@@ -6,10 +6,16 @@ classes, so SQLAlchemy wraps them as it wraps the real ones."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyodbc
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+from bot.adapters.targets.target import Target
 
 ROLLBACK_WITHOUT_BEGIN = pyodbc.ProgrammingError(
     "42000",
@@ -45,6 +51,20 @@ class Server:
 
     def statements(self, fragment: str) -> list[str]:
         return [s for s in self.log if fragment in s]
+
+
+@pytest.fixture
+def server() -> Server:
+    """The stand-in SQL Server of one test (import this fixture and ``ms``)."""
+    return Server()
+
+
+@pytest.fixture
+def ms(server: Server) -> Iterator[Target]:
+    """A target on SQLAlchemy's mssql+pyodbc dialect whose connections are ``server``'s."""
+    engine = create_engine("mssql+pyodbc://", creator=server.connect, poolclass=NullPool)
+    yield Target("ms", engine)
+    engine.dispose()
 
 
 class Connection:

@@ -7,19 +7,22 @@ retried) and the one reported, never the rollback's. Against a stand-in pyodbc c
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import pyodbc
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
 
 from bot.adapters.targets.dialect import error_message
 from bot.adapters.targets.retries import retry_transient
 from bot.adapters.targets.target import Target
-from tests.fake_pyodbc import Server
+
+if TYPE_CHECKING:
+    from tests.fake_pyodbc import Server
+
+pytest_plugins = ["tests.fake_pyodbc"]  # its fixtures: server, ms
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 STEP = "UPDATE dbo.Tasks SET TenantId = 2 WHERE TenantId = 1"
@@ -43,53 +46,38 @@ TRUNCATED = pyodbc.ProgrammingError(
 )
 
 
-@pytest.fixture
-def server() -> Server:
-    return Server()
-
-
-@pytest.fixture
-def target(server: Server) -> Iterator[Target]:
-    engine = create_engine("mssql+pyodbc://", creator=server.connect, poolclass=NullPool)
-    target = Target("ms", engine)
-    yield target
-    engine.dispose()
-
-
-def _run(target: Target, retries: int) -> int:
-    return target.run_sql(STEP, {}, run_key="m-7", step="move", timeout=5, now=NOW, retries=retries)
+def _run(ms: Target, retries: int) -> int:
+    return ms.run_sql(STEP, {}, run_key="m-7", step="move", timeout=5, now=NOW, retries=retries)
 
 
 @pytest.mark.parametrize(
     "error", [DEADLOCK, LOCK_TIMEOUT, LINK_LOST], ids=["deadlock", "lock-timeout", "link-lost"]
 )
 def test_a_transient_error_is_retried_though_the_rollback_fails(
-    target: Target, server: Server, error: Exception
+    ms: Target, server: Server, error: Exception
 ) -> None:
     server.failures[STEP] = [error]
-    assert _run(target, retries=2) == 1
+    assert _run(ms, retries=2) == 1
     assert len(server.statements(STEP)) == 2
     last = len(server.log) - server.log[::-1].index(STEP)
     assert "COMMIT" in server.log[last:]  # the retry committed
 
 
-def test_the_last_transient_error_is_raised_not_the_rollbacks(
-    target: Target, server: Server
-) -> None:
+def test_the_last_transient_error_is_raised_not_the_rollbacks(ms: Target, server: Server) -> None:
     server.failures[STEP] = [DEADLOCK, DEADLOCK]
     with pytest.raises(DBAPIError) as raised:
-        _run(target, retries=1)
+        _run(ms, retries=1)
     assert "(1205)" in error_message(raised.value)
-    assert target.dialect.classify(raised.value) == "deadlock"
+    assert ms.dialect.classify(raised.value) == "deadlock"
 
 
 def test_a_permanent_error_is_reported_with_its_own_number_and_text(
-    target: Target, server: Server, caplog: pytest.LogCaptureFixture
+    ms: Target, server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
     server.failures[STEP] = [TRUNCATED]
     debug = caplog.at_level(logging.DEBUG, logger="bot.adapters.targets.target")
     with debug, pytest.raises(DBAPIError) as raised:
-        _run(target, retries=3)
+        _run(ms, retries=3)
     said = error_message(raised.value)
     assert "would be truncated" in said and "(2628)" in said
     assert "3903" not in said and "ROLLBACK" not in said
@@ -100,17 +88,17 @@ def test_a_permanent_error_is_reported_with_its_own_number_and_text(
 
 
 def test_a_batch_transaction_is_retried_though_the_rollback_fails(
-    target: Target, server: Server
+    ms: Target, server: Server
 ) -> None:
     """The batch runner's attempt: a transaction at the job's isolation, under
     retry_transient."""
     server.failures[STEP] = [DEADLOCK]
 
     def attempt() -> int:
-        with target.transaction(timeout=5, isolation="REPEATABLE READ") as conn:
+        with ms.transaction(timeout=5, isolation="REPEATABLE READ") as conn:
             return int(conn.execute(text(STEP)).rowcount)
 
-    assert retry_transient(attempt, target.dialect, retries=1, where="batch") == (1, 1)
+    assert retry_transient(attempt, ms.dialect, retries=1, where="batch") == (1, 1)
 
 
 @pytest.mark.parametrize(
@@ -119,14 +107,14 @@ def test_a_batch_transaction_is_retried_though_the_rollback_fails(
     ids=["deadlock", "lock-timeout"],
 )
 def test_a_failed_rollback_outside_the_bots_transactions_is_classified_by_the_first_error(
-    target: Target, server: Server, error: Exception, kind: str, number: str
+    ms: Target, server: Server, error: Exception, kind: str, number: str
 ) -> None:
     """SQLAlchemy's own ``engine.begin()`` raises the rollback's 3903 with the statement's
     error in its ``__context__`` chain: classification and the message use that one."""
     server.failures[STEP] = [error]
-    with pytest.raises(DBAPIError) as raised, target.engine.begin() as conn:
+    with pytest.raises(DBAPIError) as raised, ms.engine.begin() as conn:
         conn.execute(text(STEP))
     assert "3903" in str(raised.value)  # what SQLAlchemy raises
-    assert target.dialect.classify(raised.value) == kind
+    assert ms.dialect.classify(raised.value) == kind
     said = error_message(raised.value)
     assert number in said and "3903" not in said
