@@ -244,7 +244,8 @@ class Dialect(ABC):
         ``updated_at`` are overwritten. Pass ``:now`` as a naive UTC datetime.
 
         This form, ``INSERT ... ON CONFLICT DO UPDATE``, is atomic under concurrency on
-        PostgreSQL and SQLite (>= 3.24); SQL Server overrides it.
+        PostgreSQL and SQLite (>= 3.24); SQL Server has no such statement and writes a
+        checkpoint in two (:meth:`checkpoint_write_sql`).
         """
         return (
             f"INSERT INTO {self.checkpoint_table} AS c"
@@ -254,6 +255,26 @@ class Dialect(ABC):
             " last_key = EXCLUDED.last_key, rows_done = c.rows_done + EXCLUDED.rows_done,"
             " batches = c.batches + 1, done = EXCLUDED.done, updated_at = EXCLUDED.updated_at"
         )
+
+    def checkpoint_write_sql(self) -> tuple[str, str | None]:
+        """The statements recording one more batch in a checkpoint row (the parameters of
+        :meth:`checkpoint_upsert_sql`): the first, and the INSERT to run when the first
+        wrote no row, or None when the first is an upsert on its own (this form)."""
+        return self.checkpoint_upsert_sql(), None
+
+    def write_checkpoint(self, conn: Connection, params: dict[str, object]) -> None:
+        """Record one more batch in a checkpoint row, inserting it if it is missing, in the
+        transaction open on ``conn`` (:meth:`checkpoint_write_sql`'s statements)."""
+        first, insert = self.checkpoint_write_sql()
+        written = conn.execute(text(first), params).rowcount
+        if insert is None:
+            return
+        if written is None or written < 0:
+            raise RuntimeError(
+                f"{self.name}: the checkpoint update reported no row count (SET NOCOUNT ON?)"
+            )
+        if written == 0:
+            conn.execute(text(insert), params)
 
     def next_key_sql(self, table: str, key: str, where: str | None = None) -> str:
         """Upper key of the next batch: MAX(key) of the first ``:batch_size`` matching rows

@@ -166,9 +166,7 @@ class Target:
         """Checkpoint a step that is not a transaction on the target (command, backup)."""
         self.prepare()
         with self.engine.connect() as conn, committing(conn):
-            conn.execute(
-                text(self.dialect.checkpoint_upsert_sql()), _checkpoint(run_key, step, rows, now)
-            )
+            self.dialect.write_checkpoint(conn, _checkpoint(run_key, step, rows, now))
 
     def run_sql(
         self,
@@ -202,7 +200,7 @@ class Target:
                     result = conn.execute(text(statement), _bind(statement, params))
                     rows += max(result.rowcount or 0, 0)
                 checkpoint_row = _checkpoint(run_key, step, rows, now)
-                conn.execute(text(self.dialect.checkpoint_upsert_sql()), checkpoint_row)
+                self.dialect.write_checkpoint(conn, checkpoint_row)
             return rows
 
         where = f"migration {run_key} step {step}"
