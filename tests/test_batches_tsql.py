@@ -65,6 +65,7 @@ def statements(s: BatchSql) -> list[str]:
         s.checkpoint_write,
         s.checkpoint_finish,
     ]
+    found += [s.checkpoint_insert] if s.checkpoint_insert else []
     return found + ([s.row_update] if s.row_update else [])
 
 
@@ -135,12 +136,16 @@ def test_hook_reads_the_range_in_key_order_and_updates_rows_by_key() -> None:
     assert [e.sql("tsql") for e in partial.expressions] == ["LegacyPreferences = :_barq_w1"]
 
 
-def test_checkpoint_is_merged_into_barq_checkpoints() -> None:
+def test_checkpoint_is_updated_under_lock_or_inserted_into_barq_checkpoints() -> None:
     s = batch_sql(MS, UPDATE)
-    merge = tsql(s.checkpoint_write)
-    assert isinstance(merge, exp.Merge)
-    assert merge.this.sql("tsql").startswith("dbo.barq_checkpoints")
-    assert binds(merge) == {"migration_id", "step", "branch", "last_key", "rows", "done", "now"}
+    write = tsql(s.checkpoint_write)
+    assert isinstance(write, exp.Update) and tables(write) == {"dbo.barq_checkpoints"}
+    assert "WITH (UPDLOCK, HOLDLOCK)" in write.sql("tsql")
+    assert s.checkpoint_insert is not None
+    insert = tsql(s.checkpoint_insert)
+    assert isinstance(insert, exp.Insert) and tables(insert) == {"dbo.barq_checkpoints"}
+    written = {"migration_id", "step", "branch", "last_key", "rows", "done", "now"}
+    assert binds(write) == binds(insert) == written
     key = {"migration_id", "step", "branch"}
     create = tsql(s.checkpoint_create)
     assert isinstance(create, exp.Insert) and tables(create) == {"dbo.barq_checkpoints"}

@@ -70,34 +70,32 @@ def test_mssql_checkpoint_ddl_is_guarded_create() -> None:
     assert pk is not None and [e.name for e in pk.expressions] == ["migration_id", "step", "branch"]
 
 
-def test_mssql_upsert_is_a_holdlock_merge() -> None:
-    sql = MS.checkpoint_upsert_sql()
-    assert sql.rstrip().endswith(";")
-    tree = tsql(sql)
-    assert isinstance(tree, exp.Merge)
-    target = tree.this
-    assert table_names(target) == {"dbo.barq_checkpoints"}
-    hints = [h.sql("tsql").upper() for h in target.args.get("hints") or []]
-    assert hints == ["WITH (HOLDLOCK)"]
-    whens = tree.args["whens"].expressions
-    assert [(w.args.get("matched"), type(w.args["then"])) for w in whens] == [
-        (True, exp.Update),
-        (False, exp.Insert),
-    ]
-    update = whens[0].args["then"].sql("tsql")
-    assert "rows_done = c.rows_done + :rows" in update and "batches = c.batches + 1" in update
-    assert placeholders(tree) == {
+def test_mssql_checkpoint_write_is_a_locking_update_then_an_insert() -> None:
+    """No MERGE: UPDATE ... WITH (UPDLOCK, HOLDLOCK), and the INSERT run when it updated no
+    row; each one statement, every parameter bound (positional under pyodbc)."""
+    update_sql, insert_sql = MS.checkpoint_write_sql()
+    assert insert_sql is not None
+    update = tsql(update_sql)
+    assert isinstance(update, exp.Update)
+    assert table_names(update) == {"dbo.barq_checkpoints"}
+    hints = [h.sql("tsql").upper() for h in update.this.args.get("hints") or []]
+    assert hints == ["WITH (UPDLOCK, HOLDLOCK)"]
+    sets = {e.this.name: e.expression.sql("tsql") for e in update.expressions}
+    assert sets["rows_done"] == "rows_done + :rows" and sets["batches"] == "batches + 1"
+    assert {c.this.name for c in update.args["where"].find_all(exp.EQ)} == {
         "migration_id",
         "step",
         "branch",
-        "last_key",
-        "rows",
-        "done",
-        "now",
     }
-    # SQLAlchemy's pyodbc dialect turns every named parameter into a positional one.
-    compiled = text(sql).compile(dialect=mssql_pyodbc.dialect(paramstyle="qmark"))
-    assert str(compiled).count("?") == len(compiled.positiontup or []) == 11
+    insert = tsql(insert_sql)
+    assert isinstance(insert, exp.Insert) and table_names(insert) == {"dbo.barq_checkpoints"}
+    names = {"migration_id", "step", "branch", "last_key", "rows", "done", "now"}
+    assert placeholders(update) == placeholders(insert) == names
+    for sql, count in [(update_sql, 7), (insert_sql, 7)]:
+        compiled = text(sql).compile(dialect=mssql_pyodbc.dialect(paramstyle="qmark"))
+        assert str(compiled).count("?") == len(compiled.positiontup or []) == count
+    with pytest.raises(NotImplementedError):
+        MS.checkpoint_upsert_sql()
 
 
 def test_mssql_checkpoint_select() -> None:

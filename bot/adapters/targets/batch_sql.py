@@ -53,7 +53,8 @@ class BatchSql:
     checkpoint_create: str  # insert the step's checkpoint row unless it exists
     checkpoint_claim: str  # first statement of a batch: lock the checkpoint row
     checkpoint_read: str
-    checkpoint_write: str  # the dialect's upsert: one more batch
+    checkpoint_write: str  # one more batch: the dialect's upsert, or SQL Server's UPDATE
+    checkpoint_insert: str | None  # SQL Server: the INSERT when checkpoint_write found no row
     checkpoint_finish: str  # mark the step done (not a batch: ``batches`` stays)
 
 
@@ -86,6 +87,7 @@ def batch_sql(dialect: Dialect, plan: BatchPlan) -> BatchSql:
             f"batch step on {plan.table} has no change: give it 'update', 'insert' or 'transform'"
         )
     cp = dialect.checkpoint_table
+    checkpoint_write, checkpoint_insert = dialect.checkpoint_write_sql()
     return BatchSql(
         kind=kind,
         next_key=_rebound(dialect.next_key_sql(plan.table, key, _SLOT), cond),
@@ -103,7 +105,8 @@ def batch_sql(dialect: Dialect, plan: BatchPlan) -> BatchSql:
         ),
         checkpoint_claim=f"UPDATE {cp} SET updated_at = :now WHERE {_CHECKPOINT_KEY}",
         checkpoint_read=dialect.checkpoint_select_sql(),
-        checkpoint_write=dialect.checkpoint_upsert_sql(),
+        checkpoint_write=checkpoint_write,
+        checkpoint_insert=checkpoint_insert,
         checkpoint_finish=(
             f"UPDATE {cp} SET done = :done, updated_at = :now WHERE {_CHECKPOINT_KEY}"
         ),

@@ -193,7 +193,7 @@ class _Runner:
         """Create the checkpoint row unless it exists (in its own transaction) and read it."""
         self.target.prepare()
         try:
-            with self.target.engine.begin() as conn:
+            with self.target.transaction(timeout=self.job.timeout) as conn:
                 conn.execute(text(self.sql.checkpoint_create), self._key(done=False))
         except sa_exc.IntegrityError:
             pass  # created meanwhile by a runner whose commit was still in flight
@@ -243,10 +243,8 @@ class _Runner:
         upper = int(upper)
         first = FIRST_KEY if before.last_key is None else before.last_key + 1
         rows = self._apply(conn, {**self.change_params, FROM: first, NEXT: upper})
-        conn.execute(
-            text(self.sql.checkpoint_write),
-            {**self._key(done=False), "last_key": upper, "rows": rows},
-        )
+        written = {**self._key(done=False), "last_key": upper, "rows": rows}
+        self.target.dialect.write_checkpoint(conn, written)
         return _Batch(_Checkpoint(upper, before.rows_done + rows, before.batches + 1, False), rows)
 
     def _apply(self, conn: Connection, params: dict[str, Any]) -> int:

@@ -30,6 +30,7 @@ __all__ = [
     "backup_file_name",
     "error_message",
     "file_sha256",
+    "first_error",
     "timeout_ms",
     "unwrap_dbapi_error",
     "validate_column",
@@ -107,6 +108,24 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def first_error(exc: BaseException) -> BaseException:
+    """The statement's error behind a failed rollback, else ``exc``.
+
+    When a statement fails in a transaction the server has ended already (SQL Server: a
+    deadlock victim, XACT_ABORT ON), SQLAlchemy's ``with conn.begin()`` rolls back, the
+    rollback fails too (3903) and its error, which names no statement, replaces the first:
+    that one is still in the ``__context__`` chain, as the first error naming a statement.
+    """
+    if not isinstance(exc, DBAPIError) or exc.statement is not None:
+        return exc
+    seen = exc.__context__
+    while seen is not None:
+        if isinstance(seen, DBAPIError) and seen.statement is not None:
+            return seen
+        seen = seen.__context__
+    return exc
+
+
 def unwrap_dbapi_error(exc: BaseException) -> tuple[BaseException, bool]:
     """Return the driver exception behind a SQLAlchemy error and whether the connection died.
 
@@ -123,7 +142,9 @@ def unwrap_dbapi_error(exc: BaseException) -> tuple[BaseException, bool]:
 
 
 def error_message(exc: BaseException) -> str:
-    """The database's own message, without SQLAlchemy's SQL echo, parameters or passwords."""
+    """The database's own message, without SQLAlchemy's SQL echo, parameters or passwords
+    (the statement's, not a failed rollback's after it: :func:`first_error`)."""
+    exc = first_error(exc)
     orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
     state, said = args if len(args) == 2 else (None, None)
@@ -223,7 +244,8 @@ class Dialect(ABC):
         ``updated_at`` are overwritten. Pass ``:now`` as a naive UTC datetime.
 
         This form, ``INSERT ... ON CONFLICT DO UPDATE``, is atomic under concurrency on
-        PostgreSQL and SQLite (>= 3.24); SQL Server overrides it.
+        PostgreSQL and SQLite (>= 3.24); SQL Server has no such statement and writes a
+        checkpoint in two (:meth:`checkpoint_write_sql`).
         """
         return (
             f"INSERT INTO {self.checkpoint_table} AS c"
@@ -233,6 +255,26 @@ class Dialect(ABC):
             " last_key = EXCLUDED.last_key, rows_done = c.rows_done + EXCLUDED.rows_done,"
             " batches = c.batches + 1, done = EXCLUDED.done, updated_at = EXCLUDED.updated_at"
         )
+
+    def checkpoint_write_sql(self) -> tuple[str, str | None]:
+        """The statements recording one more batch in a checkpoint row (the parameters of
+        :meth:`checkpoint_upsert_sql`): the first, and the INSERT to run when the first
+        wrote no row, or None when the first is an upsert on its own (this form)."""
+        return self.checkpoint_upsert_sql(), None
+
+    def write_checkpoint(self, conn: Connection, params: dict[str, object]) -> None:
+        """Record one more batch in a checkpoint row, inserting it if it is missing, in the
+        transaction open on ``conn`` (:meth:`checkpoint_write_sql`'s statements)."""
+        first, insert = self.checkpoint_write_sql()
+        written = conn.execute(text(first), params).rowcount
+        if insert is None:
+            return
+        if written is None or written < 0:
+            raise RuntimeError(
+                f"{self.name}: the checkpoint update reported no row count (SET NOCOUNT ON?)"
+            )
+        if written == 0:
+            conn.execute(text(insert), params)
 
     def next_key_sql(self, table: str, key: str, where: str | None = None) -> str:
         """Upper key of the next batch: MAX(key) of the first ``:batch_size`` matching rows
@@ -256,9 +298,10 @@ class Dialect(ABC):
         """Map an exception to one of :data:`ERROR_KINDS` using the driver's error codes.
 
         SQLAlchemy wrappers are unwrapped (``.orig``); a connection SQLAlchemy invalidated,
-        a pool timeout or a builtin ConnectionError count as "connection".
+        a pool timeout or a builtin ConnectionError count as "connection". A failed
+        rollback is classified by the statement's error before it (:func:`first_error`).
         """
-        orig, invalidated = unwrap_dbapi_error(exc)
+        orig, invalidated = unwrap_dbapi_error(first_error(exc))
         if invalidated or isinstance(orig, ConnectionError | sa_exc.TimeoutError):
             return "connection"
         return self._classify_driver_error(orig)

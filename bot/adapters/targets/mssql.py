@@ -239,20 +239,30 @@ class MssqlDialect(Dialect):
         ]
 
     def checkpoint_upsert_sql(self) -> str:
-        """MERGE ... WITH (HOLDLOCK) so concurrent upserts of one key cannot both insert.
+        """SQL Server has no single-statement upsert the bot uses (no MERGE: it has a long
+        record of concurrency caveats, and some T-SQL engines lack it)."""
+        raise NotImplementedError("SQL Server writes a checkpoint in two statements")
 
-        Keys are bound uncast: a CAST would silently truncate an over-long id instead of
-        failing the insert."""
-        return (
-            "MERGE INTO dbo.barq_checkpoints WITH (HOLDLOCK) AS c\n"
-            "USING (SELECT :migration_id AS migration_id, :step AS step, :branch AS branch) AS s\n"
-            "ON c.migration_id = s.migration_id AND c.step = s.step AND c.branch = s.branch\n"
-            "WHEN MATCHED THEN UPDATE SET last_key = :last_key, rows_done = c.rows_done + :rows,"
-            " batches = c.batches + 1, done = :done, updated_at = :now\n"
-            "WHEN NOT MATCHED THEN INSERT"
-            " (migration_id, step, branch, last_key, rows_done, batches, done, updated_at)\n"
-            "VALUES (s.migration_id, s.step, s.branch, :last_key, :rows, 1, :done, :now);"
+    def checkpoint_write_sql(self) -> tuple[str, str | None]:
+        """``UPDATE ... WITH (UPDLOCK, HOLDLOCK)``, then the INSERT when it updated no row.
+
+        HOLDLOCK keeps the key range locked when the row is missing until the transaction
+        ends, and UPDLOCK makes a second session's UPDATE of the same key wait there, so two
+        sessions cannot both find no row and both insert: the second updates the row the
+        first inserted. Keys are bound uncast: a CAST would silently truncate an over-long id
+        instead of failing the insert."""
+        update = (
+            "UPDATE dbo.barq_checkpoints WITH (UPDLOCK, HOLDLOCK)\n"
+            "SET last_key = :last_key, rows_done = rows_done + :rows, batches = batches + 1,"
+            " done = :done, updated_at = :now\n"
+            "WHERE migration_id = :migration_id AND step = :step AND branch = :branch"
         )
+        insert = (
+            "INSERT INTO dbo.barq_checkpoints"
+            " (migration_id, step, branch, last_key, rows_done, batches, done, updated_at)\n"
+            "VALUES (:migration_id, :step, :branch, :last_key, :rows, 1, :done, :now)"
+        )
+        return update, insert
 
     def split_script(self, sql: str) -> list[str]:
         """Split on sqlcmd's ``GO`` lines: a batch may hold several statements."""

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from bot.adapters.commands import check_target_fields
-from bot.adapters.targets.dialect import BackupInfo, Dialect
+from bot.adapters.targets.dialect import BackupInfo, Dialect, unwrap_dbapi_error
 from bot.adapters.targets.dialect import error_message as error_message  # its old home
 from bot.adapters.targets.dialects import check_client, dialect_for
 from bot.adapters.targets.retries import retry_transient
@@ -138,7 +138,7 @@ class Target:
         """Create the bot's small bookkeeping tables in the target if they are missing."""
         if self._prepared:
             return
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn, committing(conn):
             for ddl in self.dialect.checkpoint_table_ddl():
                 conn.execute(text(ddl))
             journal.create(conn, checkfirst=True)
@@ -165,10 +165,8 @@ class Target:
     def mark_done(self, run_key: str, step: str, now: datetime, rows: int = 0) -> None:
         """Checkpoint a step that is not a transaction on the target (command, backup)."""
         self.prepare()
-        with self.engine.begin() as conn:
-            conn.execute(
-                text(self.dialect.checkpoint_upsert_sql()), _checkpoint(run_key, step, rows, now)
-            )
+        with self.engine.connect() as conn, committing(conn):
+            self.dialect.write_checkpoint(conn, _checkpoint(run_key, step, rows, now))
 
     def run_sql(
         self,
@@ -202,7 +200,7 @@ class Target:
                     result = conn.execute(text(statement), _bind(statement, params))
                     rows += max(result.rowcount or 0, 0)
                 checkpoint_row = _checkpoint(run_key, step, rows, now)
-                conn.execute(text(self.dialect.checkpoint_upsert_sql()), checkpoint_row)
+                self.dialect.write_checkpoint(conn, checkpoint_row)
             return rows
 
         where = f"migration {run_key} step {step}"
@@ -219,7 +217,7 @@ class Target:
         with self.engine.connect() as conn:
             if isolation is not None:
                 conn.execution_options(isolation_level=isolation)
-            with conn.begin(), self.dialect.begin(conn, timeout):
+            with committing(conn), self.dialect.begin(conn, timeout):
                 yield conn
 
     # -- backups ----------------------------------------------------------------------------
@@ -241,6 +239,31 @@ class Target:
     def restore(self, info: BackupInfo, *, timeout: float) -> None:
         """Verify the backup ``info``, then restore it over the target; raises BackupError."""
         self.dialect.restore(self.engine, info, timeout=timeout)
+
+
+@contextmanager
+def committing(conn: Connection) -> Iterator[Connection]:
+    """A transaction on ``conn``: committed when the block ends, rolled back if it raises.
+
+    The block's own error always propagates. SQL Server may have ended the transaction by
+    itself already (a deadlock victim, XACT_ABORT ON, a batch-aborting error, a lost
+    connection), and then the rollback fails too (3903, "no corresponding BEGIN
+    TRANSACTION"): that failure is expected, logged at debug, and the connection, in a state
+    nobody knows, is invalidated rather than pooled. SQLAlchemy's ``with conn.begin()``
+    would raise the rollback's error instead, hiding the one to classify and report.
+    """
+    transaction = conn.begin()
+    try:
+        yield conn
+    except BaseException as exc:
+        try:
+            transaction.rollback()
+        except Exception as failed:
+            said = unwrap_dbapi_error(failed)[0]  # the rollback's own words, not the first error
+            logger.debug("rollback after %s failed, as expected: %s", type(exc).__name__, said)
+            conn.invalidate()
+        raise
+    transaction.commit()
 
 
 def _checkpoint(run_key: str, step: str, rows: int, now: datetime) -> dict[str, Any]:
