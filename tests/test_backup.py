@@ -326,6 +326,14 @@ def test_mssql_backup_refuses_table_subsets() -> None:
         mssql.DIALECT.backup(FakeEngine(), BAK_DIR, label="x", tables=["dbo.Tasks"])  # type: ignore[arg-type]
 
 
+def test_mssql_failed_backup_says_what_to_do_where_the_server_cannot_back_up() -> None:
+    """The server's own message, and the platform's backup in a command step as the way out."""
+    with pytest.raises(BackupError) as info:
+        mssql.DIALECT.backup(FakeEngine(fail_on="BACKUP DATABASE"), BAK_DIR, label="x")  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "failure in BACKUP (3013)" in message and "in a `command` step instead" in message
+
+
 def test_mssql_failed_verification_raises() -> None:
     engine = FakeEngine(fail_on="VERIFYONLY")
     info = BackupInfo(r"D:\SQLBackups\x.bak", "mssql", "x", None, None, True)

@@ -28,11 +28,19 @@ from .dialect import (
     Dialect,
     ErrorKind,
     backup_file_name,
+    error_message,
     timeout_ms,
     validate_column,
     where_clause,
 )
 from .tsql import split_go
+
+# What to do where the server cannot back up to a path (Azure SQL Database, a managed instance).
+_NO_DISK_BACKUP = (
+    "if this server cannot write backups to a disk path (Azure SQL Database, a managed"
+    " instance without disk access), back up with the platform's own tool in a `command`"
+    " step instead (e.g. sqlpackage /Action:Export, or the platform's point-in-time restore)"
+)
 
 __all__ = [
     "DIALECT",
@@ -344,7 +352,10 @@ class MssqlDialect(Dialect):
             try:
                 _run(conn, backup_sql(db, path))
             except Exception as exc:
-                raise BackupError(f"BACKUP DATABASE [{db}] to {path!r} failed: {exc}") from exc
+                raise BackupError(
+                    f"BACKUP DATABASE [{db}] to {path!r} failed: {error_message(exc)}; "
+                    f"{_NO_DISK_BACKUP}"
+                ) from exc
             _verify(conn, path)
             size = _backup_size(conn, path)
         return BackupInfo(path, self.name, label, size, None, True, None)
@@ -370,7 +381,9 @@ class MssqlDialect(Dialect):
                     single = user_mode_sql(db, "SINGLE_USER")
                     _run(conn, f"{single};\n{restore_sql(db, info.location)}")
                 except Exception as exc:
-                    raise BackupError(f"RESTORE DATABASE [{db}] failed: {exc}") from exc
+                    raise BackupError(
+                        f"RESTORE DATABASE [{db}] failed: {error_message(exc)}"
+                    ) from exc
                 finally:
                     _set_multi_user(conn, db)
         finally:
@@ -389,7 +402,9 @@ def _set_multi_user(conn: Connection, db: str) -> None:
     try:
         _run(conn, user_mode_sql(db, "MULTI_USER"))
     except Exception as exc:
-        raise BackupError(f"database [{db}] may be left in SINGLE_USER mode: {exc}") from exc
+        raise BackupError(
+            f"database [{db}] may be left in SINGLE_USER mode: {error_message(exc)}"
+        ) from exc
     finally:
         conn.invalidate()  # it sits in master now; never hand it out again
 
