@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from bot.domain import approval as policy_rules
 from bot.domain.conflicts import conflict
@@ -19,7 +19,7 @@ from bot.domain.drift import count_drift, drift_notice
 from bot.domain.lifecycle import ACTIVE, Event, State, in_state
 from bot.domain.mrkdwn import escape
 from bot.domain.plan import Plan, build_plan, coerce_params
-from bot.domain.ports import Clock, Directory, Notifier, Store, Target
+from bot.domain.ports import Clock, Directory, Notifier, Runbooks, Store, Target
 from bot.domain.records import AuditEntry, Migration, StepRun
 from bot.domain.runbook import Runbook
 from bot.domain.sqltext import sql_for
@@ -31,7 +31,6 @@ from bot.errors import (
     ParameterError,
     QueryFailed,
     Refused,
-    RunbookError,
     StateUnavailable,
     TargetUnavailable,
     UnknownRunbook,
@@ -54,16 +53,6 @@ class TargetEntry:
 
     target: Target
     config: TargetConfig
-
-
-class Runbooks(Protocol):
-    """The runbooks as their files are now (bot.adapters.runbook_files.RunbookLibrary)."""
-
-    def get(self, name: str) -> Runbook | None: ...
-
-    def all(self) -> list[Runbook]: ...
-
-    def problem(self, name: str) -> RunbookError | None: ...
 
 
 class Service:

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from bot.domain.plan import Plan, PlannedStep
     from bot.domain.progress import LiveProgress
     from bot.domain.records import AuditEntry, Migration, StepRun
+    from bot.domain.runbook import Runbook
+    from bot.errors import RunbookError
 
 Clock = Callable[[], datetime]
 
@@ -170,3 +172,13 @@ class StepRunner(Protocol):
     async def run(
         self, m: Migration, step: PlannedStep, control: Control, live: LiveProgress
     ) -> StepOutcome: ...
+
+
+class Runbooks(Protocol):
+    """The runbooks as their files are now (reloaded when the files change)."""
+
+    def get(self, name: str) -> Runbook | None: ...
+
+    def all(self) -> list[Runbook]: ...
+
+    def problem(self, name: str) -> RunbookError | None: ...
