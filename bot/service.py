@@ -84,9 +84,9 @@ class Service:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def runbook_list(self) -> list[Runbook]:
-        """The installed runbooks, by name."""
-        return self.runbooks.all()
+    async def runbook_list(self) -> list[Runbook]:
+        """The installed runbooks, by name (read in a thread: it may reload their files)."""
+        return await asyncio.to_thread(self.runbooks.all)
 
     async def status(self, migration_id: int) -> tuple[Migration, list[StepRun]]:
         """One migration and its step runs."""
@@ -179,14 +179,11 @@ class Service:
         self, user: str, plan: Plan, counts: dict[str, int], request_key: str | None
     ) -> tuple[Migration, bool]:
         with self.store.transaction():
-            others = self.store.in_states(*_BUSY)
-            again = any(
-                (request_key is not None and o.request_key == request_key)
-                or (o.requester == user and o.plan.hash == plan.hash and o.state in _PENDING)
-                for o in others
-            )  # the same request made again: answered below with the first one
+            earlier = self.store.earlier_request(plan, user, request_key)
+            if earlier is not None:  # the same request made again: answered with the first
+                return earlier, False
             queues = self._runbook(plan.runbook).on_conflict == "queue"
-            clash = None if again or queues else self._conflict(plan, others)
+            clash = None if queues else self._conflict(plan, self.store.in_states(*_BUSY))
             if clash is not None:
                 other, why = clash
                 raise Conflict(

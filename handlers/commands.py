@@ -29,7 +29,9 @@ def register(app: AsyncApp, service: Service) -> None:
             await ack(**blocks.help_message(), response_type="ephemeral")
             return
         if cmd.name == "list":
-            await ack(**blocks.runbook_list(service.runbook_list()), response_type="ephemeral")
+            await ack(
+                **blocks.runbook_list(await service.runbook_list()), response_type="ephemeral"
+            )
             return
         await ack()  # slow work (the target database) happens after the ack
         try:

@@ -119,7 +119,7 @@ async def test_an_invalid_edit_keeps_the_last_good_runbook_and_says_so(
     assert "keeps the version it last loaded" in refusal
     logged = [r for r in caplog.records if "tenant-consolidation.yaml" in r.getMessage()]
     assert len(logged) == 1, "logged once, not on every use"
-    assert "tenant-consolidation" in [r.name for r in h.bot.service.runbook_list()]
+    assert "tenant-consolidation" in [r.name for r in await h.bot.service.runbook_list()]
 
     reply = await h.click(BOB, h.approval_message(1), "approve")
     assert reply is not None and "You approved #1" in harness.text_of(reply)

@@ -148,16 +148,8 @@ class Store:
         now: datetime,
         request_key: str | None,
     ) -> tuple[Migration, bool]:
-        pending = [State.REQUESTED.value, State.APPROVED.value]
         with self._tx() as conn:
-            earlier = (
-                self._first(conn, migrations.c.request_key == request_key) if request_key else None
-            ) or self._first(
-                conn,
-                migrations.c.requester == requester,
-                migrations.c.plan_hash == plan.hash,
-                migrations.c.state.in_(pending),
-            )
+            earlier = self._earlier(conn, plan, requester, request_key)
             if earlier is not None:
                 return earlier, False
             result = conn.execute(
@@ -183,6 +175,26 @@ class Store:
             new_id = int(result.inserted_primary_key[0])
             self._audit(conn, new_id, requester, "request", {"plan_hash": plan.hash}, now)
             return self._get(conn, new_id), True
+
+    def earlier_request(
+        self, plan: Plan, requester: str, request_key: str | None
+    ) -> Migration | None:
+        """The migration a request repeats, if it does: the one made with the same
+        ``request_key`` (a resent request), or the same plan by the same requester while that
+        one is still pending."""
+        with self._tx() as conn:
+            return self._earlier(conn, plan, requester, request_key)
+
+    def _earlier(
+        self, conn: Connection, plan: Plan, requester: str, request_key: str | None
+    ) -> Migration | None:
+        resent = self._first(conn, migrations.c.request_key == request_key) if request_key else None
+        return resent or self._first(
+            conn,
+            migrations.c.requester == requester,
+            migrations.c.plan_hash == plan.hash,
+            migrations.c.state.in_([State.REQUESTED.value, State.APPROVED.value]),
+        )
 
     def _first(self, conn: Connection, *where: Any) -> Migration | None:
         row = conn.execute(select(migrations).where(*where).order_by(migrations.c.id)).first()
