@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from bot.adapters.targets import retries
@@ -42,42 +43,56 @@ def _postgres_unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def pg_admin_engine() -> Iterator[Engine]:
-    """AUTOCOMMIT engine on the PostgreSQL maintenance database (checked once per session)."""
-    engine = create_engine(
-        PG_ADMIN_URL,
-        isolation_level="AUTOCOMMIT",
-        poolclass=NullPool,
-        connect_args={"connect_timeout": 3},
-    )
+def _admin_engine(url: str, unreachable: Callable[[str], None], **kw: Any) -> Iterator[Engine]:
+    """An AUTOCOMMIT engine on a server's maintenance database, checked once; when it cannot
+    be reached, ``unreachable`` is called with the reason (it skips or fails the test)."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool, **kw)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
+    except DBAPIError as exc:
         engine.dispose()
-        _postgres_unavailable(f"PostgreSQL unreachable at {engine.url!r}: {exc.orig}")
+        unreachable(f"{engine.url!r} is unreachable: {exc.orig}")
     yield engine
     engine.dispose()
+
+
+def _scratch_database(admin: Engine, create: str, drop: str) -> Iterator[str]:
+    """A new database named ``barq_t_<random>`` (``{name}`` in ``create`` and ``drop``) on
+    ``admin``'s server, dropped after the test; yields its URL."""
+    name = f"barq_t_{secrets.token_hex(6)}"
+    with admin.connect() as conn:
+        conn.execute(text(create.format(name=name)))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(drop.format(name=name)))
+
+
+@pytest.fixture(scope="session")
+def pg_admin_engine() -> Iterator[Engine]:
+    """AUTOCOMMIT engine on the PostgreSQL maintenance database (checked once per session)."""
+    yield from _admin_engine(
+        PG_ADMIN_URL, _postgres_unavailable, connect_args={"connect_timeout": 3}
+    )
 
 
 @pytest.fixture
 def pg_url(pg_admin_engine: Engine) -> Iterator[str]:
     """URL of a new, empty PostgreSQL database, dropped (WITH FORCE) after the test."""
-    name = f"barq_t_{secrets.token_hex(6)}"
-    with pg_admin_engine.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    try:
-        yield pg_admin_engine.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with pg_admin_engine.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    yield from _scratch_database(
+        pg_admin_engine, "CREATE DATABASE {name}", "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )
 
 
 MSSQL_ADMIN_URL = os.environ.get("BARQ_TEST_MSSQL_URL")
-_MSSQL_HOW = (
-    "set BARQ_TEST_MSSQL_URL to a SQL Server to run them (README: Testing against SQL Server)"
-)
+_MSSQL_HOW = "set BARQ_TEST_MSSQL_URL to a SQL Server to run them (README: SQL Server tests)"
+
+
+def _mssql_unavailable(reason: str) -> None:
+    """The variable names a server, so a server that cannot be reached fails the test."""
+    pytest.fail(f"BARQ_TEST_MSSQL_URL is set, but {reason}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -85,33 +100,18 @@ def mssql_admin_engine() -> Iterator[Engine]:
     """AUTOCOMMIT engine on the SQL Server of ``BARQ_TEST_MSSQL_URL`` (checked once)."""
     if not MSSQL_ADMIN_URL:
         pytest.skip(f"SQL Server tests: {_MSSQL_HOW}")
-    engine = create_engine(MSSQL_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except DBAPIError as exc:
-        engine.dispose()
-        pytest.fail(f"BARQ_TEST_MSSQL_URL is set, but: {exc.orig}", pytrace=False)
-    yield engine
-    engine.dispose()
+    yield from _admin_engine(MSSQL_ADMIN_URL, _mssql_unavailable)
 
 
 @pytest.fixture
 def mssql_url(mssql_admin_engine: Engine) -> Iterator[str]:
     """URL of a new, empty SQL Server database, dropped after the test."""
-    name = f"barq_t_{secrets.token_hex(6)}"
-    with mssql_admin_engine.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE [{name}]"))
-    try:
-        yield mssql_admin_engine.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with mssql_admin_engine.connect() as conn:
-            conn.execute(
-                text(
-                    f"IF DB_ID('{name}') IS NOT NULL BEGIN ALTER DATABASE [{name}] SET SINGLE_USER"
-                    f" WITH ROLLBACK IMMEDIATE; DROP DATABASE [{name}] END"
-                )
-            )
+    yield from _scratch_database(
+        mssql_admin_engine,
+        "CREATE DATABASE [{name}]",
+        "IF DB_ID('{name}') IS NOT NULL BEGIN ALTER DATABASE [{name}] SET SINGLE_USER"
+        " WITH ROLLBACK IMMEDIATE; DROP DATABASE [{name}] END",
+    )
 
 
 @pytest.fixture
