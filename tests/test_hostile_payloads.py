@@ -26,7 +26,6 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
@@ -36,7 +35,6 @@ import pytest_asyncio
 from bot.adapters import blocks
 from bot.domain.lifecycle import State
 from bot.local import payloads
-from bot.local.barq_schema import create_demo_database
 from tests import harness
 from tests.harness import APPROVALS, Harness
 
@@ -50,13 +48,10 @@ FORM_NOT_VALID = "this form is not valid any more"
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def h(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
-    folder: Path = tmp_path_factory.mktemp("hostile")
-    staging = create_demo_database(folder / "staging.db", now=harness.now())
-    bot = await harness.start(folder, harness.policies(staging))
-    await bot.slash(ALICE, REQUEST)
-    await bot.slack.wait_for(lambda s: s.messages_in(APPROVALS))
-    yield bot
-    await bot.close()
+    async with harness.running(tmp_path_factory.mktemp("hostile"), "staging") as bot:
+        await bot.slash(ALICE, REQUEST)
+        await bot.slack.wait_for(lambda s: s.messages_in(APPROVALS))
+        yield bot
 
 
 def _click(h: Harness, action_id: str) -> dict[str, Any]:

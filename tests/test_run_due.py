@@ -57,28 +57,20 @@ async def test_a_pass_skips_a_migration_whose_target_is_gone_and_runs_the_rest(
 
 async def test_run_due_uses_the_clock_it_is_given(tmp_path: Path) -> None:
     """A pass at a moment after the request's expiry expires it; a pass before does not."""
-    staging = create_demo_database(tmp_path / "staging.db", now=harness.now())
-    h = await harness.start(tmp_path, harness.policies(staging))
-    try:
+    async with harness.running(tmp_path, "staging") as h:
         m, _ = await h.bot.service.request(ALICE, "tenant-consolidation", MOVE, "staging")
         ttl = h.bot.service.targets["staging"].config.approval.ttl
         await h.bot.service.run_due(m.requested_at + ttl - timedelta(seconds=1))
         assert h.bot.store.get(m.id).state is State.REQUESTED
         await h.bot.service.run_due(m.requested_at + ttl)
         assert h.bot.store.get(m.id).state is State.EXPIRED
-    finally:
-        await h.close()
 
 
 async def test_an_approval_wakes_the_scheduler_without_waiting_for_a_poll(tmp_path: Path) -> None:
     """With an hour between polls, the run still starts right after the last approval."""
-    staging = create_demo_database(tmp_path / "staging.db", now=harness.now())
-    h = await harness.start(tmp_path, harness.policies(staging), poll_seconds=3600)
-    try:
+    async with harness.running(tmp_path, "staging", poll_seconds=3600) as h:
         m, _ = await h.bot.service.request(ALICE, "tenant-consolidation", MOVE, "staging")
         await h.bot.service.approve(m.id, BOB, m.plan.hash)
         # the outcome report, a reply in the progress thread, is posted when the run ends
         await h.slack.wait_for(lambda s: any(x.get("thread_ts") for x in s.messages_in(MIGRATIONS)))
         assert h.bot.store.get(m.id).state is State.SUCCEEDED
-    finally:
-        await h.close()

@@ -4,12 +4,10 @@ refusals and request signatures. Nothing here changes state, so one bot serves t
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from bot.local.barq_schema import create_demo_database
 from tests import harness
 from tests.harness import Harness
 
@@ -20,11 +18,8 @@ REQUEST = "request tenant-consolidation source_tenant=3 target_tenant=7 on=stagi
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def h(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
-    folder: Path = tmp_path_factory.mktemp("slash")
-    staging = create_demo_database(folder / "staging.db", now=harness.now())
-    bot = await harness.start(folder, harness.policies(staging))
-    yield bot
-    await bot.close()
+    async with harness.running(tmp_path_factory.mktemp("slash"), "staging") as bot:
+        yield bot
 
 
 async def test_help_lists_every_subcommand_with_an_example(h: Harness) -> None:
