@@ -431,6 +431,9 @@ class Service:
             due = await asyncio.to_thread(self.store.in_states, *states)
         except StateUnavailable:  # the store logs the outage; the next pass tries again
             return
+        # forget why migrations that are no longer due were skipped (cancelled, say)
+        ids = {m.id for m in due}
+        self._skipped = {i: why for i, why in self._skipped.items() if i in ids}
         for m in due:
             try:
                 await self._due(m, now)
