@@ -14,6 +14,7 @@ Retries of transient errors wait no time in tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -150,3 +151,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = [item for item in items if not item.get_closest_marker("mssql")]
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
+def twin_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two empty target databases of one dialect (for oracle tests: the bot's copy and the
+    procedure's), once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bot.db'}", f"sqlite:///{tmp_path / 'procedure.db'}"
+        return
+    admin = request.getfixturevalue("pg_admin_engine")
+    create, drop = "CREATE DATABASE {name}", "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    scratch = contextlib.contextmanager(_scratch_database)
+    with scratch(admin, create, drop) as first, scratch(admin, create, drop) as second:
+        yield first, second
