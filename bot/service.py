@@ -121,7 +121,7 @@ class Service:
             )
         params = coerce_params(runbook, raw)
         plan = build_plan(runbook, params, target_name, entry.target.dialect.name)
-        entry.target.check_command_fields([*plan.steps, *plan.rollback])
+        plan = entry.target.show_command_fields(plan)
         self._check_exists(runbook, params, entry.target)
         return plan, _counts(plan, entry.target)
 

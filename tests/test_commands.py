@@ -18,13 +18,22 @@ from sqlalchemy.engine import URL, make_url
 
 from bot.adapters.commands import (
     _MAX_LINE,
+    TargetFields,
     fill_target,
     run_command,
 )
+from bot.adapters.targets.dialects import dialect_for
 from bot.domain.plan import CommandPlan
 from bot.errors import CommandFailed, CommandTimeout, TargetFieldError
 
 PY = sys.executable
+
+
+def _fields(url: URL) -> TargetFields:
+    """The fields of a target at ``url``, as its dialect reads them."""
+    return dialect_for(url).command_fields(url)
+
+
 # Starts a sleeping grandchild that inherits stdout, prints "<own pid> <grandchild pid>".
 SPAWN = """
 import os, signal, subprocess, sys, time
@@ -283,7 +292,7 @@ async def test_an_env_value_carrying_the_password_is_masked_whole() -> None:
     conn = "Server={target.host};User Id={target.user};Password={target.password}"
     code = "import os; print('using', os.environ['CONN'])"
     plan = CommandPlan(argv=(PY, "-c", code), env={"CONN": conn, "DB": "{target.database}"})
-    argv, env, secrets = fill_target(plan, url)
+    argv, env, secrets = fill_target(plan, _fields(url))
     assert env["CONN"] in secrets and "barq" not in secrets
     result = await run_command(argv, env=env, timeout=10, secrets=secrets)
     assert result.tail == ["using ***"]
@@ -305,7 +314,9 @@ def test_fill_target_puts_a_special_password_only_into_env() -> None:
         ),
         env={"PGPASSWORD": "{target.password}", "PGAPPNAME": "barq {target.database}"},
     )
-    argv, env, secrets = fill_target(plan, make_url(url.render_as_string(hide_password=False)))
+    argv, env, secrets = fill_target(
+        plan, _fields(make_url(url.render_as_string(hide_password=False)))
+    )
     assert argv == ["psql", "-h", "db.internal", "-p", "5433", "-U", "barq", "barq_prod"]
     assert env == {"PGPASSWORD": password, "PGAPPNAME": "barq barq_prod"}
     assert password in secrets and "p%40ss%3Aw%2Frd%25%7Bx%7D%20%3B%27%22" in secrets
@@ -328,7 +339,7 @@ def test_fill_target_uses_the_dialects_default_port_for_mssql() -> None:
         ),
         env={"SQLCMDPASSWORD": "{target.password}"},
     )
-    argv, env, secrets = fill_target(plan, url)
+    argv, env, secrets = fill_target(plan, _fields(url))
     assert argv[1:7] == ["-S", "sql01,1433", "-d", "barq", "-U", "sa"]
     assert (env, secrets[0]) == ({"SQLCMDPASSWORD": "Str0ng;Pw"}, "Str0ng;Pw")
 
@@ -336,7 +347,7 @@ def test_fill_target_uses_the_dialects_default_port_for_mssql() -> None:
 def test_fill_target_leaves_other_braces_and_does_not_refill_values() -> None:
     url = URL.create("postgresql", "{target.host}", None, "h", None, "d")
     plan = CommandPlan(argv=("kubectl", "-o", "jsonpath={.status}", "{other}", "{target.user}"))
-    argv, env, secrets = fill_target(plan, url)
+    argv, env, secrets = fill_target(plan, _fields(url))
     assert argv == ["kubectl", "-o", "jsonpath={.status}", "{other}", "{target.host}"]
     assert (env, secrets) == ({}, [])
 
@@ -344,20 +355,18 @@ def test_fill_target_leaves_other_braces_and_does_not_refill_values() -> None:
 def test_fill_target_refuses_the_password_on_the_command_line() -> None:
     plan = CommandPlan(argv=("tool", "--password={target.password}"))
     with pytest.raises(TargetFieldError, match="use env") as caught:
-        fill_target(plan, make_url("postgresql://u:topsecret@h/d"))
+        fill_target(plan, _fields(make_url("postgresql://u:topsecret@h/d")))
     assert "topsecret" not in str(caught.value)
 
 
-@pytest.mark.parametrize(
-    ("url", "field"),
-    [("sqlite:///x.db", "target.host"), ("postgresql://u@h/d", "target.password")],
-)
-def test_fill_target_names_a_value_the_url_lacks(url: str, field: str) -> None:
+def test_fill_target_names_a_value_the_url_lacks() -> None:
     plan = CommandPlan(argv=("tool", "{target.host}"), env={"PW": "{target.password}"})
-    with pytest.raises(TargetFieldError, match=rf"cannot fill \{{{field}\}}: the URL of") as caught:
-        fill_target(plan, make_url(url), "staging")
-    assert f"target staging has no {field.removeprefix('target.')}" in str(caught.value)
-    assert "://" not in str(caught.value) and "x.db" not in str(caught.value)
+    with pytest.raises(
+        TargetFieldError, match=r"cannot fill \{target.password\}: the URL"
+    ) as caught:
+        fill_target(plan, _fields(make_url("postgresql://u@h/d")), "staging")
+    assert "target staging has no password; add one to that URL" in str(caught.value)
+    assert "://" not in str(caught.value)
 
 
 async def test_a_filled_password_reaches_the_child_but_not_its_output() -> None:
@@ -365,6 +374,6 @@ async def test_a_filled_password_reaches_the_child_but_not_its_output() -> None:
     code = "import os; print('pw', os.environ['PGPASSWORD'], os.environ['PGPASSWORD'] == "
     code += "'hunter2', '{target.user}@{target.host}:{target.port}')"
     plan = CommandPlan(argv=(PY, "-c", code), env={"PGPASSWORD": "{target.password}"})
-    argv, env, secrets = fill_target(plan, url)
+    argv, env, secrets = fill_target(plan, _fields(url))
     result = await run_command(argv, env=env, timeout=10, secrets=secrets)
     assert result.tail == ["pw *** True barq@db:5432"]

@@ -56,14 +56,18 @@ async def test_a_failing_exists_check_names_its_parameter(h: Harness) -> None:
 async def test_a_placeholder_the_targets_url_cannot_fill_is_refused_at_plan_time(
     h: Harness,
 ) -> None:
-    """A command step needs {target.host}, which a SQLite target's URL lacks: the plan and
-    the request are refused naming the step, the field and the target, not its URL."""
+    """A command step needs {target.connection_string}, which a SQLite target lacks: the
+    plan and the request are refused naming the step, the field, the runbook, the target and
+    what to do, not its URL."""
     reply = harness.text_of(
-        await h.slash(ALICE, "request schema-deployment source_dir=src on=staging")
+        await h.slash(ALICE, "request schema-deployment source_dir=src new_tables=New% on=staging")
     )
-    assert "step 'apply-ef-migrations' cannot fill {target.host}" in reply
-    assert "the URL of target staging has no host" in reply
-    assert "sqlite" not in reply and "staging.db" not in reply
+    assert "step 'apply-ef-migrations' cannot fill {target.connection_string}" in reply
+    assert "schema-deployment needs a server target: target staging is SQLite" in reply
+    assert "plan it on a PostgreSQL or SQL Server target" in reply
+    assert "sqlite:" not in reply and "staging.db" not in reply
     assert h.bot.store.recent() == []
     with pytest.raises(TargetFieldError):
-        await h.bot.service.plan("schema-deployment", {"source_dir": "src"}, "staging")
+        await h.bot.service.plan(
+            "schema-deployment", {"source_dir": "src", "new_tables": "New%"}, "staging"
+        )

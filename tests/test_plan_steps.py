@@ -109,7 +109,11 @@ def test_typing_the_steps_leaves_the_plan_hash_unchanged() -> None:
             f"TenantId FROM Items```\n{BATCHES}```UPDATE Items SET\nHits = 0\nWHERE Id >= "
             ":_barq_from AND Id <= :_barq_next AND (\nTenantId = :tenant\n)```",
         ),
-        (7, "*7. cmd* (command)\nRuns (no shell):\n```echo abc 1 '{target.host}'```"),
+        (
+            7,
+            "*7. cmd* (command)\nRuns (no shell):\n```echo abc 1 '{target.host}'```\n"
+            "With the environment:\n```X=abc\nPW={target.password}```",
+        ),
         (8, "*8. bk* (backup)\nBacks up Items and verifies the backup; its location is recorded."),
         (
             9,

@@ -2,12 +2,15 @@
 
 The child gets a session of its own, so a timeout or cancellation stops its whole process group
 (and when it exits, what it left running there is killed). It sees only PATH, HOME and LANG of
-the bot's environment plus the step's ``env``. Its merged output is streamed line by line with
-the target's actual secrets (the URL's password in its plain and URL-encoded forms, and each env
-value a secret was filled into) and the password of any ``scheme://user:password@`` URL
-replaced by ``***``. Text that merely looks like a secret (``PWD=%s`` in a format string, a
-``password=`` in a program's help) is left as it is: masking it hides what people need to read
-and protects nothing.
+the bot's environment plus the step's ``env``. ``{target.*}`` is filled from the target's
+fields, which each dialect reads from its URL (``Dialect.command_fields``): host, port,
+database, user, and, only in ``env``, the password and an ADO.NET connection string in the
+dialect's form. Its merged output is streamed line by line with the target's actual secrets
+(the password in its plain, URL-encoded and connection-string-quoted forms, and each env value
+a secret was filled into) and the password of any ``scheme://user:password@`` URL replaced by
+``***``. Text that merely looks like a secret (``PWD=%s`` in a format string, a ``password=``
+in a program's help) is left as it is: masking it hides what people need to read and protects
+nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 from bot.domain.plan import CommandPlan, PlannedStep
 from bot.domain.planned import PlannedCommand
@@ -53,18 +56,79 @@ class CommandResult:
     lines: int
 
 
+@dataclass(frozen=True)
+class TargetFields:
+    """What ``{target.*}`` is filled with on one target: each field, None where the target
+    has none. ``connection`` is ``{target.connection_string}`` as ADO.NET keywords and values
+    in order (None marks the password's place), None where the dialect has no such form;
+    ``lacking`` says why fields are missing when it is more than a gap in the URL (e.g.
+    "SQLite, which has no server")."""
+
+    host: str | None = None
+    port: int | None = None
+    database: str | None = None
+    user: str | None = None
+    password: str | None = None
+    connection: tuple[tuple[str, str | None], ...] | None = None
+    lacking: str = ""
+
+
+def url_fields(url: URL) -> TargetFields:
+    """The fields the parts of ``url`` give (a missing port is the dialect's default; a
+    host may also come from the query, as libpq's ``?host=/run/postgresql``); no
+    connection string."""
+    host = url.host
+    if host is None and isinstance(found := url.query.get("host"), str):
+        host = found
+    return TargetFields(
+        host=host,
+        port=url.port or _DEFAULT_PORTS.get(url.get_backend_name()),
+        database=url.database,
+        user=url.username,
+        password=url.password,
+    )
+
+
+def ado_value(value: str) -> str:
+    """``value`` as an ADO.NET connection string writes it: as it is, or in double quotes
+    (inner ones doubled) when it has a ``;``, a quote or spaces at either end."""
+    if value and value == value.strip() and not re.search("[;'\"]", value):
+        return value
+    return '"' + value.replace('"', '""') + '"'
+
+
+def connection_string(pairs: Sequence[tuple[str, str | None]], password: str | None) -> str:
+    """The ADO.NET connection string of ``pairs``, ``password`` in the place marked None
+    (left out when there is no password: integrated or trust authentication)."""
+    parts = []
+    for key, value in pairs:
+        text = password if value is None else value
+        if text is not None:
+            parts.append(f"{key}={ado_value(text)}")
+    return ";".join(parts)
+
+
 def fill_target(
-    plan: CommandPlan, url: URL, target: str = "the target"
+    plan: CommandPlan,
+    fields: TargetFields,
+    target: str = "the target",
+    *,
+    runbook: str = "",
+    shown: bool = False,
 ) -> tuple[list[str], dict[str, str], list[str]]:
-    """Fill ``{target.*}`` from the ``url`` of the target named ``target`` → ``(argv, env,
-    secrets)``. The password goes only into env values; ``secrets`` lists what to redact: the
-    password's forms and every env value a secret was filled into. A missing port falls back
-    to the dialect's default; other placeholders are left as they are. A value the URL lacks
-    raises TargetFieldError naming the target and the field, never showing the URL."""
-    port = url.port or _DEFAULT_PORTS.get(url.get_backend_name())
-    values = {"target.host": url.host, "target.port": None if port is None else str(port)}
-    values |= {"target.database": url.database, "target.user": url.username}
-    values["target.password"] = url.password
+    """Fill ``{target.*}`` with the ``fields`` of the target named ``target`` → ``(argv,
+    env, secrets)``. Secrets (the password, the connection string) go only into env values;
+    ``secrets`` lists what to redact: the password's forms and every env value a secret was
+    filled into. ``shown`` fills each secret with the password masked, for the dry run.
+    Other placeholders are left as they are. A value the target lacks raises
+    TargetFieldError naming the target, the field and what to do (``runbook`` names the
+    runbook that needs it), never showing the URL."""
+    password = MASK if shown and fields.password is not None else fields.password
+    values = {"target.host": fields.host, "target.port": _text(fields.port)}
+    values |= {"target.database": fields.database, "target.user": fields.user}
+    values["target.password"] = password
+    if fields.connection is not None:
+        values["target.connection_string"] = connection_string(fields.connection, password)
 
     def fill(text: str, in_env: bool) -> str:
         def one(match: re.Match[str]) -> str:
@@ -74,33 +138,66 @@ def fill_target(
             if name in SECRET_FIELDS and not in_env:
                 why = f"argument {text!r} would show a secret to every process; use env"
                 raise TargetFieldError(name, why)
-            if (value := values[name]) is None:
-                part = name.removeprefix("target.")
-                why = f"the URL of target {target} has no {part}; add one to that URL"
-                raise TargetFieldError(name, why)
+            if (value := values.get(name)) is None:
+                raise TargetFieldError(name, _lacking(name, fields, target, runbook))
             return value
 
         return _PLACEHOLDER.sub(one, text)
 
     argv = [fill(arg, in_env=False) for arg in plan.argv]
     env = {key: fill(value, in_env=True) for key, value in plan.env.items()}
-    pw = url.password or ""
-    secrets = [pw, quote(pw, safe=""), quote_plus(pw)] if pw else []
-    secrets += [env[k] for k, v in plan.env.items() if placeholders(v) & SECRET_FIELDS]
+    pw = "" if shown else fields.password or ""
+    secrets = [pw, quote(pw, safe=""), quote_plus(pw), ado_value(pw)] if pw else []
+    if not shown:
+        secrets += [env[k] for k, v in plan.env.items() if placeholders(v) & SECRET_FIELDS]
     return argv, env, list(dict.fromkeys(s for s in secrets if s))
 
 
-def check_target_fields(steps: Sequence[PlannedStep], url: URL | str, target: str) -> None:
+def _text(port: int | None) -> str | None:
+    return None if port is None else str(port)
+
+
+def _lacking(name: str, fields: TargetFields, target: str, runbook: str) -> str:
+    """Why the target named ``target`` cannot fill ``{name}``, and what to do."""
+    if fields.lacking:
+        who = runbook or "this step"
+        return (
+            f"{who} needs a server target: target {target} is {fields.lacking}; plan it on a"
+            " PostgreSQL or SQL Server target"
+        )
+    if name == "target.connection_string" and fields.connection is None:
+        return f"the bot knows no connection string form for target {target}'s database"
+    part = name.removeprefix("target.")
+    return f"the URL of target {target} has no {part}; add one to that URL"
+
+
+def check_target_fields(
+    steps: Sequence[PlannedStep], fields: TargetFields, target: str, runbook: str = ""
+) -> None:
     """Raise TargetFieldError, naming the step, the field and ``target``, if a command step of
-    ``steps`` has a ``{target.*}`` placeholder that the target's ``url`` cannot fill; so a plan
-    that would fail mid-run is refused when it is made."""
-    parsed = make_url(url) if isinstance(url, str) else url
+    ``steps`` has a ``{target.*}`` placeholder that the target's ``fields`` cannot fill; so
+    a plan that would fail mid-run is refused when it is made."""
+    show_target(steps, fields, target, runbook)
+
+
+def show_target(
+    steps: Sequence[PlannedStep], fields: TargetFields, target: str, runbook: str = ""
+) -> list[PlannedStep]:
+    """``steps`` with each command step's ``shown`` set: its command as it will run on the
+    target of ``fields``, secrets masked, for the dry run. Raises TargetFieldError (naming
+    the step) as :func:`check_target_fields` does."""
+    result: list[PlannedStep] = []
     for step in steps:
         if isinstance(step, PlannedCommand):
             try:
-                fill_target(step.command, parsed, target)
+                argv, env, _ = fill_target(
+                    step.command, fields, target, runbook=runbook, shown=True
+                )
             except TargetFieldError as exc:
                 raise exc.in_step(step.name) from None
+            step = step.model_copy(update={"shown": CommandPlan(argv=tuple(argv), env=env)})
+        result.append(step)
+    return result
 
 
 def child_environment(env: Mapping[str, str]) -> dict[str, str]:

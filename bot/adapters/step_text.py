@@ -143,7 +143,12 @@ def _batches(plan: BatchPlan, dialect: str) -> str:
     failure_leaves="failed outside any transaction: check what the program changed",
 )
 def _command(step: PlannedCommand, dialect: str) -> str:
-    return "Runs (no shell):\n" + code(shlex.join(step.command.argv))
+    command = step.shown or step.command
+    text = "Runs (no shell):\n" + code(shlex.join(command.argv))
+    if command.env:
+        env = "\n".join(f"{key}={value}" for key, value in command.env.items())
+        text += f"\nWith the environment:\n{code(env)}"
+    return text
 
 
 @renders(PlannedBackup, failure_leaves="changed nothing")

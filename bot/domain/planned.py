@@ -111,6 +111,7 @@ class PlannedCommand(PlannedBase):
 
     kind: Literal["command"] = "command"
     command: CommandPlan
+    shown: CommandPlan | None = None  # as the dry run shows it: on its target, secrets masked
 
 
 class PlannedBackup(PlannedBase):

@@ -167,6 +167,11 @@ class Target(Protocol):
         """Raises TargetFieldError if a command step needs a field the target's URL lacks."""
         ...
 
+    def show_command_fields(self, plan: Plan) -> Plan:
+        """``plan`` with its command steps shown as they will run on the target (secrets
+        masked); raises TargetFieldError if a command step needs a field the target lacks."""
+        ...
+
 
 class StepRunner(Protocol):
     """Runs the steps of a migration on its target database (the executors)."""

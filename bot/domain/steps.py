@@ -40,7 +40,7 @@ from bot.domain.sqltext import (
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.]*)\}")
 TARGET_FIELDS = frozenset({"target.host", "target.port", "target.database", "target.user"})
-SECRET_FIELDS = frozenset({"target.password"})
+SECRET_FIELDS = frozenset({"target.password", "target.connection_string"})
 
 
 Params = Mapping[str, ParamValue]

@@ -12,7 +12,7 @@ from bot.executors.registry import executes
 @executes(PlannedCommand)
 async def run_program(ctx: StepContext[PlannedCommand]) -> StepOutcome:
     """Run the program with ``{target.*}`` filled in; it must exit 0."""
-    argv, env, secrets = fill_target(ctx.step.command, ctx.target.engine.url, ctx.target.name)
+    argv, env, secrets = fill_target(ctx.step.command, ctx.target.command_fields(), ctx.target.name)
     result = await run_command(
         argv, env=env, timeout=ctx.step.timeout, secrets=secrets, on_line=ctx.live.tail.append
     )

@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import ClassVar, Literal, get_args
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import URL, Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import DBAPIError
 
+from bot.adapters.commands import TargetFields, url_fields
 from bot.adapters.targets.statements import split_statements
 
 __all__ = [
@@ -171,6 +172,11 @@ class Dialect(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+    def command_fields(self, url: URL) -> TargetFields:
+        """What a command step's ``{target.*}`` is filled with on a target at ``url``: here
+        the URL's parts, without a connection string."""
+        return url_fields(url)
 
     def configure(self, engine: Engine) -> None:
         """Prepare a target's new engine (e.g. per-connection settings); nothing here."""

@@ -16,11 +16,13 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
 from sqlalchemy import URL, Connection, Engine, text
 
+from bot.adapters.commands import TargetFields, url_fields
 from bot.errors import BackupError, BackupVerificationError, ConfigError
 
 from .dialect import (
@@ -48,6 +50,8 @@ __all__ = [
     "backup_size_sql",
     "backup_sql",
     "check_client",
+    "command_fields",
+    "odbc_attributes",
     "odbc_driver",
     "restore_sql",
     "user_mode_sql",
@@ -68,6 +72,15 @@ _CONNECTION_STATES = {"08S01", "08001", "08003", "08004", "08007", "HYT01"}
 
 _ODBC_KEY = r"(?:^|;)\s*{}\s*="
 _ODBC_DRIVER = re.compile(_ODBC_KEY.format("driver") + r"\s*(\{(?:[^}]|\}\})*\}|[^;]*)", re.I)
+_ODBC_PAIR = re.compile(r"\s*([^=;]+?)\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*)\s*(?:;|$)")
+_DEFAULT_PORT = 1433
+# ODBC keywords of a URL kept in the connection string command steps get, in SqlClient's words.
+_ADO_OPTIONS = {
+    "encrypt": "Encrypt",
+    "trustservercertificate": "TrustServerCertificate",
+    "trusted_connection": "Integrated Security",
+}
+_ADO_BOOLEANS = {"yes": "True", "no": "False", "true": "True", "false": "False"}
 _INSTALL_DRIVER = (
     "Microsoft's ODBC Driver 18 for SQL Server (package msodbcsql18, from Microsoft's"
     " repository), or FreeTDS: apt-get install tdsodbc"
@@ -130,6 +143,64 @@ def odbc_driver(url: URL) -> str | None:
         return driver if isinstance(driver, str) else driver[0]
     dsn = "dsn" in url.query or (url.host is not None and url.database is None)
     return None if dsn else ""
+
+
+def odbc_attributes(text_: str) -> dict[str, str]:
+    """The keywords (lower case) and values of an ODBC connection string such as
+    ``DRIVER={ODBC Driver 18 for SQL Server};SERVER=tcp:db,1433;UID=sa;PWD={a;b}``, each
+    ``{braced}`` value unbraced."""
+    found: dict[str, str] = {}
+    for match in _ODBC_PAIR.finditer(text_):
+        value = match.group(2).strip()
+        if value.startswith("{") and value.endswith("}"):
+            value = value[1:-1].replace("}}", "}")
+        found[match.group(1).strip().lower()] = value
+    return found
+
+
+def _server(value: str) -> tuple[str | None, int | None]:
+    """Host and port of an ODBC ``SERVER`` value: ``tcp:db,1433``, ``db\\SQLEXPRESS``, ``db``."""
+    host = re.sub(r"^(?:tcp|np|lpc|admin):", "", value.strip(), flags=re.I)
+    port = None
+    if "," in host:
+        host, _, number = host.rpartition(",")
+        port = int(number) if number.strip().isdigit() else None
+    return host.strip() or None, port
+
+
+def command_fields(url: URL) -> TargetFields:
+    """A SQL Server target's ``{target.*}``: from the URL's parts or its ``odbc_connect``
+    string (SERVER, PORT, DATABASE, UID, PWD), and the connection string in SqlClient's
+    form (``Server=host,port;Database=…;User ID=…;Password=…``, with the URL's Encrypt,
+    TrustServerCertificate and Trusted_Connection). A port only the default gives is left
+    out of ``Server=`` (a named instance ``host\\name`` finds its own)."""
+    raw = url.query.get("odbc_connect")
+    if raw is not None:
+        attrs = odbc_attributes(raw if isinstance(raw, str) else raw[0])
+        host, port = _server(attrs.get("server") or attrs.get("address") or "")
+        if attrs.get("port", "").isdigit():
+            port = int(attrs["port"])
+        fields = TargetFields(
+            host=host,
+            port=port or _DEFAULT_PORT,
+            database=attrs.get("database") or None,
+            user=attrs.get("uid") or None,
+            password=attrs.get("pwd"),
+        )
+        options = attrs
+    else:
+        fields, port = url_fields(url), url.port
+        options = {k.lower(): v if isinstance(v, str) else v[-1] for k, v in url.query.items()}
+    server = None if fields.host is None else fields.host + (f",{port}" if port else "")
+    pairs: list[tuple[str, str | None]] = [
+        (key, value) for key, value in (("Server", server), ("Database", fields.database)) if value
+    ]
+    if fields.user:
+        pairs += [("User ID", fields.user), ("Password", None)]
+    for odbc, ado in _ADO_OPTIONS.items():
+        if odbc in options:
+            pairs.append((ado, _ADO_BOOLEANS.get(options[odbc].lower(), options[odbc])))
+    return replace(fields, connection=tuple(pairs))
 
 
 def _database(db: str) -> str:
@@ -227,6 +298,10 @@ class MssqlDialect(Dialect):
 
     name = "mssql"
     checkpoint_table = "dbo.barq_checkpoints"
+
+    def command_fields(self, url: URL) -> TargetFields:
+        """See :func:`command_fields`."""
+        return command_fields(url)
 
     def checkpoint_table_ddl(self) -> list[str]:
         """Create ``dbo.barq_checkpoints`` unless it exists (NVARCHAR keys match pyodbc's

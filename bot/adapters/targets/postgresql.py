@@ -18,7 +18,13 @@ from urllib.parse import quote
 import psycopg
 from sqlalchemy import URL, Engine
 
-from bot.adapters.commands import child_environment, redactor, signal_group
+from bot.adapters.commands import (
+    TargetFields,
+    child_environment,
+    redactor,
+    signal_group,
+    url_fields,
+)
 from bot.errors import BackupError, BackupVerificationError
 
 from .dialect import (
@@ -41,6 +47,15 @@ _QUERY_ENV = {
     "sslkey": "PGSSLKEY",
     "connect_timeout": "PGCONNECT_TIMEOUT",
     "options": "PGOPTIONS",
+}
+# libpq's sslmode values as Npgsql's "SSL Mode" spells them.
+_NPGSQL_SSL_MODES = {
+    "disable": "Disable",
+    "allow": "Allow",
+    "prefer": "Prefer",
+    "require": "Require",
+    "verify-ca": "VerifyCA",
+    "verify-full": "VerifyFull",
 }
 _CONNECTION_STATES = frozenset({"53300", "57P01", "57P02", "57P03"})
 # Error context PostgreSQL adds while a statement waits for a row lock held by another
@@ -119,6 +134,26 @@ class PostgresqlDialect(Dialect):
 
     name = "postgresql"
     backup_suffix = ".dump"
+
+    def command_fields(self, url: URL) -> TargetFields:
+        """The URL's parts, and the connection string in Npgsql's form (``Host=…;Port=…;
+        Database=…;Username=…;Password=…``, with the URL's ``sslmode`` as ``SSL Mode``)."""
+        fields = url_fields(url)
+        pairs: list[tuple[str, str | None]] = [
+            (key, value)
+            for key, value in (
+                ("Host", fields.host),
+                ("Port", str(fields.port)),
+                ("Database", fields.database),
+                ("Username", fields.user),
+            )
+            if value
+        ]
+        pairs.append(("Password", None))
+        if "sslmode" in url.query:
+            mode = _query_value(url.query["sslmode"])
+            pairs.append(("SSL Mode", _NPGSQL_SSL_MODES.get(mode, mode)))
+        return replace(fields, connection=tuple(pairs))
 
     def _after_key(self, key: str) -> str:
         # psycopg binds server-side: a bare NULL parameter has no type, hence the casts.

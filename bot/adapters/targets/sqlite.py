@@ -15,8 +15,9 @@ from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import URL, Connection, Engine, event
 
+from bot.adapters.commands import TargetFields
 from bot.errors import BackupError, BackupVerificationError
 
 from .dialect import (
@@ -52,6 +53,12 @@ class SqliteDialect(Dialect):
     """SQLite via the standard library's sqlite3 (pysqlite)."""
 
     name = "sqlite"
+
+    def command_fields(self, url: URL) -> TargetFields:
+        """Only ``{target.database}`` (the file); the rest needs a server."""
+        lacking = "SQLite, which has no server (no host, port, user, password or connection string)"
+        return TargetFields(database=url.database, lacking=lacking)
+
     backup_suffix = ".sqlite3"
 
     def _after_key(self, key: str) -> str:

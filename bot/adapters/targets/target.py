@@ -28,11 +28,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from bot.adapters.commands import check_target_fields
+from bot.adapters.commands import TargetFields, check_target_fields, show_target
 from bot.adapters.targets.dialect import BackupInfo, Dialect, unwrap_dbapi_error
 from bot.adapters.targets.dialect import error_message as error_message  # its old home
 from bot.adapters.targets.dialects import check_client, dialect_for
 from bot.adapters.targets.retries import retry_transient
+from bot.domain.plan import Plan
 from bot.domain.planned import PlannedStep
 from bot.domain.runbook import bound_names, compare
 from bot.errors import QueryFailed, TargetUnavailable
@@ -114,10 +115,24 @@ class Target:
         """A count query's value."""
         return int(self.scalar(sql, params) or 0)
 
+    def command_fields(self) -> TargetFields:
+        """What command steps' ``{target.*}`` is filled with on this target, as its dialect
+        reads them from its URL."""
+        return self.dialect.command_fields(self.engine.url)
+
     def check_command_fields(self, steps: Sequence[PlannedStep]) -> None:
         """Raise TargetFieldError if a command step of ``steps`` needs a ``{target.*}`` field
         this target's URL lacks (so the plan is refused, not the run)."""
-        check_target_fields(steps, self.engine.url, self.name)
+        check_target_fields(steps, self.command_fields(), self.name)
+
+    def show_command_fields(self, plan: Plan) -> Plan:
+        """``plan`` with each command step shown as it will run here (``{target.*}`` filled,
+        secrets masked); raises TargetFieldError, naming the step and the runbook, if a
+        field cannot be filled (so the plan is refused, not the run)."""
+        fields, runbook = self.command_fields(), plan.runbook
+        steps = show_target(plan.steps, fields, self.name, runbook)
+        rollback = show_target(plan.rollback, fields, self.name, runbook)
+        return plan.model_copy(update={"steps": tuple(steps), "rollback": tuple(rollback)})
 
     def check(
         self, sql: str, params: dict[str, Any], *, expect: str | None, equals_sql: str | None
