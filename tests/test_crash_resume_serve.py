@@ -1,6 +1,7 @@
 """Crash resume of the whole bot: `barq-bot serve` is SIGKILLed again and again while a
-batch step runs against PostgreSQL, and restarted each time. The run resumes from its last
-committed checkpoint and ends with every row changed exactly once."""
+batch step runs against PostgreSQL (and SQL Server, given BARQ_TEST_MSSQL_URL), and restarted
+each time. The run resumes from its last committed checkpoint and ends with every row changed
+exactly once."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from bot.local.slack import LocalSlack
 from tests.harness import APPROVALS, CHANNELS, MIGRATIONS, USERS
 from tests.test_e2e_serve import SECRET, request_and_approve
 
-pytestmark = [pytest.mark.postgres, pytest.mark.crash]
+pytestmark = pytest.mark.crash
 ROWS = 40_000
 KILLS = 5
 # Small batches on a tight budget: hundreds of short transactions, so a kill lands anywhere.
@@ -40,9 +41,33 @@ steps:
 """
 
 
+# Per dialect: the ROWS items of tenant 1, and whether the checkpoint table exists yet.
+_ITEMS = {
+    "postgresql": f"INSERT INTO Items SELECT g, 1, 0 FROM generate_series(1, {ROWS}) g",
+    "mssql": f"WITH n AS (SELECT TOP ({ROWS}) ROW_NUMBER() OVER (ORDER BY (SELECT NULL)) AS g"
+    " FROM sys.all_objects a CROSS JOIN sys.all_objects b) INSERT INTO Items SELECT g, 1, 0 FROM n",
+}
+_CHECKPOINTS_EXIST = {
+    "postgresql": "SELECT to_regclass('barq_checkpoints')",
+    "mssql": "SELECT OBJECT_ID('dbo.barq_checkpoints')",
+}
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("mssql", marks=pytest.mark.mssql),
+    ]
+)
+def server_url(request: pytest.FixtureRequest) -> str:
+    """An empty database on each server dialect (SQL Server only given BARQ_TEST_MSSQL_URL)."""
+    fixture = {"postgresql": "pg_url", "mssql": "mssql_url"}[request.param]
+    return str(request.getfixturevalue(fixture))
+
+
 def _done_rows(engine: Engine) -> int:
     with engine.connect() as conn:
-        exists = conn.execute(text("SELECT to_regclass('barq_checkpoints')")).scalar()
+        exists = conn.execute(text(_CHECKPOINTS_EXIST[engine.dialect.name])).scalar()
         if exists is None:
             return 0
         found = conn.execute(text("SELECT MAX(rows_done) FROM barq_checkpoints")).scalar()
@@ -50,20 +75,23 @@ def _done_rows(engine: Engine) -> int:
 
 
 async def test_sigkilled_bot_resumes_the_run_and_applies_no_batch_twice(
-    tmp_path: Path, pg_url: str
+    tmp_path: Path, server_url: str
 ) -> None:
     """Each restart picks the running migration up from its checkpoint; the final data is
     that of an uninterrupted run (every row moved, each exactly once)."""
-    target = create_engine(pg_url)
+    target = create_engine(server_url)
     with target.begin() as conn:
         conn.execute(text("CREATE TABLE Items (Id INT PRIMARY KEY, TenantId INT, Hits INT)"))
-        conn.execute(text(f"INSERT INTO Items SELECT g, 1, 0 FROM generate_series(1, {ROWS}) g"))
+        conn.execute(text(_ITEMS[target.dialect.name]))
     runbooks = tmp_path / "runbooks"
     runbooks.mkdir()
     (runbooks / "hit-items.yaml").write_text(RUNBOOK)
     config = {
         "targets": {
-            "staging": {"url": pg_url, "approval": {"approver_groups": ["S0DBA"], "required": 1}}
+            "staging": {
+                "url": server_url,
+                "approval": {"approver_groups": ["S0DBA"], "required": 1},
+            }
         },
         "approvals_channel": APPROVALS,
         "notify_channel": MIGRATIONS,
@@ -96,7 +124,9 @@ async def test_sigkilled_bot_resumes_the_run_and_applies_no_batch_twice(
     assert "succeeded" in outcome["text"], outcome["text"]
     assert killed_at == sorted(set(killed_at)), killed_at
     with target.connect() as conn:
-        shape = conn.execute(text("SELECT TenantId, Hits, COUNT(*) FROM Items GROUP BY 1, 2"))
+        shape = conn.execute(
+            text("SELECT TenantId, Hits, COUNT(*) FROM Items GROUP BY TenantId, Hits")
+        )
         assert [tuple(r) for r in shape] == [(2, 1, ROWS)]
         checkpoint = conn.execute(text("SELECT rows_done, done FROM barq_checkpoints")).one()
         assert tuple(checkpoint) == (ROWS, True)

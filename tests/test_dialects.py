@@ -360,7 +360,23 @@ def test_sqlite_keyset_query_uses_the_key_index(sqlite_url: str) -> None:
 
 @pytest.fixture
 def pg(pg_url: str) -> Iterator[Engine]:
-    engine = create_engine(pg_url)
+    yield from _accounts(pg_url)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("mssql", marks=pytest.mark.mssql),
+    ]
+)
+def server(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """The ``acct`` table on each server dialect (SQL Server given BARQ_TEST_MSSQL_URL)."""
+    fixture = {"postgresql": "pg_url", "mssql": "mssql_url"}[request.param]
+    yield from _accounts(str(request.getfixturevalue(fixture)))
+
+
+def _accounts(url: str) -> Iterator[Engine]:
+    engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE acct (id INT PRIMARY KEY, v INT NOT NULL)"))
         conn.execute(text("INSERT INTO acct VALUES (1, 0), (2, 0)"))
@@ -441,18 +457,23 @@ def test_pg_lock_timeout_is_classified(pg: Engine) -> None:
     assert not PG.is_transient(slow.value)
 
 
-@pytest.mark.postgres
-def test_pg_blocking_sessions_lists_the_waiter(pg: Engine) -> None:
+# Per dialect: this session's id, and how the blocking query names a wait for a row lock.
+_SESSION_ID = {"postgresql": "SELECT pg_backend_pid()", "mssql": "SELECT @@SPID"}
+_LOCK_WAIT = {"postgresql": "Lock:", "mssql": "LCK_M_"}
+
+
+def test_blocking_sessions_lists_the_waiter(server: Engine) -> None:
     found: list[Any] = []
-    with pg.connect() as holder, pg.connect() as waiter, pg.connect() as observer:
-        holder_pid = holder.execute(text("SELECT pg_backend_pid()")).scalar()
-        waiter_pid = waiter.execute(text("SELECT pg_backend_pid()")).scalar()
+    dialect, name = dialect_for(server), server.dialect.name
+    with server.connect() as holder, server.connect() as waiter, server.connect() as observer:
+        holder_pid = holder.execute(text(_SESSION_ID[name])).scalar()
+        waiter_pid = waiter.execute(text(_SESSION_ID[name])).scalar()
         holder.execute(UPDATE, {"id": 2})
         thread = threading.Thread(target=lambda: waiter.execute(UPDATE, {"id": 2}))
         thread.start()
         deadline = time.monotonic() + 10
         while not found and time.monotonic() < deadline:
-            rows = observer.execute(text(PG.blocking_sessions_sql() or "")).mappings().all()
+            rows = observer.execute(text(dialect.blocking_sessions_sql() or "")).mappings().all()
             found = [r for r in rows if r["session_id"] == waiter_pid]
             observer.rollback()
             time.sleep(0.05)
@@ -462,7 +483,7 @@ def test_pg_blocking_sessions_lists_the_waiter(pg: Engine) -> None:
     assert found, "the blocked session never showed up"
     row = found[0]
     assert row["blocking_session_id"] == holder_pid
-    assert row["wait_type"].startswith("Lock:") and row["command"] == "UPDATE"
+    assert row["wait_type"].startswith(_LOCK_WAIT[name]) and row["command"] == "UPDATE"
     assert row["wait_time"] >= 0 and row["last_wait_type"]
 
 
