@@ -171,21 +171,13 @@ def _lacking(name: str, fields: TargetFields, target: str, runbook: str) -> str:
     return f"the URL of target {target} has no {part}; add one to that URL"
 
 
-def check_target_fields(
-    steps: Sequence[PlannedStep], fields: TargetFields, target: str, runbook: str = ""
-) -> None:
-    """Raise TargetFieldError, naming the step, the field and ``target``, if a command step of
-    ``steps`` has a ``{target.*}`` placeholder that the target's ``fields`` cannot fill; so
-    a plan that would fail mid-run is refused when it is made."""
-    show_target(steps, fields, target, runbook)
-
-
 def show_target(
     steps: Sequence[PlannedStep], fields: TargetFields, target: str, runbook: str = ""
 ) -> list[PlannedStep]:
     """``steps`` with each command step's ``shown`` set: its command as it will run on the
     target of ``fields``, secrets masked, for the dry run. Raises TargetFieldError (naming
-    the step) as :func:`check_target_fields` does."""
+    the step, the field and the target) if a ``{target.*}`` placeholder cannot be filled
+    here, so a plan that would fail mid-run is refused when it is made."""
     result: list[PlannedStep] = []
     for step in steps:
         if isinstance(step, PlannedCommand):

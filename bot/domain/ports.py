@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -161,10 +161,6 @@ class Target(Protocol):
 
     def count(self, sql: str, params: dict[str, Any]) -> int:
         """A count query's value; raises QueryFailed with the database's message."""
-        ...
-
-    def check_command_fields(self, steps: Sequence[PlannedStep]) -> None:
-        """Raises TargetFieldError if a command step needs a field the target's URL lacks."""
         ...
 
     def show_command_fields(self, plan: Plan) -> Plan:

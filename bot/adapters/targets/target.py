@@ -7,7 +7,7 @@ Every method blocks: callers run them in a thread, never on the event loop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,13 +28,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from bot.adapters.commands import TargetFields, check_target_fields, show_target
+from bot.adapters.commands import TargetFields, show_target
 from bot.adapters.targets.dialect import BackupInfo, Dialect, unwrap_dbapi_error
 from bot.adapters.targets.dialect import error_message as error_message  # its old home
 from bot.adapters.targets.dialects import check_client, dialect_for
 from bot.adapters.targets.retries import retry_transient
 from bot.domain.plan import Plan
-from bot.domain.planned import PlannedStep
 from bot.domain.runbook import bound_names, compare
 from bot.errors import QueryFailed, TargetUnavailable
 
@@ -119,11 +118,6 @@ class Target:
         """What command steps' ``{target.*}`` is filled with on this target, as its dialect
         reads them from its URL."""
         return self.dialect.command_fields(self.engine.url)
-
-    def check_command_fields(self, steps: Sequence[PlannedStep]) -> None:
-        """Raise TargetFieldError if a command step of ``steps`` needs a ``{target.*}`` field
-        this target's URL lacks (so the plan is refused, not the run)."""
-        check_target_fields(steps, self.command_fields(), self.name)
 
     def show_command_fields(self, plan: Plan) -> Plan:
         """``plan`` with each command step shown as it will run here (``{target.*}`` filled,
