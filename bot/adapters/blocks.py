@@ -397,8 +397,10 @@ def progress(
     if m.state not in (State.RUNNING, State.CANCELLING, State.PAUSED):
         where = f"{steps_done(steps)} of {total} steps done"
     elapsed = _elapsed(m.started_at, m.finished_at or now)
+    undoes = f" (rollback of #{m.rollback_of})" if m.rollback_of is not None else ""
     lines = [
-        f"{_ICON[m.state]} *#{m.id} {m.plan.runbook}* on *{m.plan.target}* — {m.state.value}",
+        f"{_ICON[m.state]} *#{m.id} {m.plan.runbook}*{undoes} on *{m.plan.target}* —"
+        f" {m.state.value}",
         f"{where} · {done_rows:,} rows so far · elapsed {elapsed}",
     ]
     if m.state is State.CANCELLING:
@@ -539,6 +541,8 @@ def _timeline(m: Migration, history: list[AuditEntry]) -> list[str]:
     lines = []
     for entry in history:
         verb = _DECIDED.get(entry.action)
+        if entry.action == "rollback-request":
+            verb = f"rollback #{entry.detail.get('rollback')} requested"
         if verb is None:
             continue
         who = "" if entry.actor == "bot" else f" by <@{entry.actor}>"
@@ -573,7 +577,9 @@ def status_list(items: list[Migration], *, page: int = 1, more: bool = False) ->
         )
         return message("No migrations", [section(text)])
     lines = [
-        f"{_ICON[m.state]} *#{m.id}* {m.plan.runbook} on {m.plan.target} — {m.state.value} "
+        f"{_ICON[m.state]} *#{m.id}* {m.plan.runbook}"
+        + (f" (rollback of #{m.rollback_of})" if m.rollback_of is not None else "")
+        + f" on {m.plan.target} — {m.state.value} "
         f"· <@{m.requester}> · {m.requested_at:%Y-%m-%d %H:%M}"
         for m in items
     ]
