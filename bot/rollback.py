@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from bot.domain import approval as policy_rules
 from bot.domain import rollback as rules
+from bot.domain.lifecycle import State
 from bot.domain.records import Migration
 from bot.errors import Conflict, Refused, UsageError
 
@@ -124,6 +125,20 @@ def current_hash(service: Service, m: Migration) -> str:
     return rules.plan_for(runbook, original, dialect, m.waiver).hash
 
 
-def open_rollback_of(service: Service, migration_id: int) -> Migration | None:
-    """The open rollback of a migration, if any (its run must not resume meanwhile)."""
-    return rules.open_rollback(service.store.rollbacks_of(migration_id))
+def why_not_resume(service: Service, migration_id: int) -> str | None:
+    """Why a migration's own run may not resume because of its rollbacks, if it may not: one
+    is open (it would undo what the resumed run does), or one succeeded (the change is undone;
+    its runbook is requested again to make it)."""
+    rollbacks = service.store.rollbacks_of(migration_id)
+    if (pending := rules.open_rollback(rollbacks)) is not None:
+        return (
+            f"#{migration_id} has an open rollback, #{pending.id} ({pending.state.value}):"
+            f" cancel it first (/migrate cancel {pending.id}) to resume #{migration_id}"
+        )
+    done = next((r for r in rollbacks if r.state is State.SUCCEEDED), None)
+    if done is not None:
+        return (
+            f"#{migration_id} was rolled back by #{done.id}; request its runbook again to make"
+            " the change"
+        )
+    return None

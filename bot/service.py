@@ -421,11 +421,8 @@ class Service:
             m = self.store.lock(migration_id)
             if m.state not in (State.PAUSED, State.FAILED):
                 raise Refused(f"{in_state(m.id, m.state)}; only a paused or failed run resumes")
-            if (undo := rollbacks.open_rollback_of(self, m.id)) is not None:
-                raise Refused(
-                    f"#{m.id} has an open rollback, #{undo.id} ({undo.state.value}): cancel it"
-                    f" first (/migrate cancel {undo.id}) to resume #{m.id}"
-                )
+            if (why := rollbacks.why_not_resume(self, m.id)) is not None:
+                raise Refused(why)
             m = self.store.transition(
                 m.id, Event.RESUME, actor=user, now=self.clock(), error=None, finished_at=None
             )

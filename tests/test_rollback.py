@@ -124,6 +124,8 @@ async def test_a_failed_anonymization_is_restored_from_its_own_backup(
     oracle.assert_same_data(oracle.snapshot(url), before)
     restored = next(s for s in h.bot.store.step_runs(r.id) if s.name == "restore-backup")
     assert m.backups[-1]["location"] in (restored.detail or "")
+    with pytest.raises(Refused, match=f"was rolled back by #{r.id}; request its runbook again"):
+        await h.bot.service.resume(m.id, ALICE)
 
 
 def _refuse_clearing(conn: Any, dialect: str, audit_id: int) -> None:
