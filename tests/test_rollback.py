@@ -240,6 +240,21 @@ async def test_restore_uses_no_unverified_backup_unless_an_approver_waives_it(
     assert demo.count("staging", anonymized) == 0
 
 
+async def test_the_restore_step_itself_refuses_an_unverified_backup(demo: Harness) -> None:
+    """Even started without the scheduler's check of its plan, the restore does not put back
+    a backup that is not verified (and says how to waive it)."""
+    service, store = demo.bot.service, demo.bot.store
+    m = await _run(demo, "data-anonymization", {"tenant": "2"}, State.SUCCEEDED)
+    r, _ = await service.rollback(m.id, CAROL)
+    await service.approve(r.id, BOB, r.plan.hash)
+    store.set_fields(m.id, harness.now(), backups=[{**m.backups[-1], "verified": False}])
+    service.engine.start(r.id)
+    await service.wait_idle()
+    failed = store.get(r.id)
+    assert failed.state is State.FAILED
+    assert "was not verified" in (failed.error or "") and "waive-unverified" in (failed.error or "")
+
+
 async def test_an_after_rollback_check_that_fails_says_the_data_is_not_back(
     demo: Harness,
 ) -> None:
