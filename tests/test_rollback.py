@@ -301,7 +301,7 @@ async def test_rollback_from_slack_with_the_button_and_the_command(demo: Harness
     assert demo.bot.store.get(r.id).state is State.SUCCEEDED
     await slack.wait_for(lambda s: _said(s, MIGRATIONS, "The data is back"), timeout=10)
     await slack.wait_for(
-        lambda s: _said(s, MIGRATIONS, f"#{m.id} was rolled back by #{r.id}"), timeout=10
+        lambda s: _said(s, MIGRATIONS, f"The rollback of #{m.id}, #{r.id}, succeeded"), timeout=10
     )
     nothing = await demo.slash(ALICE, "rollback")
     assert "say which migration to roll back" in harness.text_of(nothing)

@@ -14,9 +14,8 @@ import hashlib
 import json
 from typing import Any
 
-from bot.domain.lifecycle import State, in_state
+from bot.domain.lifecycle import State, in_state, state_phrase
 from bot.domain.plan import Plan, PlannedStep
-from bot.domain.planned import PlannedRestore
 from bot.domain.records import Migration
 from bot.domain.runbook import Runbook
 from bot.domain.steps import AnyStep
@@ -119,11 +118,7 @@ def rollback_plan(
     The hash covers the runbook, the original (id and run key), the target, the parameters,
     the backup a restore puts back and the waiver, so an approval binds all of them."""
     if not runbook.rollback:
-        raise Refused(
-            f"{runbook.name} declares no rollback steps, so #{original.id} cannot be rolled back"
-            " by the bot: undo it by hand as the team's runbook says (Rollback Procedures), or"
-            " add rollback steps to the runbook"
-        )
+        raise _no_rollback(runbook, original)
     params = dict(original.plan.params)
     steps = [_resolve(i, s, dialect, params) for i, s in enumerate(runbook.rollback, 1)]
     first = len(steps) + 1
@@ -170,9 +165,12 @@ def _resolve(index: int, step: AnyStep, dialect: str, params: dict[str, Any]) ->
         ) from exc
 
 
-def has_restore(plan: Plan) -> bool:
-    """Whether a plan puts a backup back."""
-    return any(isinstance(s, PlannedRestore) for s in plan.steps)
+def _no_rollback(runbook: Runbook, original: Migration) -> Refused:
+    return Refused(
+        f"{runbook.name} declares no rollback steps, so #{original.id} cannot be rolled back by"
+        " the bot: undo it by hand as the team's runbook says (Rollback Procedures), or add"
+        " rollback steps to the runbook"
+    )
 
 
 def backup_for(runbook: Runbook, original: Migration, waiver: str | None) -> dict[str, Any] | None:
@@ -188,8 +186,8 @@ def plan_for(
 ) -> Plan:
     """The rollback plan of ``original`` as its runbook says now (see :func:`rollback_plan`);
     raise Refused when the runbook has no rollback or its restore has no backup to use."""
-    if not runbook.rollback:
-        rollback_plan(runbook, original, dialect)  # raises the refusal
+    if not runbook.rollback:  # refused before the backup is looked for
+        raise _no_rollback(runbook, original)
     backup = backup_for(runbook, original, waiver)
     return rollback_plan(runbook, original, dialect, backup=backup, waiver=waiver)
 
@@ -212,4 +210,4 @@ def verdict(m: Migration) -> str:
 
 def finished_notice(m: Migration) -> str:
     """What the thread of the original says when its rollback ``m`` has finished."""
-    return f"#{m.rollback_of} was rolled back by #{m.id} ({m.state.value}). {verdict(m)}"
+    return f"The rollback of #{m.rollback_of}, #{m.id}, {state_phrase(m.state)}. {verdict(m)}"
