@@ -19,6 +19,7 @@ from bot.domain.plan import PlannedStep
 from bot.domain.ports import Clock, Notifier, StepRunner, Store
 from bot.domain.progress import LiveProgress, earlier_end, skip_detail
 from bot.domain.records import Migration
+from bot.domain.rollback import finished_notice
 from bot.errors import InvalidTransition, StateUnavailable, StepFailed, TargetUnavailable
 
 logger = logging.getLogger(__name__)
@@ -267,4 +268,7 @@ class Engine:
             runs = self.store.step_runs(migration_id)
             self.notifier.progress(m, runs, now, None)
             self.notifier.outcome(m, runs, now)
+            if m.rollback_of is not None:  # the run it undoes hears how it went
+                original = self.store.get(m.rollback_of)
+                self.notifier.notice(original, finished_notice(m), now)
         logger.info("migration %s: %s", migration_id, m.state.value)

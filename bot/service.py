@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bot import rollback as rollbacks
 from bot.domain import approval as policy_rules
 from bot.domain.conflicts import conflict
 from bot.domain.drift import count_drift, drift_notice
@@ -198,6 +199,21 @@ class Service:
                 self.notifier.approval(m, [], self._policy(m))
             return m, created
 
+    async def rollback(
+        self,
+        migration_id: int,
+        user: str,
+        *,
+        waiver: str | None = None,
+        request_key: str | None = None,
+    ) -> tuple[Migration, bool]:
+        """Request the rollback of a finished run, as a migration of its own that waits for
+        approval; return it and True, or the rollback already open (or resent) and False.
+        See bot/rollback.py."""
+        return await rollbacks.request(
+            self, migration_id, user, waiver=waiver, request_key=request_key
+        )
+
     def _conflict(self, plan: Plan, others: list[Migration]) -> tuple[Migration, str] | None:
         """The first of ``others`` that ``plan`` must not run beside, and why."""
         runbook = self.runbooks.get(plan.runbook)
@@ -265,6 +281,8 @@ class Service:
 
     def _current_hash(self, m: Migration) -> str:
         """The hash the same request would get now: differs if the runbook changed."""
+        if m.rollback_of is not None:
+            return rollbacks.current_hash(self, m)
         runbook = self.runbooks.get(m.runbook)
         if runbook is None:
             return "runbook-removed"
@@ -403,6 +421,8 @@ class Service:
             m = self.store.lock(migration_id)
             if m.state not in (State.PAUSED, State.FAILED):
                 raise Refused(f"{in_state(m.id, m.state)}; only a paused or failed run resumes")
+            if (why := rollbacks.why_not_resume(self, m.id)) is not None:
+                raise Refused(why)
             m = self.store.transition(
                 m.id, Event.RESUME, actor=user, now=self.clock(), error=None, finished_at=None
             )

@@ -1,4 +1,4 @@
-"""Approve and Reject buttons, and the rejection-reason modal.
+"""Approve, Reject and Roll back buttons, and the rejection-reason modal.
 
 Every field of a click or form is read through handlers.payload, so a payload that lacks one
 gets an answer saying the button is not valid any more, never a traceback or a timeout.
@@ -39,6 +39,23 @@ def register(app: AsyncApp, service: Service) -> None:
             reply = blocks.approved_reply(m, *await service.approvals_of(m))
         except BarqError as exc:
             reply = blocks.error(f"Not approved: {exc}")
+        await _tell(respond, reply)
+
+    @app.action("rollback")
+    async def rollback(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+        """The Roll back button of a run's final report: the same as /migrate rollback."""
+        await ack()
+        try:
+            click = read_click(body)
+            original, _runs = await service.status(click.migration_id)
+            if original.plan.hash != click.plan_hash:
+                raise InvalidInteraction("it was made for another plan", "button")
+            m, created = await service.rollback(
+                click.migration_id, click.user, request_key=click.trigger_id
+            )
+            reply = blocks.rollback_requested(m, created, click.user)
+        except BarqError as exc:
+            reply = blocks.error(f"Not rolled back: {exc}")
         await _tell(respond, reply)
 
     @app.action("reject")

@@ -65,6 +65,11 @@ async def _run(service: Service, cmd: Command, user: str, trigger_id: str | None
         live = service.engine.live(m.id)
         return blocks.status(m, runs, service.clock(), live, history=history)
     assert cmd.migration_id is not None
+    if cmd.name == "rollback":
+        m, created = await service.rollback(
+            cmd.migration_id, user, waiver=cmd.waiver, request_key=trigger_id
+        )
+        return blocks.rollback_requested(m, created, user)
     if cmd.name == "pause":
         m = await service.pause(cmd.migration_id, user)
         what = "will pause at the next batch or step boundary"

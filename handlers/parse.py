@@ -9,7 +9,18 @@ from dataclasses import dataclass, field
 from bot.errors import UsageError
 
 MAX_TEXT = 4000  # Slack caps what people type well below this; parsing stays instant up to it
-SUBCOMMANDS = ("help", "list", "plan", "request", "status", "cancel", "pause", "resume")
+SUBCOMMANDS = (
+    "help",
+    "list",
+    "plan",
+    "request",
+    "status",
+    "cancel",
+    "pause",
+    "resume",
+    "rollback",
+)
+WAIVE = "waive-unverified"  # rollback's option: restore a backup that was not verified
 _PARAM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
 _SMART_QUOTES = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'"})
 _BLANK = " \t\r\n"
@@ -25,6 +36,7 @@ class Command:
     target: str | None = None
     migration_id: int | None = None
     page: int = 1  # status without an id: which page of migrations, newest first
+    waiver: str | None = None  # rollback: why an unverified backup may be restored
 
 
 def parse(text: str) -> Command:
@@ -53,6 +65,8 @@ def parse(text: str) -> Command:
         return Command(name)
     if name in ("status", "cancel", "pause", "resume"):
         return _with_id(name, rest)
+    if name == "rollback":
+        return _rollback(rest)
     return _planned(name, rest)
 
 
@@ -120,13 +134,34 @@ def _with_id(name: str, rest: list[str]) -> Command:
     if not rest:
         if name == "status":
             return Command(name)
-        raise UsageError(f"say which migration to {name}: `/migrate {name} 12`")
+        verb = "roll back" if name == "rollback" else name
+        raise UsageError(f"say which migration to {verb}: `/migrate {name} 12`")
     if len(rest) > 1 or not re.fullmatch(r"#?\d{1,9}", rest[0]):
         more = " or `/migrate status page=2` for older ones" if name == "status" else ""
         raise UsageError(
             f"{' '.join(rest)!r} is not a migration id: write e.g. `/migrate {name} 12`{more}"
         )
     return Command(name, migration_id=int(rest[0].lstrip("#")))
+
+
+def _rollback(rest: list[str]) -> Command:
+    """``rollback 12`` or ``rollback 12 waive-unverified="why"``."""
+    options = [w for w in rest[1:] if w.lower().replace("_", "-").startswith(WAIVE + "=")]
+    others = [w for w in rest[1:] if w not in options]
+    if others or len(options) > 1:
+        raise UsageError(
+            f"{' '.join(rest[1:])!r} is not an option of rollback: write `/migrate rollback 12`,"
+            f' or, to restore a backup that was not verified, `/migrate rollback 12 {WAIVE}="why"`'
+        )
+    command = _with_id("rollback", rest[:1])
+    if not options:
+        return command
+    reason = options[0].split("=", 1)[1].strip()
+    if len(reason) < 3:
+        raise UsageError(
+            f'say why the unverified backup may be restored: `/migrate rollback 12 {WAIVE}="why"`'
+        )
+    return Command("rollback", migration_id=command.migration_id, waiver=reason)
 
 
 def _page(raw: str) -> int:

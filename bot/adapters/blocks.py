@@ -12,6 +12,7 @@ from bot.domain.mrkdwn import escape
 from bot.domain.plan import Plan, PlannedStep
 from bot.domain.progress import LiveProgress, StepTotal, rows_so_far, steps_done
 from bot.domain.records import AuditEntry, Migration, StepRun
+from bot.domain.rollback import verdict
 from bot.domain.runbook import Parameter, Runbook
 from bot.domain.touched import rows_by_table
 
@@ -59,6 +60,12 @@ USAGE = [
     ("cancel", "/migrate cancel 12", "stop it from starting, or stop at the next boundary"),
     ("pause", "/migrate pause 12", "pause a run at the next batch boundary (holds no locks)"),
     ("resume", "/migrate resume 12", "continue a paused or failed run from its checkpoint"),
+    (
+        "rollback",
+        "/migrate rollback 12",
+        "undo a finished run with its runbook's rollback steps (asks for approval like a"
+        ' request); an approver may add waive-unverified="why" to restore an unverified backup',
+    ),
 ]
 
 
@@ -257,14 +264,19 @@ def approval_request(
         for s in plan.steps
     )
     approved = ", ".join(f"<@{a.user}>" for a in approvals) or "none yet"
+    title = f"Migration #{m.id}: {plan.runbook} on {plan.target}"
+    undoes = f"*Rollback*: {_plural(len(plan.rollback), 'step', 'steps')}"
+    if m.rollback_of is not None:
+        title = f"Migration #{m.id}: ROLLBACK of #{m.rollback_of} ({plan.runbook} on {plan.target})"
+        undoes = _rollback_note(m)
     blocks: list[Block] = [
-        header(f"Migration #{m.id}: {plan.runbook} on {plan.target}"),
+        header(title),
         section(
             f"{_ICON[m.state]} *{m.state.value}* · requested by <@{m.requester}>\n"
             f"`{plan.args()}` · plan `{plan.short_hash}`\n{plan.description}"
             + (f"\n{decided_by(m, decided)}" if decided else "")
         ),
-        section(f"*Steps*\n{steps}\n*Rollback*: {_plural(len(plan.rollback), 'step', 'steps')}"),
+        section(f"*Steps*\n{steps}\n{undoes}"),
         context(
             f"Approvals: {len(approvals)}/{policy.required} ({approved}) · "
             f"approvers: {policy.describe()}"
@@ -285,14 +297,50 @@ def approval_request(
     return message(f"Migration #{m.id} {m.state.value}: {plan.runbook} on {plan.target}", blocks)
 
 
-def _button(text: str, action_id: str, value: str, style: str) -> Block:
-    return {
+def _rollback_note(m: Migration) -> str:
+    """What the approvers of a rollback must know: what it undoes, and any waiver."""
+    note = (
+        f":rewind: *This is a ROLLBACK of #{m.rollback_of}*: it undoes that run with the"
+        " runbook's rollback steps (bound to its parameters and its journal), then runs the"
+        " runbook's after-rollback checks, which say whether the data is back."
+    )
+    if m.waiver:
+        note += (
+            "\n:warning: *It restores a backup that was NOT verified*: waived by"
+            f" <@{m.requester}>: “{escape(m.waiver)}”. Approving it accepts that."
+        )
+    return note
+
+
+def rollback_requested(m: Migration, created: bool, user: str) -> Message:
+    """The answer to ``/migrate rollback``: the rollback waits for approval; or (``created``
+    False) one is open already, requested by ``user`` or someone else."""
+    if created:
+        text = (
+            f":rewind: Rollback *#{m.id}* of #{m.rollback_of} ({m.plan.runbook} on"
+            f" {m.plan.target}, `{m.plan.args()}`) is waiting for approval in the approvals"
+            f" channel (plan `{m.plan.short_hash}`); someone other than you must approve it."
+            f" Follow it with `/migrate status {m.id}`."
+        )
+        return message(f"Requested rollback #{m.id} of #{m.rollback_of}", [section(text)])
+    who = "You requested it already" if m.requester == user else f"<@{m.requester}> requested it"
+    text = (
+        f":repeat: #{m.rollback_of} has an open rollback: *#{m.id}* {state_phrase(m.state)}"
+        f" ({who}); nothing new was requested. Follow it with `/migrate status {m.id}`."
+    )
+    return message(f"Rollback #{m.id} of #{m.rollback_of} is open already", [section(text)])
+
+
+def _button(text: str, action_id: str, value: str, style: str | None = None) -> Block:
+    button: Block = {
         "type": "button",
         "text": {"type": "plain_text", "text": text},
         "action_id": action_id,
         "value": value,
-        "style": style,
     }
+    if style is not None:
+        button["style"] = style
+    return button
 
 
 def reject_modal(migration_id: int, plan_hash: str) -> dict[str, Any]:
@@ -349,8 +397,10 @@ def progress(
     if m.state not in (State.RUNNING, State.CANCELLING, State.PAUSED):
         where = f"{steps_done(steps)} of {total} steps done"
     elapsed = _elapsed(m.started_at, m.finished_at or now)
+    undoes = f" (rollback of #{m.rollback_of})" if m.rollback_of is not None else ""
     lines = [
-        f"{_ICON[m.state]} *#{m.id} {m.plan.runbook}* on *{m.plan.target}* — {m.state.value}",
+        f"{_ICON[m.state]} *#{m.id} {m.plan.runbook}*{undoes} on *{m.plan.target}* —"
+        f" {m.state.value}",
         f"{where} · {done_rows:,} rows so far · elapsed {elapsed}",
     ]
     if m.state is State.CANCELLING:
@@ -410,8 +460,14 @@ def outcome(m: Migration, runs: list[StepRun]) -> Message:
     """The final report: per-step rows and durations, or the error and the data's state."""
     plan = m.plan
     title = f"#{m.id} {plan.runbook} on {plan.target} {m.state.value}"
+    if m.rollback_of is not None:
+        title = f"#{m.id} rollback of #{m.rollback_of} ({plan.runbook} on {plan.target}) " + (
+            m.state.value
+        )
     lines = [f"{_ICON[m.state]} *{title}* (requested by <@{m.requester}>)"]
-    if m.error:
+    if m.rollback_of is not None:
+        lines.append(f"*{verdict(m)}*")
+    elif m.error:
         lines.append(f"*Error*: {m.error}")
     table = "\n".join(
         f"{r.step_index}. {r.name}: {r.state}, {r.rows:,} rows{_took(r)}"
@@ -420,6 +476,15 @@ def outcome(m: Migration, runs: list[StepRun]) -> Message:
     )
     blocks = [section("\n".join(lines)), section(f"*Steps*\n{table or 'none ran'}")]
     blocks.append(context(data_state(m, runs)))
+    if m.rollback_of is None and plan.rollback and m.started_at is not None:
+        value = f"{m.id}:{plan.hash}"
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"rollback:{m.id}",
+                "elements": [_button("Roll back", "rollback", value, "danger")],
+            }
+        )
     return message(title, blocks)
 
 
@@ -476,6 +541,8 @@ def _timeline(m: Migration, history: list[AuditEntry]) -> list[str]:
     lines = []
     for entry in history:
         verb = _DECIDED.get(entry.action)
+        if entry.action == "rollback-request":
+            verb = f"rollback #{entry.detail.get('rollback')} requested"
         if verb is None:
             continue
         who = "" if entry.actor == "bot" else f" by <@{entry.actor}>"
@@ -510,7 +577,9 @@ def status_list(items: list[Migration], *, page: int = 1, more: bool = False) ->
         )
         return message("No migrations", [section(text)])
     lines = [
-        f"{_ICON[m.state]} *#{m.id}* {m.plan.runbook} on {m.plan.target} — {m.state.value} "
+        f"{_ICON[m.state]} *#{m.id}* {m.plan.runbook}"
+        + (f" (rollback of #{m.rollback_of})" if m.rollback_of is not None else "")
+        + f" on {m.plan.target} — {m.state.value} "
         f"· <@{m.requester}> · {m.requested_at:%Y-%m-%d %H:%M}"
         for m in items
     ]

@@ -81,6 +81,8 @@ def _migration(row: Any) -> Migration:
         error=row.error,
         backups=list(row.backups or []),
         request_key=row.request_key,
+        rollback_of=row.rollback_of,
+        waiver=row.waiver,
     )
 
 
@@ -126,13 +128,17 @@ class Store:
         now: datetime,
         *,
         request_key: str | None = None,
+        rollback_of: int | None = None,
+        waiver: str | None = None,
     ) -> tuple[Migration, bool]:
         """Record a new migration request and audit it; return it and True. A request made
         already, with the same ``request_key`` (Slack's trigger_id: a resent request), or by
         the same user for the same plan while that one is pending, returns that one and
-        False instead."""
+        False instead. A rollback names the migration it undoes (``rollback_of``) and, if an
+        approver allowed it to restore an unverified backup, why (``waiver``)."""
+        rollback = {"rollback_of": rollback_of, "waiver": waiver}
         try:
-            return self._create(plan, counts, requester, now, request_key)
+            return self._create(plan, counts, requester, now, request_key, rollback)
         except IntegrityError:  # the same request_key was inserted meanwhile
             with self._tx() as conn:
                 earlier = self._first(conn, migrations.c.request_key == request_key)
@@ -147,6 +153,7 @@ class Store:
         requester: str,
         now: datetime,
         request_key: str | None,
+        rollback: dict[str, Any],
     ) -> tuple[Migration, bool]:
         with self._tx() as conn:
             earlier = self._earlier(conn, plan, requester, request_key)
@@ -169,11 +176,13 @@ class Store:
                     pause_requested=False,
                     current_step=0,
                     request_key=request_key,
+                    **rollback,
                 )
             )
             assert result.inserted_primary_key is not None
             new_id = int(result.inserted_primary_key[0])
-            self._audit(conn, new_id, requester, "request", {"plan_hash": plan.hash}, now)
+            detail = {"plan_hash": plan.hash, **{k: v for k, v in rollback.items() if v}}
+            self._audit(conn, new_id, requester, "request", detail, now)
             return self._get(conn, new_id), True
 
     def earlier_request(
@@ -231,6 +240,16 @@ class Store:
         with self._tx() as conn:
             rows = conn.execute(
                 select(migrations).order_by(migrations.c.id.desc()).limit(limit).offset(offset)
+            )
+            return [_migration(r) for r in rows]
+
+    def rollbacks_of(self, migration_id: int) -> list[Migration]:
+        """Every rollback requested of the migration, oldest first."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(migrations)
+                .where(migrations.c.rollback_of == migration_id)
+                .order_by(migrations.c.id)
             )
             return [_migration(r) for r in rows]
 

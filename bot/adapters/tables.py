@@ -73,6 +73,10 @@ migrations = Table(
     Column("error", Text),
     # Slack's trigger_id of the request: a resent request finds the migration it made
     Column("request_key", String(100), unique=True),
+    # a rollback is a migration of its own: the migration it undoes, and (if an approver
+    # waived it) why it may restore a backup that was not verified
+    Column("rollback_of", Integer, ForeignKey("barq_migrations.id"), index=True),
+    Column("waiver", Text),
 )
 
 approvals = Table(

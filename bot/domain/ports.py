@@ -60,6 +60,8 @@ class Store(Protocol):
         now: datetime,
         *,
         request_key: str | None = None,
+        rollback_of: int | None = None,
+        waiver: str | None = None,
     ) -> tuple[Migration, bool]: ...
 
     def earlier_request(
@@ -73,6 +75,8 @@ class Store(Protocol):
     def recent(self, limit: int = 10, offset: int = 0) -> list[Migration]: ...
 
     def in_states(self, *states: State) -> list[Migration]: ...
+
+    def rollbacks_of(self, migration_id: int) -> list[Migration]: ...
 
     def transition(
         self,

@@ -30,6 +30,8 @@ class Migration:
     error: str | None
     backups: list[dict[str, Any]]
     request_key: str | None = None  # Slack's trigger_id of the request
+    rollback_of: int | None = None  # a rollback: the id of the migration it undoes
+    waiver: str | None = None  # a rollback: why an approver let it restore an unverified backup
 
     @property
     def runbook(self) -> str:

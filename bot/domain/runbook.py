@@ -85,6 +85,11 @@ class Runbook(Model):
     )
     steps: list[Step] = Field(min_length=1)
     rollback: list[Step] = Field(default_factory=list)
+    after_rollback: list[Step] = Field(
+        default_factory=list,
+        description="checks that the data is as it was before the change; they run as the last"
+        " steps of a rollback, whose report says whether the data is back",
+    )
     conflicts_on: list[str] | None = Field(
         default=None,
         description="the parameters that say which data a run changes: two runs conflict only"
@@ -102,13 +107,24 @@ class Runbook(Model):
         for field, name in [*named, *(("conflicts_on", n) for n in self.conflicts_on or [])]:
             if name not in self.parameters:
                 raise ValueError(f"{field} names {name!r}, which is not a parameter")
-        for where, steps in (("steps", self.steps), ("rollback", self.rollback)):
+        for where, steps in (
+            ("steps", self.steps),
+            ("rollback", [*self.rollback, *self.after_rollback]),
+        ):
             names = [s.name for s in steps]
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{where}: step names must be unique; repeated: {dupes}")
             for step in steps:
                 self._check_step(f"{where}.{step.name}", step)
+        for step in self.after_rollback:
+            if not isinstance(step, CheckStep):
+                raise ValueError(
+                    f"after_rollback.{step.name} is a {step.kind} step; only check steps may"
+                    " follow a rollback (they say whether the data is back, and change nothing)"
+                )
+        if self.after_rollback and not self.rollback:
+            raise ValueError("after_rollback checks need rollback steps to follow")
         for name, param in self.parameters.items():
             self._check_binds(f"parameters.{name}.exists", texts(param.exists), {"value"})
         return self
@@ -151,4 +167,8 @@ class Runbook(Model):
 
 # Fields added after runbooks were first approved: left at their default they do not change the
 # digest, so requests made before the bot's upgrade keep their plan hash.
-_LATER_FIELDS: dict[str, object] = {"conflicts_on": None, "on_conflict": "refuse"}
+_LATER_FIELDS: dict[str, object] = {
+    "conflicts_on": None,
+    "on_conflict": "refuse",
+    "after_rollback": [],
+}

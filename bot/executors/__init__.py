@@ -8,6 +8,7 @@ module of the package is imported here, so a new kind's module registers itself.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import pkgutil
 from collections.abc import Mapping
@@ -71,20 +72,31 @@ class Executors:
     async def run(
         self, m: Migration, step: PlannedStep, control: Control, live: LiveProgress
     ) -> StepOutcome:
-        """Run ``step`` of ``m`` on its target."""
-        return await run(self.context(m, step, control, live))
+        """Run ``step`` of ``m`` on its target. The steps of a rollback bind ``:migration_id``
+        to the run they undo, so they find the rows it journalled."""
+        key = m.run_key
+        if m.rollback_of is not None:
+            key = (await asyncio.to_thread(self.store.get, m.rollback_of)).run_key
+        return await run(self.context(m, step, control, live, journal_key=key))
 
     def context(
-        self, m: Migration, step: PlannedStep, control: Control, live: LiveProgress
+        self,
+        m: Migration,
+        step: PlannedStep,
+        control: Control,
+        live: LiveProgress,
+        *,
+        journal_key: str | None = None,
     ) -> StepContext[PlannedStep]:
-        """Everything the executor of ``step`` may use."""
+        """Everything the executor of ``step`` may use; ``:migration_id`` is bound to
+        ``journal_key`` (by default the migration's own run key)."""
         return StepContext(
             migration=m,
             step=step,
             target=self._target(m),
             control=control,
             live=live,
-            params={**m.plan.params, "migration_id": m.run_key},
+            params={**m.plan.params, "migration_id": journal_key or m.run_key},
             clock=self.clock,
             store=self.store,
             backup_dir=self.backup_dir,

@@ -1,5 +1,5 @@
-"""backup and restore steps: a verified backup recorded on the migration, and putting the
-latest one back."""
+"""backup and restore steps: a verified backup recorded on the migration, and putting back
+the latest verified one of the run being undone."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import dataclasses
 from bot.adapters.targets.dialect import BackupInfo
 from bot.domain.control import StepOutcome
 from bot.domain.planned import PlannedBackup, PlannedRestore
-from bot.errors import StepFailed
+from bot.domain.rollback import pick_backup
+from bot.errors import Refused, StepFailed
 from bot.executors.context import StepContext
 from bot.executors.registry import executes
 
@@ -36,14 +37,21 @@ async def back_up(ctx: StepContext[PlannedBackup]) -> StepOutcome:
 
 @executes(PlannedRestore)
 async def restore(ctx: StepContext[PlannedRestore]) -> StepOutcome:
-    """Verify the migration's latest backup and put it back over the target."""
-    latest = (await asyncio.to_thread(ctx.store.get, ctx.migration.id)).backups
-    if not latest:
-        raise StepFailed(ctx.step.name, "this migration took no backup; add a backup step first")
-    record = dict(latest[-1])
+    """Put back the latest verified backup of the run this step undoes (the original, for a
+    rollback; else the migration itself), never one of another run, and an unverified one
+    only under an approver's waiver. The dialect verifies the file again before restoring."""
+    m = ctx.migration
+    source = m.rollback_of if m.rollback_of is not None else m.id
+    backups = (await asyncio.to_thread(ctx.store.get, source)).backups
+    try:
+        chosen = pick_backup(source, backups, waived=bool(m.waiver))
+    except Refused as exc:
+        raise StepFailed(ctx.step.name, str(exc)) from exc
+    record = dict(chosen)
     record["tables"] = tuple(record["tables"]) if record.get("tables") else None
     record.pop("created_at", None)
     info = BackupInfo(**record)
     await asyncio.to_thread(ctx.target.restore, info, timeout=ctx.step.timeout)
     await ctx.mark_done()
-    return StepOutcome(0, f"restored {info.location}")
+    waived = f"; verification waived: “{m.waiver}”" if not info.verified else ""
+    return StepOutcome(0, f"restored the backup of #{source} at {info.location}{waived}")
