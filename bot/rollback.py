@@ -77,7 +77,7 @@ def _request(
         runbook = service._runbook(original.runbook)
         entry = service._target(original.target)
         plan = rules.plan_for(runbook, original, entry.target.dialect.name, waiver)
-        entry.target.check_command_fields(list(plan.steps))
+        plan = entry.target.show_command_fields(plan)
         earlier = store.earlier_request(plan, user, request_key)
         if earlier is not None:
             return earlier, False
