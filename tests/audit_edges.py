@@ -37,9 +37,7 @@ def utc_now() -> datetime:
     return harness.now().replace(tzinfo=None, microsecond=0)
 
 
-def add_audit_rows(
-    conn: Connection, tenants: Iterable[int], moments: dict[str, datetime]
-) -> None:
+def add_audit_rows(conn: Connection, tenants: Iterable[int], moments: dict[str, datetime]) -> None:
     """For each tenant and each named moment, one row of each kind of ``VALUES``; the row's
     EntityType says its moment and kind (e.g. 'older/both'), so a failure says which."""
     rows = [

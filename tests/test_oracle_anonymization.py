@@ -18,7 +18,7 @@ then runs the procedure with that one correction.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,18 +30,23 @@ from tests import audit_edges, oracle
 TENANT = 2
 
 
-def _edges(conn: Connection) -> None:
-    """Audit rows of tenants 2 and 3 three days either side of two years ago, with each mix of
-    values; user 26 (tenant 2) anonymized already, user 27 with no phone number."""
-    cut = audit_edges.years_before(audit_edges.utc_now(), 2)
-    audit_edges.add_audit_rows(conn, (TENANT, 3), audit_edges.around(cut, timedelta(days=3)))
-    conn.execute(
-        text(
-            "UPDATE Users SET Email = 'user26@anonymized.com', FirstName = 'Anonymous',"
-            " LastName = 'User', PhoneNumber = NULL WHERE Id = 26"
+def _edges(now: datetime) -> oracle.Setup:
+    """Audit rows of tenants 2 and 3 three days either side of two years before ``now`` (one
+    moment for both copies), with each mix of values; user 26 (tenant 2) anonymized already,
+    user 27 with no phone number."""
+    moments = audit_edges.around(audit_edges.years_before(now, 2), timedelta(days=3))
+
+    def setup(conn: Connection) -> None:
+        audit_edges.add_audit_rows(conn, (TENANT, 3), moments)
+        conn.execute(
+            text(
+                "UPDATE Users SET Email = 'user26@anonymized.com', FirstName = 'Anonymous',"
+                " LastName = 'User', PhoneNumber = NULL WHERE Id = 26"
+            )
         )
-    )
-    conn.execute(text("UPDATE Users SET PhoneNumber = NULL WHERE Id = 27"))
+        conn.execute(text("UPDATE Users SET PhoneNumber = NULL WHERE Id = 27"))
+
+    return setup
 
 
 def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
@@ -59,7 +64,7 @@ async def test_anonymization_equals_the_procedure(
     """Tenant 2's users are anonymized and its audit rows older than two years lose both
     values, whichever they had; newer rows and tenant 3 keep theirs: as the procedure."""
     bot_url, procedure_url = twin_urls
-    oracle.seed(twin_urls, _edges)
+    oracle.seed(twin_urls, _edges(audit_edges.utc_now()))
     params = {"TenantToAnonymize": TENANT}
     verbatim = oracle.procedure("2. Data Anonymization")
     with pytest.raises(DBAPIError, match=r"(?i)userid"):
