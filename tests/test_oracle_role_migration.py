@@ -154,6 +154,9 @@ async def test_a_missing_new_role_refuses_the_plan_naming_it(
         with pytest.raises(Refused) as requested:
             await service.request(oracle.REQUESTER, "role-migration", {}, "staging")
         assert h.bot.store.recent() == []
+        reply = harness.text_of(
+            await h.slash(oracle.REQUESTER, "request role-migration on=staging")
+        )
     finally:
         await h.close()
     message = str(planned.value)
@@ -165,6 +168,7 @@ async def test_a_missing_new_role_refuses_the_plan_naming_it(
     )
     assert f"{users} user(s) have legacy role User, whose new role StandardUser" in message
     assert "legacy role Admin" not in message
+    assert f"{managers} user(s) have legacy role Manager, whose new role ProjectManager" in reply
     assert oracle.snapshot(bot_url) == before
 
     oracle.run_procedure(procedure_url, oracle.procedure("2. Role Migration"), {})
