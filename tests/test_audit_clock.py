@@ -5,7 +5,8 @@ their cut-off from the database server's clock in UTC (now() AT TIME ZONE 'UTC' 
 datetime('now') on SQLite, SYSUTCDATETIME() on SQL Server). On PostgreSQL, now() alone is a
 timestamptz, compared with the zone-less CreatedAt in the session's time zone: a server whose
 zone is UTC+14 or UTC-11 would move the cut-off by that much. Audit rows three hours either side
-of the UTC cut-off must fall on the right side of it under both zones.
+of the UTC cut-off must fall on the right side of it under both zones, and the UserRoles rows
+role-migration writes must be dated now in UTC.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, make_url, select, text
 
-from bot.local.barq_schema import create_schema, seed_demo
-from tests import audit_edges, harness
+from bot.local.barq_schema import create_schema, seed_demo, user_roles
+from tests import audit_edges, harness, oracle
 
 ROOT = Path(__file__).resolve().parent.parent
 ZONES = ["Pacific/Kiritimati", "Pacific/Pago_Pago"]  # UTC+14 and UTC-11, no daylight saving
@@ -61,3 +62,14 @@ async def test_the_cut_off_is_utc_whatever_the_servers_zone(
         assert counts["clear-expired-values"] == 6  # the same, for tenants 1 and 2
     finally:
         await h.close()
+
+    # and the (user, role) pairs role-migration writes are dated in UTC too
+    await oracle.run_bot(tmp_path, target_url, "role-migration", {})
+    engine = create_engine(target_url)
+    try:
+        with engine.connect() as conn:
+            written = list(conn.execute(select(user_roles.c.CreatedAt)).scalars())
+    finally:
+        engine.dispose()
+    now, slack = audit_edges.utc_now(), timedelta(minutes=5)
+    assert written and now - slack < min(written) <= max(written) < now + slack
