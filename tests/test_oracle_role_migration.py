@@ -37,8 +37,8 @@ OTHER = "CASE u.LegacyRole WHEN 'Admin' THEN 'StandardUser' ELSE 'Administrator'
 def _edge_users(conn: Connection) -> None:
     """Users 2 (tenant 1) and 27 (tenant 2) already hold a role other than the one their legacy
     role maps to (they get their mapped role too); user 3 has no legacy role and user 28 one the
-    runbook does not know, 'Guest' (neither gets a role); users of tenants 1 to 5 each hold one
-    of Admin, User and Manager."""
+    runbook does not know, 'Guest' (neither gets a role); users 4, 29 and 54 are Managers, so
+    each legacy role is found in several of the five tenants."""
     conn.execute(text("UPDATE Users SET LegacyRole = NULL WHERE Id = 3"))
     conn.execute(text("UPDATE Users SET LegacyRole = 'Guest' WHERE Id = 28"))
     conn.execute(text("UPDATE Users SET LegacyRole = 'Manager' WHERE Id IN (4, 29, 54)"))
