@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.exc import IntegrityError
 
-from bot.errors import Refused
+from bot.errors import QueryFailed, Refused
 from tests import harness, oracle
 
 IGNORE = {"UserRoles": {"CreatedAt"}}  # both write "now", seconds apart
@@ -97,6 +97,17 @@ async def test_role_migration_equals_the_procedure(
     assert _count(bot_url, "SELECT COUNT(*) FROM UserRoles") == users - 2 + 2
     tenants = "SELECT COUNT(DISTINCT TenantId) FROM UserRoles"
     assert _count(bot_url, tenants) == 5
+
+    # a second request finds no legacy role left to map: it is refused at plan time, naming
+    # the first query that reads the dropped column
+    h = await harness.start(tmp_path, harness.policies(bot_url), oracle.ROOT / "runbooks")
+    try:
+        with pytest.raises(QueryFailed) as again:
+            await h.bot.service.plan("role-migration", {}, "staging")
+    finally:
+        await h.close()
+    assert "the precondition 'administrator-role-exists' failed on staging" in str(again.value)
+    assert "legacyrole" in str(again.value).lower()
 
 
 async def test_a_user_holding_the_mapped_role_does_not_get_it_twice(
