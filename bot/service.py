@@ -124,6 +124,7 @@ class Service:
         plan = build_plan(runbook, params, target_name, entry.target.dialect.name)
         plan = entry.target.show_command_fields(plan)
         self._check_exists(runbook, params, entry.target)
+        self._check_preconditions(runbook, params, entry.target)
         return plan, _counts(plan, entry.target)
 
     def _check_exists(self, runbook: Runbook, params: dict[str, Any], target: Target) -> None:
@@ -139,6 +140,22 @@ class Service:
                 raise ParameterError(
                     f"{name}={params[name]}: {param.exists_message} on {target.name}"
                 )
+
+    def _check_preconditions(
+        self, runbook: Runbook, params: dict[str, Any], target: Target
+    ) -> None:
+        """Refuse the plan, with every failing precondition's message, when the target's data
+        is not what the runbook needs (found now rather than as a failure mid-run)."""
+        failed, bound = [], {**params, "migration_id": "dry-run"}
+        for pre in runbook.preconditions:
+            try:
+                value = target.scalar(sql_for(pre.sql, target.dialect.name), bound)
+            except QueryFailed as exc:
+                raise exc.naming(f"the precondition {pre.name!r}") from exc
+            if (why := pre.refusal(value, params)) is not None:
+                failed.append(why)
+        if failed:
+            raise Refused(f"{runbook.name} cannot be planned on {target.name}: {'; '.join(failed)}")
 
     def _runbook(self, name: str) -> Runbook:
         if (problem := self.runbooks.problem(name)) is not None:

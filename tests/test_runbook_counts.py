@@ -158,8 +158,11 @@ async def test_user_profile_updates_counts_the_rows_the_hook_reshapes(
 
 
 def _some_users_hold_roles(conn: Connection) -> None:
-    """Five users already hold the role their legacy role maps to, and one holds a role
-    other than its mapped one: none of them gets a new (user, role) pair."""
+    """Five users already hold the role their legacy role maps to (they get no new pair),
+    one holds a role other than its mapped one (it gets its mapped role too), one has no
+    legacy role and one a legacy role the runbook does not know (neither gets a role)."""
+    conn.execute(text("UPDATE Users SET LegacyRole = NULL WHERE Id = 4"))
+    conn.execute(text("UPDATE Users SET LegacyRole = 'Guest' WHERE Id = 5"))
     conn.execute(
         text(
             "INSERT INTO UserRoles (UserId, RoleId, TenantId, CreatedAt)"
@@ -182,20 +185,25 @@ def _some_users_hold_roles(conn: Connection) -> None:
 async def test_role_migration_counts_users_who_get_a_new_role(
     demo: Demo,
 ) -> None:
-    """Users who already hold a role are skipped by the step, and by its count."""
+    """Users who already hold their mapped role are skipped by the step, and by its count;
+    a user holding another role is not."""
     h = await demo(_some_users_hold_roles)
     holding = h.count("staging", "SELECT COUNT(DISTINCT UserId) FROM UserRoles")
     assert holding == 6
+    legacy = h.count(
+        "staging", "SELECT COUNT(*) FROM Users WHERE LegacyRole IN ('Admin', 'User', 'Manager')"
+    )
+    assert legacy == h.count("staging", "SELECT COUNT(*) FROM Users") - 2
     planned, changed = await _planned_and_changed(h, "role-migration", {})
-    legacy = h.count("staging", "SELECT COUNT(*) FROM Users") - holding
-    assert planned == {"assign-roles": legacy}
+    assert planned == {"assign-roles": legacy - 5}
     assert changed == planned
 
 
 def _audit_rows_past_retention(conn: Connection) -> None:
     """The seed's audit rows are all under a year old: date every tenth one back five years
-    (some of those are creations, whose OldValues is NULL already, and stay), clear one of
-    them already, and leave one of a tenant that no longer exists (no branch covers it)."""
+    (some of those are creations, whose OldValues is NULL but NewValues is not: they are
+    cleared too), clear one of them already, and leave one of a tenant that no longer exists
+    (no branch covers it)."""
     old = (harness.now() - timedelta(days=5 * 365)).strftime("%Y-%m-%d %H:%M:%S")
     conn.execute(text("UPDATE AuditLogs SET CreatedAt = :old WHERE Id % 10 = 0"), {"old": old})
     conn.execute(
@@ -216,11 +224,19 @@ async def test_audit_log_retention_counts_what_every_branch_clears(
     demo: Demo,
 ) -> None:
     """The parallel step's count covers every tenant's branch, and only rows with values
-    left to clear."""
+    left to clear (OldValues or NewValues)."""
     h = await demo(_audit_rows_past_retention)
     expired = h.count(
-        "staging", "SELECT COUNT(*) FROM AuditLogs WHERE Id % 10 = 0 AND OldValues IS NOT NULL"
+        "staging",
+        "SELECT COUNT(*) FROM AuditLogs WHERE Id % 10 = 0"
+        " AND (OldValues IS NOT NULL OR NewValues IS NOT NULL)",
     )
+    creations = h.count(
+        "staging",
+        "SELECT COUNT(*) FROM AuditLogs WHERE Id % 10 = 0 AND OldValues IS NULL"
+        " AND NewValues IS NOT NULL",
+    )
+    assert creations > 0
     orphaned = h.count("staging", "SELECT COUNT(*) FROM AuditLogs WHERE TenantId = 99")
     assert orphaned == 1
     planned, changed = await _planned_and_changed(h, "audit-log-retention", {"years": "3"})

@@ -1,14 +1,16 @@
 """Runbook models: what a runbook file declares, validated with pydantic.
 
-A runbook has typed parameters, the targets it may run on, ordered steps and rollback steps.
-Step SQL is either one text for every dialect or one text per dialect (mssql, postgresql,
-sqlite). Parameters reach SQL only as bound parameters (``:name``).
+A runbook has typed parameters, the targets it may run on, preconditions (queries the target's
+data must pass before a plan is made), ordered steps and rollback steps. Step SQL is either one
+text for every dialect or one text per dialect (mssql, postgresql, sqlite). Parameters reach
+SQL only as bound parameters (``:name``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -23,6 +25,7 @@ from bot.domain.sqltext import (
     compare,
     sql_for,
     texts,
+    valid_expectation,
 )
 from bot.domain.steps import (
     SECRET_FIELDS,
@@ -43,12 +46,15 @@ __all__ = [
     "CheckStep",
     "CommandStep",
     "Parameter",
+    "Precondition",
     "Runbook",
     "SqlStep",
     "bound_names",
     "compare",
     "sql_for",
 ]
+
+_FIELD = re.compile(r"\{([A-Za-z_]\w*)\}")  # a {name} in a precondition's message
 
 
 class Parameter(Model):
@@ -73,6 +79,40 @@ class Parameter(Model):
         return value
 
 
+class Precondition(Model):
+    """A query the target's data must pass before the runbook is planned, e.g. "no user has a
+    legacy role whose new role is missing": its single value must meet ``expect``, or the plan
+    (and so the request) is refused with ``message``, in which ``{value}`` is the value found
+    and ``{name}`` the value of the parameter ``name``."""
+
+    name: str = Field(pattern=NAME)
+    sql: SqlText = Field(description="a query returning one value, bound with the parameters")
+    expect: str = Field(default="== 0", description="e.g. '== 0' or '> 0'")
+    message: str = Field(min_length=1, description="what is wrong and what to do about it")
+
+    @field_validator("expect")
+    @classmethod
+    def _comparison(cls, value: str) -> str:
+        if not valid_expectation(value):
+            raise ValueError(f"expect {value!r} is not a comparison: write e.g. '== 0' or '> 0'")
+        return value
+
+    def refusal(self, value: object, params: Mapping[str, object]) -> str | None:
+        """The message that refuses the plan when ``value`` (the query's, None for no row)
+        fails ``expect``; None when it passes."""
+        found = "no row" if value is None else str(value)
+        try:
+            number = 0.0 if value is None else float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):  # not a number: it cannot meet the expectation
+            number = None
+        if number is not None and compare(number, self.expect):
+            return None
+        shown = {**{k: str(v) for k, v in params.items()}, "value": found}
+        message = " ".join(self.message.split())
+        text = _FIELD.sub(lambda m: shown.get(m.group(1), m.group(0)), message)
+        return f"{text} (precondition {self.name}: found {found}, expected {self.expect})"
+
+
 class Runbook(Model):
     """A validated runbook: name, parameters, allowed targets, steps and rollback."""
 
@@ -82,6 +122,9 @@ class Runbook(Model):
     parameters: dict[str, Parameter] = Field(default_factory=dict)
     distinct: list[list[str]] = Field(
         default_factory=list, description="groups of parameters that must differ"
+    )
+    preconditions: list[Precondition] = Field(
+        default_factory=list, description="checked on the target's data when the plan is made"
     )
     steps: list[Step] = Field(min_length=1)
     rollback: list[Step] = Field(default_factory=list)
@@ -127,6 +170,18 @@ class Runbook(Model):
             raise ValueError("after_rollback checks need rollback steps to follow")
         for name, param in self.parameters.items():
             self._check_binds(f"parameters.{name}.exists", texts(param.exists), {"value"})
+        names = [p.name for p in self.preconditions]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"preconditions: names must be unique; repeated: {dupes}")
+        for pre in self.preconditions:
+            where = f"preconditions.{pre.name}"
+            self._check_binds(where, texts(pre.sql))
+            unknown = set(_FIELD.findall(pre.message)) - set(self.parameters) - {"value"}
+            if unknown:
+                raise ValueError(
+                    f"{where}.message uses {', '.join('{' + u + '}' for u in sorted(unknown))};"
+                    " it may use {value} and the runbook's parameters"
+                )
         return self
 
     def _check_step(self, where: str, step: AnyStep) -> None:
@@ -171,4 +226,5 @@ _LATER_FIELDS: dict[str, object] = {
     "conflicts_on": None,
     "on_conflict": "refuse",
     "after_rollback": [],
+    "preconditions": [],
 }
