@@ -153,7 +153,7 @@ async def test_invalid_legacy_rows_are_left_and_reported_where_the_procedure_thr
     assert "NullReferenceException" in str(reasons[900106])
     step = next(r for r in runs if r.name == "reshape-preferences")
     assert step.detail is not None
-    assert "9 rows left unchanged, each for its reason: Id 900101: LegacyPreferences is not" in (
+    assert "9 rows left unchanged, for the reasons given: Id 900101: LegacyPreferences is not" in (
         step.detail
     )
     assert "Id 900105: LegacyPreferences is an array, not a JSON object" in step.detail

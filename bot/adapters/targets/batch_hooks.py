@@ -206,13 +206,14 @@ def read_skipped(conn: Connection, run: Mapping[str, str]) -> Skipped:
 
 def skipped_text(skipped: Skipped, key: str) -> str:
     """The step result's words on rows left unchanged for a reason ('' when none was):
-    "2 rows left unchanged, each for its reason: Id 17: …; Id 40: …"."""
+    "2 rows left unchanged, for the reasons given: Id 17: …; Id 40: …"."""
     if not skipped.count:
         return ""
-    rows = "row" if skipped.count == 1 else "rows"
+    one = skipped.count == 1
+    rows, reasons = ("row", "reason") if one else ("rows", "reasons")
     shown = "; ".join(f"{key} {k}: {reason}" for k, reason in skipped.first)
     more = skipped.count - len(skipped.first)
-    return f"{skipped.count:,} {rows} left unchanged, each for its reason: {shown}" + (
+    return f"{skipped.count:,} {rows} left unchanged, for the {reasons} given: {shown}" + (
         f"; and {more:,} more (all in {skipped_rows.name})" if more > 0 else ""
     )
 
