@@ -91,6 +91,8 @@ def prefs(migrate: Callable[[dict[str, Any]], dict[str, Any] | None], legacy: st
             '"Timezone":"Am\\u00E9rica/S\\u00E3o_Paulo \\uD83D\\uDE00\\uD83D\\uDE00\\u2028",',
         ),
         ('\n\t {"DarkMode" : false , "PushNotifications":true}\r\n ', '{"Theme":"light",'),
+        # numbers are only skipped: no limit on their digits or range
+        ('{"x": 1' + "0" * 5000 + ', "y": -1.5e999}', '{"Theme":"light",'),
     ],
 )
 def test_the_hook_writes_what_system_text_json_writes(
@@ -118,6 +120,7 @@ def test_the_hook_writes_what_system_text_json_writes(
         ('{"DarkMode": 1}', "LegacyPreferences.DarkMode is a number, want true or false"),
         ('{"PushNotifications": null}', "PushNotifications is null, want true or false"),
         ('{"Locale": 5}', "LegacyPreferences.Locale is a number, want a string or null"),
+        ('{"Locale": 1e999}', "LegacyPreferences.Locale is a number, want a string or null"),
         ('{"TimeZone": ["UTC"]}', "LegacyPreferences.TimeZone is an array, want a string"),
         ('{"Locale": true}', "LegacyPreferences.Locale is a boolean, want a string or null"),
         ('{"Locale": "fr", "DarkMode": {}}', "DarkMode is an object, want true or false"),

@@ -56,6 +56,11 @@ class _Object(list[tuple[str, Any]]):
     """A JSON object as read: its (name, value) pairs in order, repeats kept."""
 
 
+class _Number(str):
+    """A JSON number as read, kept as its text: no property reads one, so its value does not
+    matter (and no digit-count or float-range limit of Python's applies)."""
+
+
 def migrate(row: dict[str, Any]) -> dict[str, Any] | None:
     """New Preferences from the row's LegacyPreferences, which is cleared; None leaves a row
     whose LegacyPreferences is NULL or '' alone (as ``string.IsNullOrEmpty`` does); raises
@@ -84,7 +89,13 @@ def _read(legacy: str) -> dict[str, Any]:
     if _broken_utf16(legacy):
         raise RowSkipped(f"{COLUMN} is not valid UTF-16 text (a lone surrogate)")
     try:
-        root = json.loads(legacy, object_pairs_hook=_Object, parse_constant=_not_json)
+        root = json.loads(
+            legacy,
+            object_pairs_hook=_Object,
+            parse_int=_Number,
+            parse_float=_Number,
+            parse_constant=_not_json,
+        )
     except RecursionError:
         raise RowSkipped(f"{COLUMN} nests deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:
@@ -142,7 +153,7 @@ def _kind(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, _Number):
         return "a number"
     if isinstance(value, str):
         return "a string"
