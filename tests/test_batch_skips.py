@@ -1,23 +1,31 @@
 """A hook leaves a row unchanged for a reason (bot.hooks.RowSkipped): the batch runner records
 it with the batch, exactly once across stops, resumes and failed batches, and the step's result
-counts it and names the first few, on SQLite and PostgreSQL."""
+(of a batch step, across a pause, and of a parallel one, over its branches) counts it and names
+the first few, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
+from bot.adapters import blocks
 from bot.adapters.targets.batch_hooks import Skipped, skipped_text
 from bot.adapters.targets.batches import BatchJob, BatchReport, BatchResult, Hook, run_batches
 from bot.adapters.targets.target import Target
 from bot.domain.batching import BatchSettings
+from bot.domain.lifecycle import State
 from bot.domain.plan import BatchPlan
+from bot.executors import batch as batch_executor
 from bot.executors.batch import batch_summary
 from bot.hooks import RowSkipped
+from tests import harness
+from tests.harness import Harness
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 IDS = list(range(1, 41))
@@ -140,3 +148,114 @@ def test_the_steps_result_names_a_few_skipped_rows() -> None:
 def test_a_skip_needs_a_reason() -> None:
     with pytest.raises(ValueError, match="RowSkipped needs a reason"):
         RowSkipped("  ")
+
+
+HOOK_FILE = """
+from bot.hooks import RowSkipped
+
+
+def bump(row):
+    if row["Id"] % 7 == 0:
+        raise RowSkipped(f"Id {row['Id']} is a multiple of 7")
+    return {"Hits": row["Hits"] + 1}
+"""
+BATCH = """
+name: skip-items
+description: add one hit to every item but the multiples of 7
+targets: [staging]
+steps:
+  - name: bump
+    kind: batch
+    table: Tenanted
+    key: Id
+    transform: {hook: items.py:bump, read: [Id, Hits], write: [Hits]}
+    batch: {size: 6, min: 6, max: 6, budget_ms: 200}
+"""
+PARALLEL = """
+name: skip-tenants
+description: the same, one branch per tenant
+targets: [staging]
+steps:
+  - name: bump
+    kind: parallel
+    over: SELECT DISTINCT TenantId FROM Tenanted ORDER BY TenantId
+    as: tenant
+    concurrency: 2
+    step:
+      name: bump-tenant
+      kind: batch
+      table: Tenanted
+      key: Id
+      where: TenantId = :tenant
+      transform: {hook: items.py:bump, read: [Id, Hits], write: [Hits]}
+      batch: {size: 5, min: 5, max: 5, budget_ms: 200}
+"""
+
+
+@pytest.fixture
+async def h(tmp_path: Path, target_url: str) -> AsyncIterator[Harness]:
+    engine = create_engine(target_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE Tenanted (Id INTEGER PRIMARY KEY, TenantId INT, Hits INT)"))
+        conn.execute(
+            text("INSERT INTO Tenanted (Id, TenantId, Hits) VALUES (:id, :t, 0)"),
+            [{"id": i, "t": i % 3} for i in IDS],
+        )
+    engine.dispose()
+    folder = tmp_path / "runbooks"
+    folder.mkdir()
+    (folder / "items.py").write_text(HOOK_FILE)
+    (folder / "skip-items.yaml").write_text(BATCH)
+    (folder / "skip-tenants.yaml").write_text(PARALLEL)
+    bot = await harness.start(tmp_path, harness.policies(target_url), folder)
+    yield bot
+    await bot.close()
+
+
+async def test_the_outcome_counts_the_skips_of_every_execution_of_the_step(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paused after two batches (one row skipped) and resumed: the step's result in the
+    outcome message counts all five skipped rows and names them."""
+    service = h.bot.service
+    loop = asyncio.get_running_loop()
+    m, _ = await service.request("U0ALICE", "skip-items", {}, "staging")
+    real = batch_executor.run_batches
+
+    def pausing(*args: Any, on_batch: Any, **kwargs: Any) -> Any:
+        def counted(report: BatchReport) -> None:
+            on_batch(report)
+            if report.batches == 2:
+                asyncio.run_coroutine_threadsafe(service.pause(m.id, "U0ALICE"), loop).result()
+
+        return real(*args, on_batch=counted, **kwargs)
+
+    monkeypatch.setattr(batch_executor, "run_batches", pausing)
+    await service.approve(m.id, "U0BOB", m.plan.hash)
+    await h.settle()
+    assert h.bot.store.get(m.id).state is State.PAUSED
+    paused = h.bot.store.step_runs(m.id)[-1].detail or ""
+    assert "1 row left unchanged, for the reason given: Id 7: Id 7 is a multiple of 7" in paused
+    monkeypatch.setattr(batch_executor, "run_batches", real)
+    await service.resume(m.id, "U0ALICE")
+    await h.settle()
+    done = h.bot.store.get(m.id)
+    assert done.state is State.SUCCEEDED
+    shown = harness.text_of(blocks.outcome(done, h.bot.store.step_runs(m.id)))
+    assert f"bump: succeeded, {len(IDS) - len(ODD)} rows" in shown
+    assert "5 rows left unchanged, for the reasons given: Id 7: Id 7 is a multiple of 7;" in shown
+    assert "Id 35: Id 35 is a multiple of 7" in shown
+
+
+async def test_a_parallel_step_counts_the_skips_of_all_its_branches(h: Harness) -> None:
+    service = h.bot.service
+    m, _ = await service.request("U0ALICE", "skip-tenants", {}, "staging")
+    await service.approve(m.id, "U0BOB", m.plan.hash)
+    await h.settle()
+    done = h.bot.store.get(m.id)
+    assert done.state is State.SUCCEEDED
+    detail = h.bot.store.step_runs(m.id)[-1].detail
+    assert detail == (
+        "3 of 3 branches done; 5 rows left unchanged, for the reasons given: "
+        + "; ".join(f"Id {i}: Id {i} is a multiple of 7" for i in ODD)
+    )
