@@ -272,7 +272,7 @@ class _Runner:
     def skipped(self) -> Skipped:
         """The rows the hook left unchanged for a reason in this run of the step, so far."""
         if self.sql.kind != "hook":
-            return Skipped()
+            return NONE_SKIPPED
         with self.target.engine.connect() as conn:
             return read_skipped(conn, _identity(self.job))
 
