@@ -28,7 +28,7 @@ from sqlalchemy import Connection, MetaData, create_engine, select, text
 from sqlglot import exp
 
 from bot.domain.lifecycle import State
-from bot.domain.records import Migration
+from bot.domain.records import Migration, StepRun
 from bot.local.barq_schema import create_schema, seed_demo
 from tests import harness
 
@@ -42,6 +42,7 @@ __all__ = [
     "assert_same_data",
     "procedure",
     "run_bot",
+    "run_bot_steps",
     "run_procedure",
     "seed",
     "snapshot",
@@ -196,6 +197,14 @@ async def run_bot(
     """Request ``runbook`` on ``url`` (as staging) through the in-process bot, approve it,
     run it to the end and return the migration; it must end SUCCEEDED unless ``state`` says
     otherwise."""
+    done, _ = await run_bot_steps(tmp_path, url, runbook, params, state=state)
+    return done
+
+
+async def run_bot_steps(
+    tmp_path: Path, url: str, runbook: str, params: Mapping[str, str], *, state: State | None = None
+) -> tuple[Migration, list[StepRun]]:
+    """:func:`run_bot`, also returning the migration's step runs (their rows and details)."""
     folder = tmp_path / f"bot-{runbook}"
     folder.mkdir(exist_ok=True)
     h = await harness.start(folder, harness.policies(url), ROOT / "runbooks")
@@ -205,8 +214,9 @@ async def run_bot(
         await service.approve(m.id, APPROVER, m.plan.hash)
         await h.settle()
         done = h.bot.store.get(m.id)
+        runs = h.bot.store.step_runs(m.id)
     finally:
         await h.close()
     expected = state or State.SUCCEEDED
     assert done.state is expected, f"{runbook} ended {done.state.value}: {done.error}"
-    return done
+    return done, runs

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from bot.adapters.targets.batch_hooks import skipped_rows
 from bot.adapters.targets.batch_sql import batch_sql
 from bot.adapters.targets.dialects import dialect_for
 from bot.domain.planned import (
@@ -134,7 +135,11 @@ def _batches(plan: BatchPlan, dialect: str) -> str:
         reads, writes = ", ".join(plan.read), ", ".join(plan.write)
         text += f"\nPython hook `{plan.hook}` reads {reads} and writes {writes} of the rows"
         text += f" each batch selects:{code(statements.change)}"
-        return text + f"one row at a time with:{code(statements.row_update or '')}"
+        text += f"one row at a time with:{code(statements.row_update or '')}"
+        return text + (
+            "A row the hook refuses (RowSkipped) is left unchanged and recorded, with its "
+            f"reason, in `{skipped_rows.name}`; the step's result counts them."
+        )
     return text + "\nEach batch runs:" + code(statements.change)
 
 

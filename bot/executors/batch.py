@@ -1,5 +1,6 @@
 """batch and parallel steps: keyset batches in threads, each committed with its checkpoint;
-a parallel step runs one batch job per branch key, a bounded number at a time."""
+a parallel step runs one batch job per branch key, a bounded number at a time. Rows a hook
+left unchanged for a reason (bot.hooks.RowSkipped) are counted in the step's result."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from bot.adapters.targets.batch_hooks import load_hook
+from bot.adapters.targets.batch_hooks import Skipped, load_hook, skipped_text
 from bot.adapters.targets.batches import BatchJob, BatchReport, BatchResult, remaining, run_batches
 from bot.domain.control import StepOutcome
 from bot.domain.planned import PlannedBatch, PlannedParallel
@@ -30,17 +31,21 @@ async def run_batch(ctx: StepContext[PlannedBatch]) -> StepOutcome:
     result = await asyncio.to_thread(_batches, ctx, job, ctx.control.stopping)
     if result.finished:
         await ctx.mark_done()
-    return StepOutcome(result.rows_done, batch_summary(result), result.finished)
+    summary = batch_summary(result, ctx.step.batch.key)
+    return StepOutcome(result.rows_done, summary, result.finished)
 
 
-def batch_summary(result: BatchResult) -> str:
-    """The step's detail line: "3 batches, longest 20 ms", or that no batch was needed."""
+def batch_summary(result: BatchResult, key: str = "key") -> str:
+    """The step's detail line: "3 batches, longest 20 ms", or that no batch was needed; then
+    the rows the hook left unchanged for a reason, named by their ``key`` column."""
     if result.batches == 0:
-        return "no batch needed: no rows were left to change"
-    batches = "batch" if result.batches == 1 else "batches"
-    return f"{result.batches:,} {batches}, longest {result.longest_batch_seconds * 1000:.0f} ms" + (
-        f", {result.retries} retried" if result.retries else ""
-    )
+        line = "no batch needed: no rows were left to change"
+    else:
+        batches = "batch" if result.batches == 1 else "batches"
+        line = f"{result.batches:,} {batches}, longest {result.longest_batch_seconds * 1000:.0f} ms"
+        line += f", {result.retries} retried" if result.retries else ""
+    skipped = skipped_text(result.skipped, key)
+    return f"{line}; {skipped}" if skipped else line
 
 
 @executes(PlannedParallel)
@@ -52,6 +57,7 @@ async def run_parallel(ctx: StepContext[PlannedParallel]) -> StepOutcome:
     gate = asyncio.Semaphore(step.concurrency)
     sibling_failed = threading.Event()
     failures: list[str] = []
+    skipped: list[Skipped] = []
 
     def stopping() -> bool:
         return ctx.control.stopping() or sibling_failed.is_set()
@@ -74,6 +80,7 @@ async def run_parallel(ctx: StepContext[PlannedParallel]) -> StepOutcome:
                 failures.append(f"branch {step.branch_param}={name}: {describe(ctx, exc)}")
                 return False
             progress.state = "done" if result.finished else "stopped"
+            skipped.append(result.skipped)
             return bool(result.finished)
 
     for key in keys:
@@ -91,7 +98,9 @@ async def run_parallel(ctx: StepContext[PlannedParallel]) -> StepOutcome:
     if all(finished):
         await ctx.mark_done()
     done = sum(1 for f in finished if f)
-    return StepOutcome(live.rows, f"{done} of {len(keys)} branches done", all(finished))
+    left = skipped_text(sum(skipped, Skipped()), step.batch.key)
+    summary = f"{done} of {len(keys)} branches done" + (f"; {left}" if left else "")
+    return StepOutcome(live.rows, summary, all(finished))
 
 
 def _job(ctx: StepContext[Batched], branch: str, params: dict[str, Any]) -> BatchJob:

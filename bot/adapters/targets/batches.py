@@ -22,7 +22,16 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy import exc as sa_exc
 
-from bot.adapters.targets.batch_hooks import Hook, apply_hook, hook_digest, load_hook
+from bot.adapters.targets.batch_hooks import (
+    NONE_SKIPPED,
+    Hook,
+    Skipped,
+    apply_hook,
+    hook_digest,
+    load_hook,
+    prepare_skipped,
+    read_skipped,
+)
 from bot.adapters.targets.batch_sql import (
     FIRST_KEY,
     FROM,
@@ -110,6 +119,7 @@ class BatchResult:
     finished: bool
     longest_batch_seconds: float
     retries: int
+    skipped: Skipped = NONE_SKIPPED  # rows the hook left unchanged for a reason, earlier runs too
 
 
 @dataclass(frozen=True)
@@ -142,7 +152,8 @@ def run_batches(
     size, retries = job.plan.settings.size, 0
     while not state.done:
         if should_stop():
-            return BatchResult(state.rows_done, state.batches, False, runner.longest, retries)
+            done = (state.rows_done, state.batches)
+            return BatchResult(*done, False, runner.longest, retries, runner.skipped())
         batch, seconds, attempts = runner.batch_with_retries(size)
         state, retries = batch.checkpoint, retries + attempts
         if state.done:
@@ -150,7 +161,8 @@ def run_batches(
         size = next_size(size, seconds, job.plan.settings)
         done, last = (state.rows_done, state.batches), state.last_key
         on_batch(BatchReport(job.branch, batch.rows, *done, last, seconds, size, attempts))
-    return BatchResult(state.rows_done, state.batches, True, runner.longest, retries)
+    done = (state.rows_done, state.batches)
+    return BatchResult(*done, True, runner.longest, retries, runner.skipped())
 
 
 def remaining(target: Target, job: BatchJob) -> tuple[int, int]:
@@ -192,6 +204,8 @@ class _Runner:
     def start(self) -> _Checkpoint:
         """Create the checkpoint row unless it exists (in its own transaction) and read it."""
         self.target.prepare()
+        if self.sql.kind == "hook":
+            prepare_skipped(self.target.engine)
         try:
             with self.target.transaction(timeout=self.job.timeout) as conn:
                 conn.execute(text(self.sql.checkpoint_create), self._key(done=False))
@@ -252,7 +266,15 @@ class _Runner:
         if self.sql.kind != "hook":
             return max(selected.rowcount or 0, 0)
         assert self.hook is not None
-        return apply_hook(conn, self.target.dialect, self.job.plan, self.hook, selected)
+        plan, run = self.job.plan, _identity(self.job)
+        return apply_hook(conn, self.target.dialect, plan, self.hook, selected, run)
+
+    def skipped(self) -> Skipped:
+        """The rows the hook left unchanged for a reason in this run of the step, so far."""
+        if self.sql.kind != "hook":
+            return NONE_SKIPPED
+        with self.target.engine.connect() as conn:
+            return read_skipped(conn, _identity(self.job))
 
     def _key(self, *, done: bool | None = None) -> dict[str, Any]:
         moment = self.now()
