@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from bot.domain.control import Control, StepOutcome
 from bot.domain.lifecycle import Event, State
 from bot.domain.plan import PlannedStep
-from bot.domain.ports import Clock, Notifier, StepRunner, Store
+from bot.domain.ports import Clock, NoPager, Notifier, Pager, StepRunner, Store
 from bot.domain.progress import LiveProgress, earlier_end, skip_detail
 from bot.domain.records import Migration
 from bot.domain.rollback import finished_notice
@@ -39,9 +39,11 @@ class Engine:
         *,
         progress_seconds: float = 2.0,
         state_retry_seconds: float = 0.5,
+        pager: Pager | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
+        self.pager: Pager = pager or NoPager()
         self.clock = clock
         self.on_change = on_change
         self.progress_seconds = progress_seconds

@@ -40,6 +40,46 @@ class Notifier(Protocol):
     def notice(self, m: Migration, text: str, now: datetime) -> None: ...
 
 
+class Pager(Protocol):
+    """Pages a target's emergency contacts. Like the Notifier it only queues (in the outbox,
+    inside the state change's transaction), so a page survives restarts and outages and is
+    sent once per event; one incident per migration (its dedup key)."""
+
+    def trigger(self, m: Migration, reason: str, details: dict[str, Any], now: datetime) -> None:
+        """Open (or add to) the migration's incident: ``reason`` is one line for a person
+        woken at night; ``details`` the step, error, rows committed, backup."""
+        ...
+
+    def acknowledge(self, m: Migration, user: str, now: datetime) -> None:
+        """Someone took the migration's incident (``user`` clicked Acknowledge)."""
+        ...
+
+    def resolve(self, m: Migration, why: str, now: datetime) -> None:
+        """Close the migration's incident, if one is open (resumed to success, rolled back,
+        cancelled)."""
+        ...
+
+    def change(self, m: Migration, summary: str, now: datetime) -> None:
+        """Record a change event (production runs at start and finish); never pages."""
+        ...
+
+
+class NoPager:
+    """The Pager when no contacts are configured: pages go nowhere."""
+
+    def trigger(self, m: Migration, reason: str, details: dict[str, Any], now: datetime) -> None:
+        """Nothing to page."""
+
+    def acknowledge(self, m: Migration, user: str, now: datetime) -> None:
+        """Nothing to acknowledge."""
+
+    def resolve(self, m: Migration, why: str, now: datetime) -> None:
+        """Nothing to resolve."""
+
+    def change(self, m: Migration, summary: str, now: datetime) -> None:
+        """Nothing to record."""
+
+
 class Directory(Protocol):
     """Who belongs to which Slack user group."""
 
