@@ -75,7 +75,7 @@ def statement_progress(row: Mapping[str, Any], now: datetime) -> str:
     message: "BACKUP DATABASE: 42% done, about 3 min left (session 57)"."""
     percent = float(row.get("percent_complete") or 0)
     left_ms = int(row.get("estimated_completion_time") or 0)
-    line = f"{str(row.get('command') or '').strip()}: {percent:.0f}% done"
+    line = f"{str(row.get('command') or '').strip()}: {int(percent)}% done"
     if left_ms > 0:
         left = timedelta(milliseconds=left_ms)
         minutes = left.total_seconds() / 60
