@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -116,7 +117,8 @@ class Engine:
                     return
             if self.watcher is not None:
                 control = self._controls[migration_id]
-                watching = self.watcher.watch(migration_id, control, self.pager)
+                live = functools.partial(self._live.get, migration_id)
+                watching = self.watcher.watch(migration_id, control, self.pager, live)
                 watch = asyncio.create_task(watching, name=f"m{migration_id}-watch")
             await self._steps(migration_id, restarted)
         except Exception:  # the record must never stay "running" without a note

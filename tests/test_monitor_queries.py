@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 import sqlglot
@@ -13,9 +14,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.dialects.mssql import pyodbc as mssql_pyodbc
 from sqlglot import exp
 
-from bot.adapters.monitor import statement_progress, wait_from_row
+from bot.adapters.monitor import Poller, show_statements, statement_progress, wait_from_row
 from bot.adapters.targets import mssql, postgresql, sqlite
 from bot.domain.blocking import MonitorSettings, MonitorState, episode_text, observe
+from bot.domain.progress import LiveProgress
 
 MS = mssql.DIALECT
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -131,3 +133,31 @@ def test_postgresql_session_id_is_asked_once_per_connection(pg_url: str) -> None
         conn.info["barq_session_id"] = -1  # remembered with the connection, not asked again
         assert postgresql.DIALECT.session_id(conn) == -1
     engine.dispose()
+
+
+class _ProgressDialect:
+    """SQL Server's progress columns, served by SQLite (no SQL Server runs here)."""
+
+    def statement_progress_sql(self) -> str:
+        return (
+            "SELECT 58 AS session_id, 'BACKUP DATABASE' AS command, 42.1 AS percent_complete,"
+            " 185000 AS estimated_completion_time, NULL AS start_time"
+        )
+
+
+def test_long_statement_progress_reaches_the_step_lines() -> None:
+    """The poller reads the progress rows on its own connection; they replace the previous
+    poll's lines in the running step's live lines, and the step's own lines stay."""
+    engine = create_engine("sqlite://")
+    target = SimpleNamespace(engine=engine, dialect=_ProgressDialect())
+    poller = Poller(target)  # type: ignore[arg-type]
+    live = LiveProgress(1, "backup", "backup", started_at=NOW)
+    live.tail.append("step output")
+    show_statements(live, ["old: 10% done"])
+    show_statements(live, poller.statements(NOW))
+    poller.close()
+    engine.dispose()
+    assert list(live.tail) == [
+        "step output",
+        "⏳ BACKUP DATABASE: 42% done, about 3 min left (session 58)",
+    ]

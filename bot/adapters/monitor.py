@@ -35,9 +35,13 @@ from bot.domain.blocking import (
 )
 from bot.domain.control import Control
 from bot.domain.ports import Clock, Notifier, Pager, Store
+from bot.domain.progress import LiveProgress
 from bot.domain.records import Migration
 
 logger = logging.getLogger(__name__)
+# the step kinds whose single statements may report their progress (SQL Server)
+STATEMENT_KINDS = frozenset({"backup", "restore", "sql"})
+STATEMENT_MARK = "⏳ "  # marks the lines this monitor put in a step's live lines
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,16 @@ def statement_progress(row: Mapping[str, Any], now: datetime) -> str:
         minutes = left.total_seconds() / 60
         line += f", about {minutes:.0f} min left" if minutes >= 1 else ", under a minute left"
     return f"{line} (session {row.get('session_id')})"
+
+
+def show_statements(live: LiveProgress, lines: list[str]) -> None:
+    """Put the long statements' progress ``lines`` in ``live``'s lines, in place of the
+    previous poll's (the step's other lines are kept)."""
+    kept = [line for line in live.tail if not line.startswith(STATEMENT_MARK)]
+    live.tail.clear()
+    live.tail.extend(
+        [*kept, *(STATEMENT_MARK + line for line in lines)][-(live.tail.maxlen or 8) :]
+    )
 
 
 class Poller:
@@ -143,9 +157,16 @@ class BlockingMonitor:
         self.targets = targets
         self.on_change = on_change
 
-    async def watch(self, migration_id: int, control: Control, pager: Pager) -> None:
+    async def watch(
+        self,
+        migration_id: int,
+        control: Control,
+        pager: Pager,
+        live: Callable[[], LiveProgress | None] = lambda: None,
+    ) -> None:
         """Poll the run's target until cancelled (when the run stops); a failed poll is
-        logged and the next one tries again."""
+        logged and the next one tries again. On SQL Server, the progress of a long single
+        statement (backup, restore, index build) is shown in ``live()``'s lines."""
         m = await asyncio.to_thread(self.store.get, migration_id)
         watched = self.targets.get(m.target)
         if watched is None or not watched.settings.enabled:
@@ -158,6 +179,7 @@ class BlockingMonitor:
         try:
             while True:
                 state = await self._poll(m, poller, state, control, pager, settings)
+                await self._statements(m, poller, live())
                 await asyncio.sleep(settings.poll_seconds)
         finally:
             control.throttle.auto = 0.0
@@ -191,6 +213,19 @@ class BlockingMonitor:
                 control.pause.set()
             self.on_change()
         return decision.state
+
+    async def _statements(self, m: Migration, poller: Poller, live: LiveProgress | None) -> None:
+        """Show the long statements' progress in the running step's lines (SQL Server)."""
+        if live is None or live.kind not in STATEMENT_KINDS:
+            return
+        if poller.target.dialect.statement_progress_sql() is None:
+            return
+        try:
+            lines = await asyncio.to_thread(poller.statements, self.clock())
+        except SQLAlchemyError as exc:
+            logger.warning("migration %s: progress poll failed: %s", m.id, error_message(exc))
+            return
+        show_statements(live, lines)
 
     def _post(
         self,

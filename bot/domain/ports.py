@@ -89,9 +89,15 @@ class Watcher(Protocol):
     """Watches an active run from outside it (the blocking monitor): started by the engine
     when the run starts or resumes, cancelled when it stops."""
 
-    async def watch(self, migration_id: int, control: Control, pager: Pager) -> None:
-        """Watch until cancelled; act on the run through ``control`` (throttle, pause) and
-        page through ``pager``."""
+    async def watch(
+        self,
+        migration_id: int,
+        control: Control,
+        pager: Pager,
+        live: Callable[[], LiveProgress | None],
+    ) -> None:
+        """Watch until cancelled; act on the run through ``control`` (throttle, pause), page
+        through ``pager``, and add what it sees of the running step to ``live()``."""
         ...
 
 
