@@ -124,6 +124,7 @@ def test_stopping_closes_the_open_episodes_that_have_a_message() -> None:
     state = run([(0, [BLOCKER, THEIRS])])[0].state
     (closed,) = close_all(state, at(4))
     assert closed.kind == "blocked" and closed.ended_at == at(4)
+    assert episode_text(7, closed, at(9)).endswith("for 6.5 s; it ended when the run stopped.")
 
 
 def test_throttle_sizes_waits_and_sessions() -> None:

@@ -90,6 +90,7 @@ class Episode:
     ended_at: datetime | None = None
     throttle: float = 0.0  # the throttle level it put on the run (blocking only)
     paused: bool = False  # the limit was reached: the run pauses (blocking only)
+    stopped: bool = False  # it ended because the run stopped (paused, failed, finished)
 
     @property
     def key(self) -> str:
@@ -165,7 +166,7 @@ def observe(
 def close_all(state: MonitorState, now: datetime) -> tuple[Episode, ...]:
     """The open episodes that have a message, ended now (the run stopped: nothing of it
     blocks any more)."""
-    return tuple(replace(e, ended_at=now) for e in state.open.values() if _shown(e))
+    return tuple(replace(e, ended_at=now, stopped=True) for e in state.open.values() if _shown(e))
 
 
 def _shown(episode: Episode) -> bool:
@@ -201,7 +202,8 @@ def episode_text(migration_id: int, episode: Episode, now: datetime) -> str:
         head = f":warning: #{migration_id} blocks other sessions"
         if episode.ended_at is not None:
             return (
-                f":white_check_mark: #{migration_id} blocked other sessions for {lasted}; cleared."
+                f":white_check_mark: #{migration_id} blocked other sessions for {lasted};"
+                f" {_how_it_ended(episode)}."
             )
         lines = [f"{head} for {lasted}: {who}."]
         if episode.paused:
@@ -213,7 +215,8 @@ def episode_text(migration_id: int, episode: Episode, now: datetime) -> str:
             )
         return "\n".join(lines)
     if episode.ended_at is not None:
-        return f":white_check_mark: #{migration_id} was blocked for {lasted}; cleared."
+        ended = _how_it_ended(episode)
+        return f":white_check_mark: #{migration_id} was blocked for {lasted}; {ended}."
     lines = [f":hourglass: #{migration_id} is blocked, waiting for {lasted}:"]
     for w in episode.waits:
         by = f"session {w.blocker}"
@@ -227,6 +230,12 @@ def episode_text(migration_id: int, episode: Episode, now: datetime) -> str:
             lines.append(f"  `{truncate(w.blocker_statement)}`")
         lines.append(f"  our session {w.session} waits: {_wait(w)}")
     return "\n".join(lines)
+
+
+def _how_it_ended(episode: Episode) -> str:
+    if not episode.stopped:
+        return "cleared"
+    return "the run paused at the limit" if episode.paused else "it ended when the run stopped"
 
 
 def truncate(statement: str, limit: int = STATEMENT_CHARS) -> str:
