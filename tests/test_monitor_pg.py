@@ -202,7 +202,7 @@ async def test_a_run_that_blocks_others_is_throttled_then_paused_and_paged(
     assert len(pager.triggered) == 1
     (migration_id, reason, details) = pager.triggered[0]
     assert migration_id == m.id and "blocked other sessions" in reason
-    assert details["blocked_sessions"]
+    assert details["blocked_sessions"] and details["step"] == "1. hit" and details["rows"] > 0
     actions = [a.action for a in h.bot.store.audit_trail(m.id)]
     assert actions.index("blocking-pause") < actions.index("pause")
     assert paused.state is State.PAUSED and not paused.pause_requested

@@ -37,6 +37,7 @@ from bot.domain.control import Control
 from bot.domain.ports import Clock, Notifier, Pager, Store
 from bot.domain.progress import LiveProgress
 from bot.domain.records import Migration
+from bot.errors import StateUnavailable
 
 logger = logging.getLogger(__name__)
 # the step kinds whose single statements may report their progress (SQL Server)
@@ -156,6 +157,7 @@ class BlockingMonitor:
         self.clock = clock
         self.targets = targets
         self.on_change = on_change
+        self._failing: set[int] = set()  # runs whose last blocking poll failed
 
     async def watch(
         self,
@@ -178,7 +180,7 @@ class BlockingMonitor:
         poller, state = Poller(watched.target), MonitorState()
         try:
             while True:
-                state = await self._poll(m, poller, state, control, pager, settings)
+                state = await self._poll(m, poller, state, control, pager, settings, live())
                 await self._statements(m, poller, live())
                 await asyncio.sleep(settings.poll_seconds)
         finally:
@@ -186,7 +188,7 @@ class BlockingMonitor:
             ended = close_all(state, self.clock())
             try:
                 if ended:
-                    await asyncio.to_thread(self._post, m, ended, None, None)
+                    await asyncio.to_thread(self._post, m, ended, None, None, None)
                     self.on_change()
             finally:
                 await asyncio.to_thread(poller.close)
@@ -199,18 +201,27 @@ class BlockingMonitor:
         control: Control,
         pager: Pager,
         settings: MonitorSettings,
+        live: LiveProgress | None,
     ) -> MonitorState:
         try:
             waits = await asyncio.to_thread(poller.poll)
-        except SQLAlchemyError as exc:
-            logger.warning("migration %s: blocking poll failed: %s", m.id, error_message(exc))
+        except SQLAlchemyError as exc:  # said once per outage, not at every poll
+            log = logger.debug if m.id in self._failing else logger.warning
+            log("migration %s: blocking poll failed: %s", m.id, error_message(exc))
+            self._failing.add(m.id)
             return state
+        if m.id in self._failing:
+            self._failing.discard(m.id)
+            logger.info("migration %s: blocking polls work again", m.id)
         decision = observe(state, waits, control.throttle.own(), self.clock(), settings)
         control.throttle.auto = decision.throttle
+        if decision.pause:
+            control.pause.set()
         if decision.changed or decision.pause:
-            await asyncio.to_thread(self._post, m, decision.changed, decision, pager)
-            if decision.pause:
-                control.pause.set()
+            try:
+                await asyncio.to_thread(self._post, m, decision.changed, decision, pager, live)
+            except StateUnavailable:  # the store logs it; the next poll decides (and pages) again
+                return state
             self.on_change()
         return decision.state
 
@@ -233,6 +244,7 @@ class BlockingMonitor:
         episodes: tuple[Episode, ...],
         decision: Decision | None,
         pager: Pager | None,
+        live: LiveProgress | None,
     ) -> None:
         """Post or update each episode's message; at the limit record the pause and page."""
         now = self.clock()
@@ -248,6 +260,8 @@ class BlockingMonitor:
                 "blocked_sessions": [w.session for w in waits],
                 "statements": [w.statement[:200] for w in waits],
             }
+            if live is not None:
+                details.update(step=f"{live.step_index}. {live.step_name}", rows=live.rows)
             current = self.store.set_fields(m.id, now, pause_requested=True)
             self.store.audit(m.id, "bot", "blocking-pause", details, now)
             pager.trigger(current, f"#{m.id} paused: {decision.pause}", details, now)
