@@ -4,9 +4,12 @@ of each dialect."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import sqlglot
@@ -14,9 +17,19 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.dialects.mssql import pyodbc as mssql_pyodbc
 from sqlglot import exp
 
-from bot.adapters.monitor import Poller, show_statements, statement_progress, wait_from_row
+from bot.adapters.monitor import (
+    BlockingMonitor,
+    Poller,
+    Watched,
+    show_statements,
+    statement_progress,
+    wait_from_row,
+)
 from bot.adapters.targets import mssql, postgresql, sqlite
+from bot.adapters.targets.target import Target
 from bot.domain.blocking import MonitorSettings, MonitorState, episode_text, observe
+from bot.domain.control import Control
+from bot.domain.ports import NoPager
 from bot.domain.progress import LiveProgress
 
 MS = mssql.DIALECT
@@ -161,3 +174,52 @@ def test_long_statement_progress_reaches_the_step_lines() -> None:
         "step output",
         "⏳ BACKUP DATABASE: 42% done, about 3 min left (session 58)",
     ]
+
+
+class _Store:
+    """Just enough of the Store for a watch to read its migration."""
+
+    def __init__(self, m: Any) -> None:
+        self.m = m
+
+    def get(self, migration_id: int) -> Any:
+        return self.m
+
+
+async def test_a_failing_poll_is_logged_once_and_the_watch_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A target the monitor cannot reach: one warning, then quiet retries at each poll; a
+    SQLite target is not watched at all (no session views)."""
+    unreachable = Target("staging", create_engine("postgresql+psycopg://x@127.0.0.1:1/x"))
+    lite = Target("lite", create_engine("sqlite://"))
+    fast = MonitorSettings(poll_seconds=0.01, throttle_after_seconds=0, pause_after_seconds=1)
+    targets = {"staging": Watched(unreachable, fast), "lite": Watched(lite, fast)}
+    m = SimpleNamespace(id=4, target="staging")
+    monitor = BlockingMonitor(_Store(m), None, lambda: NOW, targets)  # type: ignore[arg-type]
+    control = Control()
+    caplog.set_level(logging.DEBUG, logger="bot.adapters.monitor")
+    three = asyncio.Event()
+
+    class Counted(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if len(caplog.records) >= 3:
+                three.set()
+
+    counted = Counted()
+    logging.getLogger("bot.adapters.monitor").addHandler(counted)
+    watch = asyncio.create_task(monitor.watch(4, control, NoPager()))
+    try:
+        await asyncio.wait_for(three.wait(), timeout=10)
+    finally:
+        logging.getLogger("bot.adapters.monitor").removeHandler(counted)
+    watch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await watch
+    levels = [r.levelname for r in caplog.records]
+    assert levels[0] == "WARNING" and set(levels[1:]) == {"DEBUG"} and len(levels) >= 3
+    assert "migration 4: blocking poll failed" in caplog.records[0].getMessage()
+    m.target = "lite"
+    await asyncio.wait_for(monitor.watch(4, control, NoPager()), timeout=5)
+    unreachable.engine.dispose()
+    lite.engine.dispose()
