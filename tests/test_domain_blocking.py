@@ -143,6 +143,9 @@ def test_throttle_sizes_waits_and_sessions() -> None:
     assert throttle.own() == {7}
     throttle.leave(7)
     assert throttle.own() == frozenset()
+    with throttle.owning(8), throttle.owning(None):
+        assert throttle.own() == {8}
+    assert throttle.own() == frozenset()
 
 
 @pytest.mark.parametrize(

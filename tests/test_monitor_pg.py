@@ -40,6 +40,16 @@ steps:
     batch: {{size: 10, min: 10, max: 10, budget_ms: 60000}}
     timeout: 60
 """
+TOUCH = """
+name: touch-one
+description: one statement on one row
+targets: [staging]
+steps:
+  - name: touch
+    kind: sql
+    sql: UPDATE Items SET Hits = Hits + 1 WHERE Id = 25
+    timeout: 60
+"""
 # each batch statement sleeps, so each batch holds its row locks that long
 SLOW = " + (SELECT 0 FROM pg_sleep(0.25))"
 MONITOR = {
@@ -84,6 +94,7 @@ async def _bot(tmp_path: Path, url: str, slow: str) -> Harness:
     folder = tmp_path / "runbooks"
     folder.mkdir()
     (folder / "count-items.yaml").write_text(HITS.format(slow=slow))
+    (folder / "touch-one.yaml").write_text(TOUCH)
     targets = harness.policies(url)
     targets["staging"]["monitor"] = MONITOR
     return await harness.start(tmp_path, targets, folder)
@@ -145,6 +156,29 @@ async def test_a_blocked_run_is_announced_with_the_blocker_and_closed_when_relea
     assert h.count("staging", "SELECT COUNT(*) FROM Items WHERE Hits = 1") == 100
     replies = [x for x in h.slack.messages_in(MIGRATIONS) if "blocked" in json.dumps(x["blocks"])]
     assert len(replies) == 1, "one message per episode, not one per poll"
+
+
+async def test_a_blocked_sql_step_is_announced_too(slow: Harness) -> None:
+    """A sql step's transaction is the run's own session as well."""
+    h = slow
+    url = h.bot.service.targets["staging"].target.engine.url.render_as_string(False)
+    engine, holder = _other_session(url, "hand-fix")
+    pid = holder.execute(text("SELECT pg_backend_pid()")).scalar()
+    holder.execute(text("UPDATE Items SET Value = 2 WHERE Id = 25"))
+    m, _ = await h.bot.service.request("U0ALICE", "touch-one", {}, "staging")
+    await h.bot.service.approve(m.id, "U0BOB", m.plan.hash)
+    try:
+        alert = await h.slack.wait_for(lambda s: _episode(h, "is blocked"), timeout=10)
+        assert f"by session {pid} (login postgres" in json.dumps(alert["blocks"])
+        assert "program hand-fix" in json.dumps(alert["blocks"])
+    finally:
+        holder.rollback()
+        holder.close()
+        engine.dispose()
+    await h.bot.service.wait_idle()
+    assert h.bot.store.get(m.id).state is State.SUCCEEDED
+    closed = await h.slack.wait_for(lambda s: _episode(h, "was blocked for"), timeout=10)
+    assert closed["ts"] == alert["ts"]
 
 
 def _keep_waiting(url: str, stop: threading.Event) -> threading.Thread:

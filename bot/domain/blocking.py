@@ -18,6 +18,8 @@ them) and closes with its duration. Each episode is one message, updated in plac
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
@@ -303,6 +305,18 @@ class Throttle:
                 self._sessions[session] = left
             else:
                 self._sessions.pop(session, None)
+
+    @contextmanager
+    def owning(self, session: int | None) -> Iterator[None]:
+        """While the block runs, ``session`` (None: no session views) is the run's own."""
+        if session is None:
+            yield
+            return
+        self.enter(session)
+        try:
+            yield
+        finally:
+            self.leave(session)
 
     def own(self) -> frozenset[int]:
         """The sessions on which the run has a transaction open now."""

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -268,18 +268,11 @@ class _Runner:
         )
         return batch, seconds, retries
 
-    @contextmanager
-    def _own(self, conn: Connection) -> Iterator[None]:
+    def _own(self, conn: Connection) -> AbstractContextManager[None]:
         """While the block runs, ``conn``'s session is the run's own (for the monitor)."""
-        session = self.target.dialect.session_id(conn) if self.throttle else None
-        if self.throttle is None or session is None:
-            yield
-            return
-        self.throttle.enter(session)
-        try:
-            yield
-        finally:
-            self.throttle.leave(session)
+        if self.throttle is None:
+            return nullcontext()
+        return self.throttle.owning(self.target.dialect.session_id(conn))
 
     def _batch(self, conn: Connection, size: int) -> _Batch:
         claimed = conn.execute(text(self.sql.checkpoint_claim), self._key())
