@@ -68,7 +68,7 @@ def test_blocking_past_the_threshold_throttles_harder_each_poll_until_it_clears(
     assert levels[8] == 0.9375, "one quiet poll does not clear it (batches release locks)"
     assert levels[9] == 0.0, "two quiet polls do"
     shown = [e for d in decisions for e in d.changed]
-    assert {e.key for e in shown} == {"blocking:1"}, "one episode, one message"
+    assert {e.key for e in shown} == {"blocking:1:20260301T115959000000"}, "one message"
     closed = decisions[9].changed[0]
     assert closed.ended_at == at(7) and closed.seconds(at(99)) == 8.0
     assert "blocked other sessions for 8.0 s; cleared" in episode_text(7, closed, at(99))
@@ -94,13 +94,13 @@ def test_blocking_past_the_limit_pauses_once_per_episode() -> None:
 def test_a_blocked_run_is_shown_at_once_with_the_blocker() -> None:
     decisions = run([(0, [BLOCKER]), (1, [BLOCKER]), (2, []), (3, [])])
     first = decisions[0].changed[0]
-    assert first.kind == "blocked" and first.key == "blocked:1"
+    assert first.kind == "blocked" and first.key == "blocked:1:20260301T115957500000"
     text = episode_text(7, first, at(0))
     assert "#7 is blocked, waiting for 2.5 s" in text
     assert "by session 303 (login reporting, host 10.1.2.3, program psql)" in text
     assert "`UPDATE Tasks SET Title = 'x' WHERE Id = 5`" in text
     assert "our session 101 waits: UPDATE Lock:transactionid, 2.5 s" in text
-    assert [e.key for e in decisions[1].changed] == ["blocked:1"], "updated in place"
+    assert [e.key for e in decisions[1].changed] == [first.key], "updated in place"
     assert decisions[2].changed == ()
     (closed,) = decisions[3].changed
     assert episode_text(7, closed, at(9)) == "✅ #7 was blocked for 3.5 s; cleared.".replace(
@@ -117,7 +117,7 @@ def test_sessions_of_others_blocking_each_other_are_ignored() -> None:
 def test_a_new_episode_gets_a_new_message() -> None:
     seen = [BLOCKER]
     decisions = run([(0, seen), (1, []), (2, []), (3, seen)])
-    assert decisions[3].changed[0].key == "blocked:2"
+    assert decisions[3].changed[0].key.startswith("blocked:2:")
 
 
 def test_stopping_closes_the_open_episodes_that_have_a_message() -> None:

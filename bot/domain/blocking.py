@@ -96,8 +96,9 @@ class Episode:
 
     @property
     def key(self) -> str:
-        """The key of the episode's one message."""
-        return f"{self.kind}:{self.number}"
+        """The key of the episode's one message: its kind, number and start, so an episode
+        after a pause and resume (a new watch, numbering from 1 again) gets a new message."""
+        return f"{self.kind}:{self.number}:{self.started_at:%Y%m%dT%H%M%S%f}"
 
     def seconds(self, now: datetime) -> float:
         """How long the episode has lasted (to its end, once it has ended)."""
