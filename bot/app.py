@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import text
 
 import handlers
+from bot.adapters.monitor import BlockingMonitor, Watched
 from bot.adapters.outbox import Outbox
 from bot.adapters.runbook_files import RunbookLibrary
 from bot.adapters.scheduler import Scheduler
@@ -107,6 +108,10 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
         backup_dir=settings.backup_dir,
         runbooks_dir=settings.runbooks_dir,
     )
+    watched = {
+        name: Watched(connected[name], cfg.monitor) for name, cfg in settings.targets.items()
+    }
+    monitor = BlockingMonitor(store, notices, clock, watched, on_change=delivery.kick)
     service = Service(
         store=store,
         notifier=notices,
@@ -115,7 +120,7 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
         targets=targets,
         clock=clock,
         on_change=delivery.kick,
-        engine=Engine(store, notices, clock, delivery.kick, executors),
+        engine=Engine(store, notices, clock, delivery.kick, executors, watcher=monitor),
     )
     scheduler = Scheduler(service.run_due, clock, poll_seconds=settings.poll_seconds)
     service.wake = scheduler.wake

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 from bot.domain.control import Control, StepOutcome
 from bot.domain.lifecycle import Event, State
 from bot.domain.plan import PlannedStep
-from bot.domain.ports import Clock, NoPager, Notifier, Pager, StepRunner, Store
+from bot.domain.ports import Clock, NoPager, Notifier, Pager, StepRunner, Store, Watcher
 from bot.domain.progress import LiveProgress, earlier_end, skip_detail
 from bot.domain.records import Migration
 from bot.domain.rollback import finished_notice
@@ -40,6 +41,7 @@ class Engine:
         progress_seconds: float = 2.0,
         state_retry_seconds: float = 0.5,
         pager: Pager | None = None,
+        watcher: Watcher | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -49,6 +51,7 @@ class Engine:
         self.progress_seconds = progress_seconds
         self.state_retry_seconds = state_retry_seconds
         self.runner = runner
+        self.watcher = watcher  # the blocking monitor, if any: one watch per active run
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._controls: dict[int, Control] = {}
         self._live: dict[int, LiveProgress] = {}
@@ -66,6 +69,15 @@ class Engine:
                 control.cancel.set()
             if pause:
                 control.pause.set()
+
+    def throttle(self, migration_id: int, level: float | None) -> bool:
+        """Slow a running migration by hand to ``1 - level`` of its speed (None: lift the
+        manual throttle); False when it is not running here."""
+        control = self._controls.get(migration_id)
+        if control is None or not self.is_running(migration_id):
+            return False
+        control.throttle.manual = level
+        return True
 
     def live(self, migration_id: int) -> LiveProgress | None:
         """The running step's live progress, if the migration is running here."""
@@ -95,6 +107,7 @@ class Engine:
 
     async def _run(self, migration_id: int, begin: bool, restarted: bool) -> None:
         ticker = asyncio.create_task(self._tick(migration_id))
+        watch: asyncio.Task[None] | None = None
         try:
             if begin:
                 try:
@@ -102,6 +115,11 @@ class Engine:
                 except InvalidTransition as exc:  # cancelled (or expired) since it was due
                     logger.info("migration %s: not started: %s", migration_id, exc)
                     return
+            if self.watcher is not None:
+                control = self._controls[migration_id]
+                live = functools.partial(self._live.get, migration_id)
+                watching = self.watcher.watch(migration_id, control, self.pager, live)
+                watch = asyncio.create_task(watching, name=f"m{migration_id}-watch")
             await self._steps(migration_id, restarted)
         except Exception:  # the record must never stay "running" without a note
             logger.exception("migration %s: engine error", migration_id)
@@ -109,9 +127,18 @@ class Engine:
                 self._finish, migration_id, Event.FAIL, "internal error in the bot; see its log"
             )
         finally:
-            ticker.cancel()
+            for task in (ticker, watch):
+                if task is not None:
+                    task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            if watch is not None:
+                try:
+                    await watch  # it closes the run's open blocking episodes
+                except asyncio.CancelledError:
+                    pass
+                except Exception:
+                    logger.exception("migration %s: the blocking monitor failed", migration_id)
             self._live.pop(migration_id, None)
             self.on_change()
 

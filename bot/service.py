@@ -446,6 +446,35 @@ class Service:
             self._announce(m, user, f"#{m.id} was resumed by <@{user}> from its last checkpoint.")
             return m
 
+    async def throttle(self, migration_id: int, user: str, level: float | None) -> Migration:
+        """Slow a running migration by hand to ``1 - level`` of its speed (smaller batches,
+        a wait between them), or lift the manual throttle (``level`` None). The requester
+        and the target's approvers may; it is audited and said in the run's thread."""
+        await self._authorize_control(migration_id, user, "throttle")
+        m = await asyncio.to_thread(self._throttle, migration_id, user, level)
+        self.on_change()
+        return m
+
+    def _throttle(self, migration_id: int, user: str, level: float | None) -> Migration:
+        with self.store.transaction():
+            m = self.store.lock(migration_id)
+            if m.state is not State.RUNNING:
+                raise Refused(f"{in_state(m.id, m.state)}; only a running migration is throttled")
+            if not self.engine.throttle(m.id, level):
+                raise Refused(
+                    f"#{m.id} is not running in this bot process yet; try again in a moment"
+                )
+            now = self.clock()
+            percent = None if level is None else round(level * 100)
+            self.store.audit(m.id, user, "throttle", {"percent": percent}, now)
+            said = (
+                "lifted the manual throttle"
+                if percent is None
+                else f"throttled it by {percent}% (smaller batches, a wait between them)"
+            )
+            self.notifier.notice(m, f"#{m.id}: <@{user}> {said}.", now)
+            return m
+
     async def _authorize_control(self, migration_id: int, user: str, verb: str) -> None:
         m = await asyncio.to_thread(self.store.get, migration_id)
         policy = self._policy(m)

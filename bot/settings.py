@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from bot.domain.approval import ApprovalPolicy
+from bot.domain.blocking import MonitorSettings
 from bot.errors import ConfigError
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -39,6 +40,8 @@ class TargetConfig(BaseModel):
     # at start the plan's counts are taken again; one that moved by more than this since the
     # request is said in the thread, and on a production target needs a fresh approval
     count_drift_percent: float = Field(default=10.0, ge=0)
+    # the blocking monitor of runs on this target: poll interval, throttle and pause limits
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
 
     @field_validator("url", mode="before")
     @classmethod

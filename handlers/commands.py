@@ -73,6 +73,13 @@ async def _run(service: Service, cmd: Command, user: str, trigger_id: str | None
     if cmd.name == "pause":
         m = await service.pause(cmd.migration_id, user)
         what = "will pause at the next batch or step boundary"
+    elif cmd.name == "throttle":
+        m = await service.throttle(cmd.migration_id, user, cmd.level)
+        what = (
+            "runs at full speed again (the monitor may still throttle it while it blocks others)"
+            if cmd.level is None
+            else f"is throttled to {100 * (1 - cmd.level):.0f}% of its speed"
+        )
     elif cmd.name == "resume":
         m = await service.resume(cmd.migration_id, user)
         what = "resumes from its last checkpoint"

@@ -6,6 +6,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
+from bot.domain.blocking import manual_level
 from bot.errors import UsageError
 
 MAX_TEXT = 4000  # Slack caps what people type well below this; parsing stays instant up to it
@@ -18,6 +19,7 @@ SUBCOMMANDS = (
     "cancel",
     "pause",
     "resume",
+    "throttle",
     "rollback",
 )
 WAIVE = "waive-unverified"  # rollback's option: restore a backup that was not verified
@@ -37,6 +39,7 @@ class Command:
     migration_id: int | None = None
     page: int = 1  # status without an id: which page of migrations, newest first
     waiver: str | None = None  # rollback: why an unverified backup may be restored
+    level: float | None = None  # throttle: how much to slow the run (0 to 1); None lifts it
 
 
 def parse(text: str) -> Command:
@@ -67,6 +70,8 @@ def parse(text: str) -> Command:
         return _with_id(name, rest)
     if name == "rollback":
         return _rollback(rest)
+    if name == "throttle":
+        return _throttle(rest)
     return _planned(name, rest)
 
 
@@ -162,6 +167,21 @@ def _rollback(rest: list[str]) -> Command:
             f'say why the unverified backup may be restored: `/migrate rollback 12 {WAIVE}="why"`'
         )
     return Command("rollback", migration_id=command.migration_id, waiver=reason)
+
+
+def _throttle(rest: list[str]) -> Command:
+    """``throttle 12 50%`` (slow the run by half) or ``throttle 12 off``."""
+    if len(rest) != 2:
+        raise UsageError(
+            "say which migration and how much to slow it: `/migrate throttle 12 50%` (0 to"
+            " 100%), or `/migrate throttle 12 off` to lift it"
+        )
+    command = _with_id("throttle", rest[:1])
+    try:
+        level = manual_level(rest[1])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return Command("throttle", migration_id=command.migration_id, level=level)
 
 
 def _page(raw: str) -> int:

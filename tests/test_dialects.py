@@ -132,7 +132,11 @@ def test_mssql_blocking_sessions_query() -> None:
     sql = MS.blocking_sessions_sql()
     assert sql is not None
     tree = tsql(sql)
-    assert table_names(tree) == {"sys.dm_exec_requests"}
+    assert table_names(tree) >= {
+        "sys.dm_exec_requests",
+        "sys.dm_exec_sessions",
+        "sys.dm_exec_connections",
+    }
     assert [e.alias_or_name for e in tree.expressions] == [
         "session_id",
         "blocking_session_id",
@@ -140,8 +144,14 @@ def test_mssql_blocking_sessions_query() -> None:
         "wait_time",
         "last_wait_type",
         "command",
+        "sql_text",
+        "blocker_login",
+        "blocker_host",
+        "blocker_program",
+        "blocker_sql_text",
     ]
-    assert tree.args["where"].sql("tsql") == "WHERE blocking_session_id > 0"
+    where = tree.args["where"].sql("tsql")
+    assert where == "WHERE r.blocking_session_id > 0 AND r.database_id = DB_ID()"
 
 
 def test_mssql_lock_timeout_and_backup_size() -> None:
@@ -485,6 +495,8 @@ def test_blocking_sessions_lists_the_waiter(server: Engine) -> None:
     assert row["blocking_session_id"] == holder_pid
     assert row["wait_type"].startswith(_LOCK_WAIT[name]) and row["command"] == "UPDATE"
     assert row["wait_time"] >= 0 and row["last_wait_type"]
+    assert "UPDATE acct" in row["sql_text"] and "UPDATE acct" in row["blocker_sql_text"]
+    assert row["blocker_login"] and row["blocker_host"]
 
 
 @pytest.mark.postgres

@@ -39,6 +39,7 @@ _DECIDED = {  # audit actions shown in /migrate status, as "<verb> by <@user>"
     "expire": "expired",
     "pause-request": "pause requested",
     "resume": "resumed",
+    "throttle": "throttled",
 }
 PAGE_SIZE = 10  # migrations per page of /migrate status
 
@@ -60,6 +61,11 @@ USAGE = [
     ("cancel", "/migrate cancel 12", "stop it from starting, or stop at the next boundary"),
     ("pause", "/migrate pause 12", "pause a run at the next batch boundary (holds no locks)"),
     ("resume", "/migrate resume 12", "continue a paused or failed run from its checkpoint"),
+    (
+        "throttle",
+        "/migrate throttle 12 50%",
+        "slow a run by hand (smaller batches, a wait between them); `off` lifts it",
+    ),
     (
         "rollback",
         "/migrate rollback 12",

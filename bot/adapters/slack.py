@@ -108,6 +108,17 @@ class SlackNotices:
         )
         self.outbox.put(key, channel, blocks.notice(text), now, thread_key=thread)
 
+    def episode(self, m: Migration, key: str, text: str, now: datetime) -> None:
+        """Post ``text`` in the thread of the progress message of ``m`` as episode
+        ``key``'s one reply; later texts of the same key update that reply in place."""
+        self.outbox.put(
+            f"episode:{m.id}:{key}",
+            self.notify_channel,
+            blocks.notice(text),
+            now,
+            thread_key=f"progress:{m.id}",
+        )
+
 
 class Delivery:
     """Sends what the outbox holds; posts a key's first message and updates it afterwards."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from bot.domain.blocking import Throttle
+
 
 @dataclass
 class Control:
@@ -12,6 +14,7 @@ class Control:
 
     cancel: threading.Event = field(default_factory=threading.Event)
     pause: threading.Event = field(default_factory=threading.Event)
+    throttle: Throttle = field(default_factory=Throttle)  # how much to slow the batches
 
     def stopping(self) -> bool:
         """Whether the run should stop at the next batch or step boundary."""

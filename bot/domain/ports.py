@@ -39,6 +39,11 @@ class Notifier(Protocol):
 
     def notice(self, m: Migration, text: str, now: datetime) -> None: ...
 
+    def episode(self, m: Migration, key: str, text: str, now: datetime) -> None:
+        """Post ``text`` in the run's thread as the one message of episode ``key`` (e.g. a
+        blocking episode); the same key again updates that message in place."""
+        ...
+
 
 class Pager(Protocol):
     """Pages a target's emergency contacts. Like the Notifier it only queues (in the outbox,
@@ -78,6 +83,22 @@ class NoPager:
 
     def change(self, m: Migration, summary: str, now: datetime) -> None:
         """Nothing to record."""
+
+
+class Watcher(Protocol):
+    """Watches an active run from outside it (the blocking monitor): started by the engine
+    when the run starts or resumes, cancelled when it stops."""
+
+    async def watch(
+        self,
+        migration_id: int,
+        control: Control,
+        pager: Pager,
+        live: Callable[[], LiveProgress | None],
+    ) -> None:
+        """Watch until cancelled; act on the run through ``control`` (throttle, pause), page
+        through ``pager``, and add what it sees of the running step to ``live()``."""
+        ...
 
 
 class Directory(Protocol):

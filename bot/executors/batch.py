@@ -134,4 +134,5 @@ def _batches(
         on_batch=on_batch,
         now=ctx.clock,
         hook=load_hook(ctx.runbooks_dir, plan) if plan.hook else None,
+        throttle=ctx.control.throttle,
     )

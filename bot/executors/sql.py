@@ -25,6 +25,7 @@ async def run_sql(ctx: StepContext[PlannedSql]) -> StepOutcome:
         timeout=step.timeout,
         now=ctx.clock(),
         retries=step.retries,
+        throttle=ctx.control.throttle,
     )
     return StepOutcome(rows)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,7 @@ from bot.adapters.targets.batch_sql import (
 from bot.adapters.targets.retries import retry_transient
 from bot.adapters.targets.target import Target
 from bot.domain.batching import next_size
+from bot.domain.blocking import Throttle
 from bot.domain.plan import BatchPlan
 from bot.domain.sqltext import bound_names
 
@@ -144,25 +146,42 @@ def run_batches(
     on_batch: Callable[[BatchReport], None],
     now: Callable[[], datetime],
     hook: Hook | None = None,
+    throttle: Throttle | None = None,
 ) -> BatchResult:
     """Run ``job`` from its checkpoint until no matching row is left or ``should_stop()``
-    is true at a batch boundary. Non-transient database errors propagate unchanged."""
-    runner = _Runner(target, job, now, hook)
+    is true at a batch boundary. Non-transient database errors propagate unchanged.
+
+    With a ``throttle`` (shared with the blocking monitor), each batch transaction's session
+    is registered as the run's own while it is open, and a throttled run's batches are
+    smaller than their adaptive size and followed by a wait (cut short by ``should_stop``)."""
+    runner = _Runner(target, job, now, hook, throttle)
     state = runner.start()
     size, retries = job.plan.settings.size, 0
     while not state.done:
         if should_stop():
             done = (state.rows_done, state.batches)
             return BatchResult(*done, False, runner.longest, retries, runner.skipped())
-        batch, seconds, attempts = runner.batch_with_retries(size)
+        applied = throttle.size(size) if throttle else size
+        batch, seconds, attempts = runner.batch_with_retries(applied)
         state, retries = batch.checkpoint, retries + attempts
         if state.done:
             break
-        size = next_size(size, seconds, job.plan.settings)
+        if applied == size:  # a throttled batch says nothing of the size the budget allows
+            size = next_size(size, seconds, job.plan.settings)
         done, last = (state.rows_done, state.batches), state.last_key
-        on_batch(BatchReport(job.branch, batch.rows, *done, last, seconds, size, attempts))
+        shown = throttle.size(size) if throttle else size
+        on_batch(BatchReport(job.branch, batch.rows, *done, last, seconds, shown, attempts))
+        if throttle:
+            _wait(throttle.wait_after(seconds), should_stop)
     done = (state.rows_done, state.batches)
     return BatchResult(*done, True, runner.longest, retries, runner.skipped())
+
+
+def _wait(seconds: float, should_stop: Callable[[], bool]) -> None:
+    """Wait ``seconds`` between throttled batches, in short steps, unless the run stops."""
+    deadline = time.monotonic() + seconds
+    while not should_stop() and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(0.05, left))
 
 
 def remaining(target: Target, job: BatchJob) -> tuple[int, int]:
@@ -184,9 +203,14 @@ class _Runner:
     """The statements and connections of one run; one transaction per batch."""
 
     def __init__(
-        self, target: Target, job: BatchJob, now: Callable[[], datetime], hook: Hook | None
+        self,
+        target: Target,
+        job: BatchJob,
+        now: Callable[[], datetime],
+        hook: Hook | None,
+        throttle: Throttle | None = None,
     ):
-        self.job, self.now, self.hook = job, now, hook
+        self.job, self.now, self.hook, self.throttle = job, now, hook, throttle
         self.longest = 0.0  # the longest batch transaction so far, failed attempts included
         self.sql = batch_sql(target.dialect, job.plan)
         if self.sql.kind == "hook" and hook is None:
@@ -226,7 +250,10 @@ class _Runner:
         def attempt() -> tuple[_Batch, float]:
             started = time.perf_counter()
             try:
-                with self.target.transaction(timeout=job.timeout, isolation=job.isolation) as conn:
+                with (
+                    self.target.transaction(timeout=job.timeout, isolation=job.isolation) as conn,
+                    self._own(conn),
+                ):
                     batch = self._batch(conn, size)
                 return batch, time.perf_counter() - started  # the commit included
             finally:
@@ -240,6 +267,12 @@ class _Runner:
             log=logger,
         )
         return batch, seconds, retries
+
+    def _own(self, conn: Connection) -> AbstractContextManager[None]:
+        """While the block runs, ``conn``'s session is the run's own (for the monitor)."""
+        if self.throttle is None:
+            return nullcontext()
+        return self.throttle.owning(self.target.dialect.session_id(conn))
 
     def _batch(self, conn: Connection, size: int) -> _Batch:
         claimed = conn.execute(text(self.sql.checkpoint_claim), self._key())

@@ -319,7 +319,32 @@ class Dialect(ABC):
     @abstractmethod
     def blocking_sessions_sql(self) -> str | None:
         """Query listing blocked sessions (session_id, blocking_session_id, wait_type,
-        wait_time, last_wait_type, command), or None when the database has no such view."""
+        wait_time in ms, last_wait_type, command, sql_text; and of the blocker: blocker_login,
+        blocker_host, blocker_program, blocker_sql_text), or None when the database has no
+        such view."""
+
+    def session_id_sql(self) -> str | None:
+        """Query giving the id of the connection's session as the blocking view names it
+        (PostgreSQL's backend pid, SQL Server's @@SPID); None here: no session views."""
+        return None
+
+    def session_id(self, conn: Connection) -> int | None:
+        """The session id of ``conn`` (:meth:`session_id_sql`), asked once per connection
+        and remembered with it; None when the database has no session views."""
+        sql = self.session_id_sql()
+        if sql is None:
+            return None
+        known = conn.info.get("barq_session_id")
+        if known is None:
+            known = int(conn.execute(text(sql)).scalar_one())
+            conn.info["barq_session_id"] = known
+        return int(known)
+
+    def statement_progress_sql(self) -> str | None:
+        """Query giving the progress of long single statements (backup, restore, index
+        builds) in this database: session_id, command, percent_complete and
+        estimated_completion_time (ms); None when the database does not report it."""
+        return None
 
     @abstractmethod
     def backup(

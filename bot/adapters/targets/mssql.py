@@ -398,10 +398,38 @@ class MssqlDialect(Dialect):
         return "connection" if link_lost else "permanent"
 
     def blocking_sessions_sql(self) -> str | None:
-        """Requests currently blocked by another session."""
+        """Requests of this database blocked by another session, with the SQL text of both
+        sides (``sys.dm_exec_sql_text``: the blocker's running request, else the last batch
+        of its connection, as an idle session holding a transaction has no request)."""
         return (
-            "SELECT session_id, blocking_session_id, wait_type, wait_time, last_wait_type,"
-            " command FROM sys.dm_exec_requests WHERE blocking_session_id > 0"
+            "SELECT r.session_id, r.blocking_session_id, r.wait_type, r.wait_time,"
+            " r.last_wait_type, r.command, wt.text AS sql_text,"
+            " s.login_name AS blocker_login, s.host_name AS blocker_host,"
+            " s.program_name AS blocker_program, bt.text AS blocker_sql_text"
+            " FROM sys.dm_exec_requests AS r"
+            " LEFT JOIN sys.dm_exec_sessions AS s ON s.session_id = r.blocking_session_id"
+            " LEFT JOIN sys.dm_exec_requests AS br ON br.session_id = r.blocking_session_id"
+            " LEFT JOIN sys.dm_exec_connections AS c ON c.session_id = r.blocking_session_id"
+            " OUTER APPLY sys.dm_exec_sql_text(r.sql_handle) AS wt"
+            " OUTER APPLY sys.dm_exec_sql_text(COALESCE(br.sql_handle,"
+            " c.most_recent_sql_handle)) AS bt"
+            " WHERE r.blocking_session_id > 0 AND r.database_id = DB_ID()"
+        )
+
+    def session_id_sql(self) -> str | None:
+        """``@@SPID``: the session_id of ``sys.dm_exec_requests``."""
+        return "SELECT @@SPID"
+
+    def statement_progress_sql(self) -> str | None:
+        """Backups, restores, DBCC checks and index builds of this database that report
+        ``percent_complete`` (others report 0), with the server's estimate of the time left."""
+        return (
+            "SELECT r.session_id, r.command, r.percent_complete,"
+            " r.estimated_completion_time, r.start_time"
+            " FROM sys.dm_exec_requests AS r"
+            " WHERE r.percent_complete > 0"
+            " AND (r.database_id = DB_ID() OR r.command LIKE 'BACKUP%'"
+            " OR r.command LIKE 'RESTORE%')"
         )
 
     def backup(

@@ -186,16 +186,29 @@ class PostgresqlDialect(Dialect):
         return "permanent"
 
     def blocking_sessions_sql(self) -> str | None:
-        """Blocked backends and who blocks them, with SQL Server's column names."""
+        """Blocked backends of this database and who blocks them, with SQL Server's column
+        names; the wait is timed from the lock request (PostgreSQL 14+), else the query."""
         return (
             "SELECT a.pid AS session_id, b.pid AS blocking_session_id,"
             " a.wait_event_type || ':' || COALESCE(a.wait_event, '') AS wait_type,"
-            " CAST(EXTRACT(EPOCH FROM clock_timestamp() - a.state_change) * 1000 AS BIGINT)"
-            " AS wait_time, a.wait_event AS last_wait_type,"
-            " upper(split_part(ltrim(a.query), ' ', 1)) AS command"
+            " CAST(EXTRACT(EPOCH FROM clock_timestamp() - COALESCE("
+            "(SELECT min(l.waitstart) FROM pg_locks AS l WHERE l.pid = a.pid AND NOT l.granted),"
+            " a.state_change)) * 1000 AS BIGINT) AS wait_time,"
+            " a.wait_event AS last_wait_type,"
+            " upper(split_part(ltrim(a.query), ' ', 1)) AS command,"
+            " a.query AS sql_text,"
+            " o.usename AS blocker_login,"
+            " COALESCE(o.client_hostname, host(o.client_addr), 'local') AS blocker_host,"
+            " o.application_name AS blocker_program, o.query AS blocker_sql_text"
             " FROM pg_stat_activity AS a"
             " CROSS JOIN LATERAL unnest(pg_blocking_pids(a.pid)) AS b(pid)"
+            " LEFT JOIN pg_stat_activity AS o ON o.pid = b.pid"
+            " WHERE a.datname = current_database()"
         )
+
+    def session_id_sql(self) -> str | None:
+        """``pg_backend_pid()``: the pid ``pg_stat_activity`` and ``pg_blocking_pids`` use."""
+        return "SELECT pg_backend_pid()"
 
     def backup(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePath
@@ -33,6 +33,7 @@ from bot.adapters.targets.dialect import BackupInfo, Dialect, unwrap_dbapi_error
 from bot.adapters.targets.dialect import error_message as error_message  # its old home
 from bot.adapters.targets.dialects import check_client, dialect_for
 from bot.adapters.targets.retries import retry_transient
+from bot.domain.blocking import Throttle
 from bot.domain.plan import Plan
 from bot.domain.runbook import bound_names, compare
 from bot.errors import QueryFailed, TargetUnavailable
@@ -187,20 +188,22 @@ class Target:
         timeout: float,
         now: datetime,
         retries: int = 0,
+        throttle: Throttle | None = None,
     ) -> int:
         """Run a step's statements and its checkpoint in one transaction; return rows touched.
 
         Exactly once: a step whose checkpoint is committed already is not run again, so a
         retry after a commit whose answer was lost finds it. Transient errors (deadlock,
         serialization failure, lock timeout, lost connection) retry the whole transaction
-        up to ``retries`` times; any other error propagates at once.
+        up to ``retries`` times; any other error propagates at once. With a ``throttle``, the
+        transaction's session is the run's own while it is open (for the blocking monitor).
         """
         self.prepare()
         key = {"migration_id": run_key, "step": step, "branch": ""}
 
         def once() -> int:
             rows = 0
-            with self.transaction(timeout=timeout) as conn:
+            with self.transaction(timeout=timeout) as conn, self._owned(conn, throttle):
                 done = conn.execute(text(self.dialect.checkpoint_select_sql()), key).mappings()
                 checkpoint = done.first()
                 if checkpoint is not None and checkpoint["done"]:
@@ -217,6 +220,11 @@ class Target:
             once, self.dialect, retries=retries, where=where, log=logger
         )
         return rows
+
+    def _owned(self, conn: Connection, throttle: Throttle | None) -> AbstractContextManager[None]:
+        if throttle is None:
+            return nullcontext()
+        return throttle.owning(self.dialect.session_id(conn))
 
     @contextmanager
     def transaction(self, *, timeout: float, isolation: str | None = None) -> Iterator[Connection]:
