@@ -8,10 +8,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
+
+from bot.domain.records import Migration
 
 _SEVERITIES = {"critical", "error", "warning", "info"}
 _ACTIONS = {"trigger", "acknowledge", "resolve"}
@@ -224,3 +228,37 @@ class LocalWebhook(_Server):
             return web.json_response({"message": "bad signature"}, status=401)
         self.events.append(body)
         return web.json_response({"ok": True})
+
+
+class ConsolePager:
+    """The Pager of the console when no contacts are configured: each page is a line saying
+    where it would have gone."""
+
+    def __init__(self, out: Callable[[str], None], production: Callable[[str], bool]) -> None:
+        self.out = out
+        self.production = production
+
+    def _say(self, m: Migration, what: str) -> None:
+        self.out(
+            f"\n📟 {what} — not sent: no emergency contacts are configured; it would have gone"
+            f" to the contacts of {m.target} (PagerDuty, Opsgenie, webhook or Slack mentions,"
+            " under contacts: in the configuration)"
+        )
+
+    def trigger(self, m: Migration, reason: str, details: dict[str, Any], now: datetime) -> None:
+        """Say where the page would have gone."""
+        severity = "critical" if self.production(m.target) else "error"
+        self._say(m, f"page ({severity}, incident {m.run_key}): {reason}")
+
+    def acknowledge(self, m: Migration, user: str, now: datetime) -> None:
+        """Say where the acknowledgement would have gone."""
+        self._say(m, f"acknowledge incident {m.run_key} (by {user})")
+
+    def resolve(self, m: Migration, why: str, now: datetime) -> None:
+        """Say where the resolution would have gone."""
+        self._say(m, f"resolve incident {m.run_key}: {why}")
+
+    def change(self, m: Migration, summary: str, now: datetime) -> None:
+        """Say where a production change event would have gone."""
+        if self.production(m.target):
+            self._say(m, f"change event: {summary}")
