@@ -110,7 +110,13 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
     pages: PageDelivery | None = None
     kick = delivery.kick
     if settings.paging():
-        pager = OutboxPager(outbox, settings.contacts_for, _production(settings), notices)
+        pager = OutboxPager(
+            outbox,
+            settings.contacts_for,
+            _production(settings),
+            notices,
+            status_page=settings.status_page,
+        )
         pages = PageDelivery(
             outbox,
             settings.contacts_for,
@@ -118,6 +124,7 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
             notify_channel=settings.notify_channel or settings.approvals_channel,
             workspace_url=settings.slack_workspace_url,
             on_slack=delivery.kick,
+            status_page=settings.status_page,
         )
         kick = _both(delivery.kick, pages.kick)
     executors = Executors(
@@ -148,6 +155,11 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
     )
     handlers.register(bolt, service)
     _warn_missing(settings)
+    if not settings.paging():  # optional: said, not warned
+        logger.info(
+            "no emergency contacts are configured: failed runs page nobody; set contacts:"
+            " (PagerDuty, Opsgenie, a webhook or Slack mentions) in $BARQ_CONFIG to page them"
+        )
     logger.info(
         "bot ready: %d runbooks, targets %s",
         len(runbooks.all()),

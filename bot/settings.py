@@ -223,9 +223,9 @@ class Settings(BaseSettings):
         return self.contacts
 
     def paging(self) -> bool:
-        """Whether anyone at all is paged."""
+        """Whether anyone at all is paged (or a status page told)."""
         every = [self.contacts, *(t.contacts for t in self.targets.values() if t.contacts)]
-        return any(not c.empty() for c in every)
+        return self.status_page is not None or any(not c.empty() for c in every)
 
     @classmethod
     def settings_customise_sources(

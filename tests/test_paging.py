@@ -33,6 +33,7 @@ from tests.harness import MIGRATIONS, Harness
 
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
 PD_KEY, OG_KEY, HOOK_SECRET = "R0UTINGKEYSECRET42", "0PSGENIE-KEY-SECRET", "h00k-s1gning-secret"
+STATUS_SECRET = "st4tus-p4ge-secret"
 MOVE = {"source_tenant": "3", "target_tenant": "7"}
 BROKEN = """
 name: broken-move
@@ -90,6 +91,7 @@ class World:
     og: LocalOpsgenie
     hook: LocalWebhook
     clock: Clock
+    status: LocalWebhook
 
     @property
     def pages(self) -> PageDelivery:
@@ -127,14 +129,21 @@ def _contacts(pd: str, og: str, hook: str) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def world(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, production: bool = False
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    production: bool = False,
+    status_page: bool = False,
 ) -> AsyncIterator[World]:
-    """The bot paging the stand-ins for its staging target."""
+    """The bot paging the stand-ins for its staging target (and telling a status page)."""
     monkeypatch.setenv("TEST_PD_KEY", PD_KEY)
     monkeypatch.setenv("TEST_OG_KEY", OG_KEY)
     monkeypatch.setenv("TEST_HOOK_SECRET", HOOK_SECRET)
+    monkeypatch.setenv("TEST_STATUS_SECRET", STATUS_SECRET)
     pd, og, hook = LocalPagerDuty(PD_KEY), LocalOpsgenie(OG_KEY), LocalWebhook(HOOK_SECRET)
-    for server in (pd, og, hook):
+    status = LocalWebhook(STATUS_SECRET)
+    servers = (pd, og, hook, status)
+    for server in servers:
         await server.start()
     folder = tmp_path / "runbooks"
     folder.mkdir()
@@ -148,6 +157,11 @@ async def world(
         folder,
         contacts=_contacts(pd.url, og.url, hook.url),
         slack_workspace_url="https://acme.slack.com",
+        **(
+            {"status_page": {"url": f"{status.url}/status", "secret_env": "TEST_STATUS_SECRET"}}
+            if status_page
+            else {}
+        ),
     )
     # the test drives page delivery itself, on its own clock
     for task in [t for t in h.bot._tasks if t.get_name() == "pages"]:
@@ -159,10 +173,10 @@ async def world(
     h.bot.pages.clock = clock
     h.bot.delivery.clock = clock  # the outage message is queued at the pages' clock
     try:
-        yield World(h, pd, og, hook, clock)
+        yield World(h, pd, og, hook, clock, status)
     finally:
         await h.close()
-        for server in (pd, og, hook):
+        for server in servers:
             await server.stop()
 
 
@@ -364,6 +378,32 @@ async def test_production_runs_record_change_events_and_page_critical(
         await w.drain()
         assert w.pd.incidents[failed.run_key].events[0]["payload"]["severity"] == "critical"
         assert w.og.incidents[failed.run_key].events[0]["priority"] == "P1"
+
+
+async def test_the_status_page_shows_maintenance_and_an_incident_for_production(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A production run opens "maintenance in progress" and completes it; a failure opens
+    an incident, resolved by its rollback. Every call is signed (the receiver checks)."""
+    async with world(tmp_path, monkeypatch, production=True, status_page=True) as w:
+        m, _ = await w.h.bot.service.request(ALICE, "good-move", MOVE, "staging")
+        await w.h.bot.service.approve(m.id, BOB, m.plan.hash)
+        await w.h.settle()
+        failed = await w.failed_run()
+        r, _ = await w.h.bot.service.rollback(failed.id, CAROL)
+        await w.h.bot.service.approve(r.id, BOB, r.plan.hash)
+        await w.h.settle()
+        await w.drain()
+        seen = [(e["kind"], e[e["kind"]]["status"], e["id"]) for e in w.status.events]
+        assert len(w.status.requests) == len(w.status.events), "every call was signed"
+        maintenance, incident = f"{m.run_key}-maintenance", f"{failed.run_key}-incident"
+        assert ("maintenance", "in_progress", maintenance) in seen
+        assert ("maintenance", "completed", maintenance) in seen
+        assert ("incident", "investigating", incident) in seen
+        assert ("incident", "resolved", incident) in seen
+        assert seen.index(("incident", "investigating", incident)) < seen.index(
+            ("incident", "resolved", incident)
+        )
 
 
 async def test_the_webhook_is_signed_and_a_bad_signature_is_refused(

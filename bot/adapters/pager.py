@@ -29,16 +29,22 @@ import aiohttp
 
 from bot.adapters import blocks
 from bot.adapters.outbox import Outbox, Pending
-from bot.adapters.pagers import HttpRequest, opsgenie, pagerduty, webhook
+from bot.adapters.pagers import HttpRequest, opsgenie, pagerduty, statuspage, webhook
 from bot.domain.ports import Clock, Notifier
 from bot.domain.records import Migration
 from bot.errors import StateUnavailable
-from bot.settings import Contacts
+from bot.settings import Contacts, StatusPageConfig
 
 logger = logging.getLogger(__name__)
 
 LANE = "page"
-NAMES = {"pagerduty": "PagerDuty", "opsgenie": "Opsgenie", "webhook": "the webhook"}
+NAMES = {
+    "pagerduty": "PagerDuty",
+    "opsgenie": "Opsgenie",
+    "webhook": "the webhook",
+    "statuspage": "the status page",
+}
+_CONTACTS = ("pagerduty", "opsgenie", "webhook")
 ContactsFor = Callable[[str], Contacts]
 
 
@@ -48,7 +54,7 @@ def mentions(who: list[str]) -> str:
 
 
 def _services(contacts: Contacts) -> list[str]:
-    return [name for name in NAMES if getattr(contacts, name) is not None]
+    return [name for name in _CONTACTS if getattr(contacts, name) is not None]
 
 
 def _digest(text: str) -> str:
@@ -65,16 +71,27 @@ class OutboxPager:
         contacts_for: ContactsFor,
         production: Callable[[str], bool],
         notifier: Notifier,
+        *,
+        status_page: StatusPageConfig | None = None,
     ) -> None:
         self.outbox = outbox
         self.contacts_for = contacts_for
         self.production = production
         self.notifier = notifier
+        self.status_page = status_page  # told of production runs only
+
+    def _services_for(self, target: str) -> list[str]:
+        """The services paged for ``target``: its contacts', and the status page's for a
+        production target."""
+        services = _services(self.contacts_for(target))
+        if self.status_page is not None and self.production(target):
+            services.append("statuspage")
+        return services
 
     def trigger(self, m: Migration, reason: str, details: dict[str, Any], now: datetime) -> None:
         """Page the contacts of ``m``'s target; the same ``reason`` again adds nothing."""
         contacts = self.contacts_for(m.target)
-        for service in _services(contacts):
+        for service in self._services_for(m.target):
             self._queue(service, m, "trigger", _digest(reason), reason, details, now)
         if contacts.slack:
             self.notifier.notice(
@@ -83,7 +100,7 @@ class OutboxPager:
 
     def acknowledge(self, m: Migration, user: str, now: datetime) -> None:
         """Acknowledge the open incident of ``m`` (once per incident)."""
-        for service in _services(self.contacts_for(m.target)):
+        for service in self._services_for(m.target):
             triggers = self.outbox.keys(self._prefix(service, m, "trigger"))
             if triggers and not self.outbox.keys(self._prefix(service, m, "resolve")):
                 episode = str(len(triggers))
@@ -92,7 +109,7 @@ class OutboxPager:
 
     def resolve(self, m: Migration, why: str, now: datetime) -> None:
         """Resolve the incident of ``m``, if it was ever paged."""
-        for service in _services(self.contacts_for(m.target)):
+        for service in self._services_for(m.target):
             if self.outbox.keys(self._prefix(service, m, "trigger")):
                 self._queue(service, m, "resolve", "", why, {}, now)
 
@@ -100,7 +117,7 @@ class OutboxPager:
         """A change event, for production targets only, to the services that take them."""
         if not self.production(m.target):
             return
-        for service in _services(self.contacts_for(m.target)):
+        for service in self._services_for(m.target):
             if service != "opsgenie":
                 self._queue(service, m, "change", _digest(summary), summary, {}, now)
 
@@ -163,8 +180,10 @@ class PageDelivery:
         on_slack: Callable[[], None] = lambda: None,
         outage_after: timedelta = timedelta(minutes=2),
         timeout: float = 10.0,
+        status_page: StatusPageConfig | None = None,
     ) -> None:
         self.outbox = outbox
+        self.status_page = status_page
         self.contacts_for = contacts_for
         self.clock = clock
         self.notify_channel = notify_channel
@@ -240,8 +259,9 @@ class PageDelivery:
             return await self._retry(item, service, f"{type(exc).__name__}: {exc}", None, request)
         if 200 <= status < 300:
             await asyncio.to_thread(self.outbox.delivered, item, self.clock())
-            self._down.pop(service, None)
-            self._last_ok = self.clock()
+            if service in _CONTACTS:  # the status page pages nobody
+                self._down.pop(service, None)
+                self._last_ok = self.clock()
             logger.info("page %s sent to %s", item.key, NAMES[service])
             return True
         error = f"HTTP {status}: {text[:300]}"
@@ -258,8 +278,12 @@ class PageDelivery:
             event["slack_thread"] = f"{channel}/{ts}"
             if self.workspace_url:
                 event["link"] = f"{self.workspace_url}/archives/{channel}/p{ts.replace('.', '')}"
-        contacts = self.contacts_for(str(event["migration"]["target"]))
         service = str(event["service"])
+        if service == "statuspage":
+            if self.status_page is None:
+                raise LookupError("the status page is no longer configured")
+            return statuspage.request(event, self.status_page)
+        contacts = self.contacts_for(str(event["migration"]["target"]))
         contact = getattr(contacts, service, None)
         if contact is None:
             raise LookupError(f"{NAMES.get(service, service)} is no longer configured")
@@ -288,8 +312,9 @@ class PageDelivery:
             wait.total_seconds(),
         )
         await asyncio.to_thread(self.outbox.failed, item, error, now, retry_in=wait)
-        since = self._down.get(service, (now, ""))[0]
-        self._down[service] = (since, error)
+        if service in _CONTACTS:
+            since = self._down.get(service, (now, ""))[0]
+            self._down[service] = (since, error)
         return False
 
     async def _drop(self, item: Pending, error: str) -> bool:
@@ -322,6 +347,7 @@ class PageDelivery:
         if start is None or now - start < self.outage_after:
             return
         waiting = await asyncio.to_thread(self.outbox.waiting, LANE)
+        waiting = [p for p in waiting if p.payload.get("service") in _CONTACTS]
         if not waiting:
             return
         key = f"pager-outage:{start.isoformat()}"[:100]
