@@ -284,17 +284,19 @@ async def test_a_pager_outage_delivers_the_page_after_it_once(
 async def test_pages_wait_out_a_pager_that_is_down_and_keep_their_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """PagerDuty is down (nothing listens) through a failure and its acknowledgement: once
-    it is back, the trigger goes out, then the acknowledgement, each once."""
+    """PagerDuty is down (nothing listens) when the run fails. It is back when the page is
+    acknowledged, before the trigger's retry is due: the acknowledgement waits for the
+    trigger, then both go out, in order, once each."""
     async with world(tmp_path, monkeypatch) as w:
         port = int(w.pd.url.rsplit(":", 1)[1])
         await w.pd.stop()
         m = await w.failed_run()
-        await w.drain()
-        w.h.bot.service.engine.pager.acknowledge(m, BOB, harness.now())
-        await w.drain()
-        assert w.og.incidents[m.run_key].status == "acked"
+        assert await w.drain() == 2
         await w.pd.start(port)
+        w.h.bot.service.engine.pager.acknowledge(m, BOB, harness.now())
+        assert await w.drain() == 2  # Opsgenie and the webhook; PagerDuty's ack waits
+        assert w.og.incidents[m.run_key].status == "acked"
+        assert w.pd.requests == []
         w.clock.advance(5)
         assert await w.drain() == 2
         assert [e["event_action"] for e in _events(w.pd)] == ["trigger", "acknowledge"]

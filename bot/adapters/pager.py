@@ -229,15 +229,18 @@ class PageDelivery:
         """One delivery pass; returns how many page events were sent."""
         async with self._lock:
             sent = 0
-            async with aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout)
-            ) as session:
-                while True:
-                    batch = await asyncio.to_thread(self.outbox.due, self.clock(), lane=LANE)
-                    delivered = [item for item in batch if await self._deliver(session, item)]
-                    sent += len(delivered)
-                    if not delivered:
-                        break
+            batch = await asyncio.to_thread(self.outbox.due, self.clock(), lane=LANE)
+            if batch:  # a session only when there is something to send
+                timeout = aiohttp.ClientTimeout(total=self.timeout)
+                async with aiohttp.ClientSession(timeout=timeout) as session:
+                    while batch:  # again while a pass made progress: the next event may wait
+                        delivered = [i for i in batch if await self._deliver(session, i)]
+                        sent += len(delivered)
+                        batch = (
+                            await asyncio.to_thread(self.outbox.due, self.clock(), lane=LANE)
+                            if delivered
+                            else []
+                        )
             await self._watch_outage()
             return sent
 
