@@ -92,6 +92,12 @@ class World:
     hook: LocalWebhook
     clock: Clock
     status: LocalWebhook
+    start: dict[str, Any]  # harness.start's arguments
+
+    async def restart(self) -> None:
+        """Stop the bot (as a deploy does) and start it again on the same state database."""
+        await self.h.close()
+        self.h = await _bot(self.clock, **self.start)
 
     @property
     def pages(self) -> PageDelivery:
@@ -151,33 +157,39 @@ async def world(
     (folder / "good-move.yaml").write_text(GOOD)
     targets = harness.policies(create_demo_database(tmp_path / "staging.db", now=harness.now()))
     targets["staging"]["production"] = production
-    h = await harness.start(
-        tmp_path,
-        targets,
-        folder,
-        contacts=_contacts(pd.url, og.url, hook.url),
-        slack_workspace_url="https://acme.slack.com",
+    start = {
+        "tmp_path": tmp_path,
+        "targets": targets,
+        "runbooks_dir": folder,
+        "contacts": _contacts(pd.url, og.url, hook.url),
+        "slack_workspace_url": "https://acme.slack.com",
         **(
             {"status_page": {"url": f"{status.url}/status", "secret_env": "TEST_STATUS_SECRET"}}
             if status_page
             else {}
         ),
-    )
-    # the test drives page delivery itself, on its own clock
+    }
+    clock = Clock()
+    w = World(await _bot(clock, **start), pd, og, hook, clock, status, start)
+    try:
+        yield w
+    finally:
+        await w.h.close()
+        for server in servers:
+            await server.stop()
+
+
+async def _bot(clock: Clock, **start: Any) -> Harness:
+    """The bot served on loopback, its page delivery driven by the test on ``clock``."""
+    h = await harness.start(**start)
     for task in [t for t in h.bot._tasks if t.get_name() == "pages"]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    clock = Clock()
     assert h.bot.pages is not None
     h.bot.pages.clock = clock
     h.bot.delivery.clock = clock  # the outage message is queued at the pages' clock
-    try:
-        yield World(h, pd, og, hook, clock, status)
-    finally:
-        await h.close()
-        for server in servers:
-            await server.stop()
+    return h
 
 
 def _events(pd: LocalPagerDuty) -> list[dict[str, Any]]:
@@ -279,6 +291,27 @@ async def test_a_pager_outage_delivers_the_page_after_it_once(
         assert [e["event_action"] for e in _events(w.pd)] == ["trigger"]
         assert w.pd.incidents[m.run_key].status == "triggered"
         assert len(w.og.incidents[m.run_key].events) == 1 and len(w.hook.events) == 1
+
+
+async def test_a_page_queued_before_a_restart_goes_out_after_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PagerDuty is down when the run fails and the bot restarts: the page waits in the
+    state database and goes out, once, from the restarted bot."""
+    async with world(tmp_path, monkeypatch) as w:
+        port = int(w.pd.url.rsplit(":", 1)[1])
+        await w.pd.stop()
+        m = await w.failed_run()
+        assert await w.drain() == 2
+        await w.restart()
+        await w.pd.start(port)
+        w.clock.advance(600)
+        assert await w.drain() == 1
+        w.clock.advance(600)
+        assert await w.drain() == 0
+        assert [e["event_action"] for e in _events(w.pd)] == ["trigger"]
+        assert w.pd.incidents[m.run_key].status == "triggered"
+        assert len(w.hook.events) == 1
 
 
 async def test_pages_wait_out_a_pager_that_is_down_and_keep_their_order(
