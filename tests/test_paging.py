@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -65,6 +66,32 @@ steps:
   - name: move-tasks
     kind: sql
     sql: UPDATE Tasks SET TenantId = :target_tenant WHERE TenantId = :source_tenant
+"""
+CHECKED = """
+name: checked-move
+description: a check that fails
+targets: [staging]
+parameters:
+  source_tenant: {type: int, min: 1}
+  target_tenant: {type: int, min: 1}
+steps:
+  - name: tenant-is-empty
+    kind: check
+    sql: SELECT COUNT(*) FROM Tasks WHERE TenantId = :source_tenant
+    expect: "== 0"
+"""
+HANGS = """
+name: hanging-move
+description: a program that outlives its timeout
+targets: [staging]
+parameters:
+  source_tenant: {type: int, min: 1}
+  target_tenant: {type: int, min: 1}
+steps:
+  - name: export
+    kind: command
+    timeout: 0.3
+    argv: [{python}, -c, "import time; time.sleep(30)"]
 """
 
 
@@ -155,6 +182,8 @@ async def world(
     folder.mkdir()
     (folder / "broken-move.yaml").write_text(BROKEN)
     (folder / "good-move.yaml").write_text(GOOD)
+    (folder / "checked-move.yaml").write_text(CHECKED)
+    (folder / "hanging-move.yaml").write_text(HANGS.replace("{python}", sys.executable))
     targets = harness.policies(create_demo_database(tmp_path / "staging.db", now=harness.now()))
     targets["staging"]["production"] = production
     start = {
@@ -245,6 +274,21 @@ async def test_a_failed_run_is_paged_acknowledged_and_resolved_by_its_rollback(
         assert [e["event"] for e in w.hook.events] == ["trigger", "acknowledge", "resolve"]
         assert len(w.pd.incidents) == 1, "the rollback's own success opens nothing"
         assert w.pd.changes == [], "change events are for production targets only"
+
+
+async def test_a_failed_check_and_a_step_over_its_timeout_are_paged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page's one line says which: a check that failed, a step that exceeded its
+    timeout; each run is its own incident."""
+    async with world(tmp_path, monkeypatch) as w:
+        checked = await w.failed_run("checked-move")
+        hung = await w.failed_run("hanging-move")
+        assert checked.state is hung.state is State.FAILED
+        await w.drain()
+        summaries = {k: i.summary for k, i in w.pd.incidents.items()}
+        assert "check 1 (tenant-is-empty) failed" in summaries[checked.run_key]
+        assert "step 1 (export) exceeded its timeout" in summaries[hung.run_key]
 
 
 async def test_the_same_failure_twice_makes_one_incident(
