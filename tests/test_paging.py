@@ -167,6 +167,7 @@ async def world(
     *,
     production: bool = False,
     status_page: bool = False,
+    **extra: Any,
 ) -> AsyncIterator[World]:
     """The bot paging the stand-ins for its staging target (and telling a status page)."""
     monkeypatch.setenv("TEST_PD_KEY", PD_KEY)
@@ -197,6 +198,7 @@ async def world(
             if status_page
             else {}
         ),
+        **extra,
     }
     clock = Clock()
     w = World(await _bot(clock, **start), pd, og, hook, clock, status, start)
@@ -310,6 +312,22 @@ async def test_the_same_failure_twice_makes_one_incident(
         await w.drain()
         assert [e["event_action"] for e in _events(w.pd)] == ["trigger", "trigger"]
         assert list(w.pd.incidents) == [m.run_key] and list(w.og.incidents) == [m.run_key]
+
+
+async def test_pages_on_a_postgresql_state_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_url: str
+) -> None:
+    """The bot's state (and so its outbox) on PostgreSQL: paged once, acknowledged once."""
+    async with world(tmp_path, monkeypatch, database_url=pg_url) as w:
+        m = await w.failed_run()
+        pager = w.h.bot.service.engine.pager
+        pager.trigger(m, "another reason", {}, harness.now())
+        pager.acknowledge(m, BOB, harness.now())
+        pager.acknowledge(m, BOB, harness.now())  # a second click
+        await w.drain()
+        actions = [e["event_action"] for e in _events(w.pd)]
+        assert actions == ["trigger", "trigger", "acknowledge"]
+        assert w.pd.incidents[m.run_key].status == "acknowledged"
 
 
 async def test_a_pager_outage_delivers_the_page_after_it_once(
