@@ -591,3 +591,19 @@ def test_a_contact_naming_a_missing_variable_stops_the_start(
         load_settings(contacts={"pagerduty": {"routing_key_env": "NO_SUCH_PD_KEY"}})
     with pytest.raises(ConfigError, match="not a Slack user id"):
         load_settings(contacts={"slack": ["@dba-team"]})
+
+
+def test_serve_refuses_to_start_when_a_contact_names_a_missing_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`barq-bot serve` with a contact whose secret is not in the environment: one line that
+    names the setting and the variable, exit code 2."""
+    from bot import cli
+
+    config = tmp_path / "barq.yaml"
+    config.write_text("contacts:\n  opsgenie:\n    api_key_env: MISSING_OG_KEY\n")
+    monkeypatch.setenv("BARQ_CONFIG", str(config))
+    monkeypatch.delenv("MISSING_OG_KEY", raising=False)
+    assert cli.main(["serve"]) == 2
+    error = capsys.readouterr().err
+    assert "contacts.opsgenie" in error and "MISSING_OG_KEY, which is not set" in error
