@@ -513,6 +513,11 @@ async def test_the_webhook_is_signed_and_a_bad_signature_is_refused(
         await w.failed_run()
         await w.drain()
         assert w.hook.events == [] and len(w.hook.requests) == 1
+        thread = [x for x in w.h.slack.messages_in(MIGRATIONS) if x.get("thread_ts")]
+        assert any(
+            "to the webhook was refused (HTTP 401" in x["text"] and "nobody was paged" in x["text"]
+            for x in thread
+        ), "a refused page is said in the run's thread"
         signature = w.hook.requests[0]["headers"]["X-Barq-Signature"]
         assert signature.startswith("sha256=") and len(signature) == 7 + 64
         w.clock.advance(600)

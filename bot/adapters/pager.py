@@ -321,8 +321,27 @@ class PageDelivery:
         return False
 
     async def _drop(self, item: Pending, error: str) -> bool:
+        """Give up on ``item`` (retrying cannot help), and say so in the run's thread: a page
+        nobody received must not go unnoticed."""
         logger.error("page %s refused, dropped: %s", item.key, error)
-        await asyncio.to_thread(self.outbox.failed, item, error, self.clock(), retry_in=None)
+        now = self.clock()
+        await asyncio.to_thread(self.outbox.failed, item, error, now, retry_in=None)
+        event = item.payload
+        service = NAMES.get(str(event.get("service")), "a pager")
+        text = (
+            f":warning: The {event.get('action')} page of #{event['migration']['id']} to"
+            f" {service} was refused ({error[:300]}); nobody was paged there. An admin must fix"
+            " the contact in the configuration."
+        )
+        await asyncio.to_thread(
+            self.outbox.put_once,
+            f"page-refused:{item.key}"[:100],
+            self.notify_channel,
+            blocks.notice(text),
+            now,
+            thread_key=str(event["slack_key"]),
+        )
+        self.on_slack()
         return False
 
     def _outage(self) -> datetime | None:
