@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -155,7 +156,7 @@ class OutboxPager:
                 "rollback_of": m.rollback_of,
             },
             "summary": summary,
-            "details": details,
+            "details": json.loads(json.dumps(details, default=str)),  # as stored: plain JSON
             "user": user,
             "at": now.isoformat(),
             "slack_key": f"progress:{m.id}",
