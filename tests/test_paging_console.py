@@ -25,7 +25,8 @@ def test_a_production_run_shows_its_change_events_as_lines(tmp_path: Path) -> No
     started = "📟 change event: #1 tenant-consolidation started on production — not sent"
     assert started in out
     assert "📟 change event: #1 tenant-consolidation on production: succeeded" in out
-    assert "it would have gone to the contacts of production" in out
+    assert "no emergency contacts are configured for production" in out
+    assert "📟 resolve" not in out, "nothing was paged, so nothing is resolved"
 
 
 def test_a_page_is_a_line_naming_where_it_would_have_gone() -> None:
@@ -40,4 +41,6 @@ def test_a_page_is_a_line_naming_where_it_would_have_gone() -> None:
     assert len(lines) == 1
     said = f"page (critical, incident {m.run_key}): #1 x on production: step 2 (y) failed"
     assert said in lines[0]
-    assert "not sent: no emergency contacts are configured" in lines[0]
+    assert "not sent: no emergency contacts are configured for production" in lines[0]
+    pager.resolve(m, "#1 was rolled back by #2", datetime.now(UTC))
+    assert "📟 resolve incident" in lines[1]

@@ -237,26 +237,31 @@ class ConsolePager:
     def __init__(self, out: Callable[[str], None], production: Callable[[str], bool]) -> None:
         self.out = out
         self.production = production
+        self._open: set[str] = set()  # the incidents paged (run keys), as a pager keeps them
 
     def _say(self, m: Migration, what: str) -> None:
         self.out(
-            f"\n📟 {what} — not sent: no emergency contacts are configured; it would have gone"
-            f" to the contacts of {m.target} (PagerDuty, Opsgenie, webhook or Slack mentions,"
-            " under contacts: in the configuration)"
+            f"\n📟 {what} — not sent: no emergency contacts are configured for {m.target};"
+            " it would have gone to its PagerDuty, Opsgenie, webhook or Slack contacts"
+            " (contacts: in the configuration)"
         )
 
     def trigger(self, m: Migration, reason: str, details: dict[str, Any], now: datetime) -> None:
         """Say where the page would have gone."""
         severity = "critical" if self.production(m.target) else "error"
+        self._open.add(m.run_key)
         self._say(m, f"page ({severity}, incident {m.run_key}): {reason}")
 
     def acknowledge(self, m: Migration, user: str, now: datetime) -> None:
         """Say where the acknowledgement would have gone."""
-        self._say(m, f"acknowledge incident {m.run_key} (by {user})")
+        if m.run_key in self._open:
+            self._say(m, f"acknowledge incident {m.run_key} (by {user})")
 
     def resolve(self, m: Migration, why: str, now: datetime) -> None:
-        """Say where the resolution would have gone."""
-        self._say(m, f"resolve incident {m.run_key}: {why}")
+        """Say where the resolution would have gone, for an incident that was paged."""
+        if m.run_key in self._open:
+            self._open.discard(m.run_key)
+            self._say(m, f"resolve incident {m.run_key}: {why}")
 
     def change(self, m: Migration, summary: str, now: datetime) -> None:
         """Say where a production change event would have gone."""
