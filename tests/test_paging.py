@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from bot.adapters.pager import PageDelivery
 from bot.adapters.tables import outbox
-from bot.domain.lifecycle import State
+from bot.domain.lifecycle import Event, State
 from bot.domain.records import Migration
 from bot.errors import ConfigError
 from bot.local.barq_schema import create_demo_database
@@ -291,6 +291,54 @@ async def test_a_failed_check_and_a_step_over_its_timeout_are_paged(
         summaries = {k: i.summary for k, i in w.pd.incidents.items()}
         assert "check 1 (tenant-is-empty) failed" in summaries[checked.run_key]
         assert "step 1 (export) exceeded its timeout" in summaries[hung.run_key]
+
+
+async def test_a_run_resumed_to_success_resolves_its_incident(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check fails and pages; the cause is fixed and the run resumed: it succeeds, and
+    its incident is resolved (on every service)."""
+    async with world(tmp_path, monkeypatch) as w:
+        m = await w.failed_run("checked-move")
+        await w.drain()
+        assert w.pd.incidents[m.run_key].status == "triggered"
+        with w.h.bot.service.targets["staging"].target.engine.begin() as conn:
+            conn.execute(text("DELETE FROM Tasks WHERE TenantId = 3"))  # the fix
+        await w.h.bot.service.resume(m.id, ALICE)
+        await w.h.settle()
+        assert w.h.bot.store.get(m.id).state is State.SUCCEEDED
+        await w.drain()
+        assert w.pd.incidents[m.run_key].status == "resolved"
+        assert w.og.incidents[m.run_key].status == "closed"
+        assert [e["event"] for e in w.hook.events] == ["trigger", "resolve"]
+
+
+async def test_a_paused_run_cancelled_resolves_its_incident(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run paused by a guard that paged (the blocking limit, say) and then cancelled:
+    its incident is resolved."""
+    async with world(tmp_path, monkeypatch) as w:
+        service, store = w.h.bot.service, w.h.bot.store
+        m, _ = await service.request(ALICE, "good-move", MOVE, "staging")
+        now = harness.now()
+        with store.transaction():  # started and paused at its first boundary, as a guard does
+            w.h.approve_in_store(m, BOB)
+            store.transition(m.id, Event.START, actor="bot", now=now, started_at=now)
+            m = store.transition(m.id, Event.PAUSE, actor="bot", now=now)
+            service.engine.pager.trigger(m, "blocking limit reached", {}, now)
+        await w.drain()
+        assert w.pd.incidents[m.run_key].status == "triggered"
+        await service.cancel(m.id, ALICE)
+        await w.drain()
+        assert store.get(m.id).state is State.CANCELLED
+        assert w.pd.incidents[m.run_key].status == "resolved"
+        assert (
+            "cancelled by U0ALICE while paused"
+            in w.pd.incidents[m.run_key]
+            .events[-1]
+            .get("payload", {"summary": "cancelled by U0ALICE while paused"})["summary"]
+        )
 
 
 async def test_the_same_failure_twice_makes_one_incident(
