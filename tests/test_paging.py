@@ -333,12 +333,9 @@ async def test_a_paused_run_cancelled_resolves_its_incident(
         await w.drain()
         assert store.get(m.id).state is State.CANCELLED
         assert w.pd.incidents[m.run_key].status == "resolved"
-        assert (
-            "cancelled by U0ALICE while paused"
-            in w.pd.incidents[m.run_key]
-            .events[-1]
-            .get("payload", {"summary": "cancelled by U0ALICE while paused"})["summary"]
-        )
+        resolved = w.hook.events[-1]
+        assert resolved["event"] == "resolve"
+        assert resolved["summary"] == f"#{m.id} was cancelled by {ALICE} while paused"
 
 
 async def test_the_same_failure_twice_makes_one_incident(
