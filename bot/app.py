@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -19,13 +19,14 @@ from sqlalchemy import text
 import handlers
 from bot.adapters.monitor import BlockingMonitor, Watched
 from bot.adapters.outbox import Outbox
+from bot.adapters.pager import OutboxPager, PageDelivery
 from bot.adapters.runbook_files import RunbookLibrary
 from bot.adapters.scheduler import Scheduler
 from bot.adapters.schema_migrations import upgrade
 from bot.adapters.slack import Delivery, SlackDirectory, SlackNotices, web_client
 from bot.adapters.store import Store, state_engine
 from bot.adapters.targets.target import Target
-from bot.domain.ports import Clock
+from bot.domain.ports import Clock, NoPager, Pager
 from bot.engine import Engine
 from bot.errors import ConfigError
 from bot.executors import Executors
@@ -52,11 +53,14 @@ class Bot:
     delivery: Delivery
     bolt: AsyncApp
     scheduler: Scheduler
+    pages: PageDelivery | None = None  # None when no emergency contacts are configured
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start_background(self) -> None:
         """Start outbox delivery and the scheduler; pick up runs a restart interrupted."""
         self._tasks.append(asyncio.create_task(self.delivery.run_forever(), name="outbox"))
+        if self.pages is not None:
+            self._tasks.append(asyncio.create_task(self.pages.run_forever(), name="pages"))
         self._tasks.append(asyncio.create_task(_check_token(self.bolt.client), name="auth.test"))
         self.scheduler.start()
         await self.scheduler.run_pass()
@@ -72,6 +76,8 @@ class Bot:
         self._tasks.clear()
         try:  # a last delivery pass; what Slack does not take in time goes out at next start
             async with asyncio.timeout(drain_seconds):
+                if self.pages is not None:
+                    await self.pages.drain()
                 await self.delivery.drain()
         except TimeoutError:
             queued = await asyncio.to_thread(self.outbox.undelivered)
@@ -101,6 +107,27 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
         approvals_channel=settings.approvals_channel,
         notify_channel=settings.notify_channel,
     )
+    pager: Pager = NoPager()
+    pages: PageDelivery | None = None
+    kick = delivery.kick
+    if settings.paging():
+        pager = OutboxPager(
+            outbox,
+            settings.contacts_for,
+            _production(settings),
+            notices,
+            status_page=settings.status_page,
+        )
+        pages = PageDelivery(
+            outbox,
+            settings.contacts_for,
+            clock,
+            notify_channel=settings.notify_channel or settings.approvals_channel,
+            workspace_url=settings.slack_workspace_url,
+            on_slack=delivery.kick,
+            status_page=settings.status_page,
+        )
+        kick = _both(delivery.kick, pages.kick)
     executors = Executors(
         store,
         clock,
@@ -119,8 +146,8 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
         runbooks=runbooks,
         targets=targets,
         clock=clock,
-        on_change=delivery.kick,
-        engine=Engine(store, notices, clock, delivery.kick, executors, watcher=monitor),
+        on_change=kick,
+        engine=Engine(store, notices, clock, kick, executors, watcher=monitor, pager=pager),
     )
     scheduler = Scheduler(service.run_due, clock, poll_seconds=settings.poll_seconds)
     service.wake = scheduler.wake
@@ -133,12 +160,37 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
     )
     handlers.register(bolt, service)
     _warn_missing(settings)
+    if not settings.paging():  # optional: said, not warned
+        logger.info(
+            "no emergency contacts are configured: failed runs page nobody; set contacts:"
+            " (PagerDuty, Opsgenie, a webhook or Slack mentions) in $BARQ_CONFIG to page them"
+        )
     logger.info(
         "bot ready: %d runbooks, targets %s",
         len(runbooks.all()),
         ", ".join(e.target.describe() for e in targets.values()) or "none",
     )
-    return Bot(settings, store, outbox, service, delivery, bolt, scheduler)
+    return Bot(settings, store, outbox, service, delivery, bolt, scheduler, pages)
+
+
+def _production(settings: Settings) -> Callable[[str], bool]:
+    """Whether a target (by name) is a production one."""
+
+    def production(target: str) -> bool:
+        cfg = settings.targets.get(target)
+        return cfg is not None and cfg.production
+
+    return production
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    """One wake-up that calls ``first`` and ``second`` (the Slack and the page delivery)."""
+
+    def kick() -> None:
+        first()
+        second()
+
+    return kick
 
 
 def _quiet_bolt() -> None:

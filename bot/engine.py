@@ -12,14 +12,16 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
+from bot.domain import paging
 from bot.domain.control import Control, StepOutcome
 from bot.domain.lifecycle import Event, State
 from bot.domain.plan import PlannedStep
 from bot.domain.ports import Clock, NoPager, Notifier, Pager, StepRunner, Store, Watcher
 from bot.domain.progress import LiveProgress, earlier_end, skip_detail
-from bot.domain.records import Migration
+from bot.domain.records import Migration, StepRun
 from bot.domain.rollback import finished_notice
 from bot.errors import InvalidTransition, StateUnavailable, StepFailed, TargetUnavailable
 
@@ -182,6 +184,7 @@ class Engine:
                 migration_id, Event.START, actor="bot", now=now, started_at=now
             )
             self.notifier.progress(m, [], now, None)
+            self.pager.change(m, f"#{m.id} {m.runbook} started on {m.target}", now)
         logger.info("migration %s: started", migration_id)
 
     async def _steps(self, migration_id: int, restarted: bool) -> None:
@@ -269,7 +272,9 @@ class Engine:
             self.store.step_finished(
                 m.id, "run", step.index, state="failed", rows=rows, detail=message, now=now
             )
-            self._finish(m.id, Event.FAIL, f"step {step.index} ({step.name}): {message}")
+            reason = paging.failure_reason(m, step.index, step.name, step.kind, message)
+            error = f"step {step.index} ({step.name}): {message}"
+            self._finish(m.id, Event.FAIL, error, page=reason)
         logger.warning("migration %s: step %s failed: %s", m.id, step.index, message)
 
     def _stop(self, migration_id: int, control: Control) -> None:
@@ -285,7 +290,25 @@ class Engine:
             self.notifier.progress(m, self.store.step_runs(migration_id), now, None)
         logger.info("migration %s: paused at a boundary", migration_id)
 
-    def _finish(self, migration_id: int, event: Event, error: str | None) -> None:
+    def _page(self, m: Migration, runs: list[StepRun], page: str | None, now: datetime) -> None:
+        """Page a failed run; resolve the incident of a run that succeeded (resumed or not),
+        was cancelled, or was undone by this rollback; record the change's end."""
+        if m.state is State.FAILED:
+            summary = page or paging.run_failed(m, m.error)
+            self.pager.trigger(m, summary, paging.details(m, runs), now)
+        elif m.state is State.SUCCEEDED:
+            self.pager.resolve(m, f"#{m.id} succeeded", now)
+            if m.rollback_of is not None:
+                original = self.store.get(m.rollback_of)
+                self.pager.resolve(original, f"#{original.id} was rolled back by #{m.id}", now)
+        elif m.state is State.CANCELLED:
+            self.pager.resolve(m, f"#{m.id} was cancelled", now)
+        self.pager.change(m, f"#{m.id} {m.runbook} on {m.target}: {m.state.value}", now)
+
+    def _finish(
+        self, migration_id: int, event: Event, error: str | None, *, page: str | None = None
+    ) -> None:
+        """End the run with ``event``; a failure pages (``page`` is its summary, if known)."""
         now = self.clock()
         with self.store.transaction():
             m = self.store.lock(migration_id)  # a cancel may land at the same moment
@@ -300,4 +323,5 @@ class Engine:
             if m.rollback_of is not None:  # the run it undoes hears how it went
                 original = self.store.get(m.rollback_of)
                 self.notifier.notice(original, finished_notice(m), now)
+            self._page(m, runs, page, now)
         logger.info("migration %s: %s", migration_id, m.state.value)

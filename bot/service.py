@@ -390,6 +390,7 @@ class Service:
                 runs = self.store.step_runs(m.id)
                 self.notifier.progress(m, runs, now, None)
                 self.notifier.outcome(m, runs, now)
+                self.engine.pager.resolve(m, f"#{m.id} was cancelled by {user} while paused", now)
                 self._announce(m, user, f"#{m.id} was cancelled by <@{user}> while paused.")
                 return m
             if m.state not in (State.REQUESTED, State.APPROVED):

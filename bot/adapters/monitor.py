@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.adapters.targets.dialect import error_message
 from bot.adapters.targets.target import Target
+from bot.domain import paging
 from bot.domain.blocking import (
     Decision,
     Episode,
@@ -256,6 +257,7 @@ class BlockingMonitor:
             blocking = decision.state.open.get("blocking")
             waits = blocking.waits if blocking else ()
             details: dict[str, Any] = {
+                **paging.details(m, self.store.step_runs(m.id)),
                 "why": decision.pause,
                 "blocked_sessions": [w.session for w in waits],
                 "statements": [w.statement[:200] for w in waits],

@@ -3,6 +3,9 @@
 A message has a key (e.g. ``progress:12``). The first send of a key posts a message; later sends
 of the same key update it in place. A delivery that fails transiently is retried later, so a
 Slack outage delays news and loses none.
+
+A message's channel says which delivery takes it: a Slack channel id (the ``slack`` lane), or
+``<lane>:<destination>`` for another one (``page:pagerduty`` is the pagers' lane, ``page``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ class Pending:
     thread_key: str | None
     payload: dict[str, Any]
     attempts: int
+
+
+def lane_of(channel: str) -> str:
+    """The delivery lane a message's channel belongs to: ``slack`` for a Slack channel id,
+    else the part before the first colon (``page:pagerduty`` → ``page``)."""
+    return channel.split(":", 1)[0] if ":" in channel else "slack"
 
 
 class Outbox:
@@ -58,8 +67,38 @@ class Outbox:
                 )
             )
 
-    def due(self, now: datetime, limit: int = 50) -> list[Pending]:
-        """Unsent messages due now, in order of their key's first queued version.
+    def put_once(
+        self,
+        key: str,
+        channel: str,
+        payload: dict[str, Any],
+        now: datetime,
+        *,
+        thread_key: str | None = None,
+    ) -> bool:
+        """Queue ``payload`` under ``key`` unless that key was ever queued (an event that
+        must be sent once); return whether it was queued."""
+        with self._store.transaction() as conn:
+            found = conn.execute(
+                select(outbox.c.id).where(outbox.c.message_key == key).limit(1)
+            ).first()
+            if found is not None:
+                return False
+            self.put(key, channel, payload, now, thread_key=thread_key)
+            return True
+
+    def keys(self, prefix: str) -> list[str]:
+        """The keys ever queued that start with ``prefix``, oldest first."""
+        with self._store.transaction() as conn:
+            rows = conn.execute(
+                select(outbox.c.message_key)
+                .where(outbox.c.message_key.startswith(prefix, autoescape=True))
+                .order_by(outbox.c.id)
+            ).all()
+        return list(dict.fromkeys(r.message_key for r in rows))
+
+    def due(self, now: datetime, limit: int = 50, *, lane: str = "slack") -> list[Pending]:
+        """Unsent messages of ``lane`` due now, in order of their key's first queued version.
 
         Of several versions queued for one key only the newest is sent (the older ones are
         marked superseded): an update in place needs only the latest content. A reply waits
@@ -84,7 +123,9 @@ class Outbox:
         ready = [
             r
             for key, r in sorted(newest.items(), key=lambda kv: first[kv[0]])
-            if r.next_attempt_at <= now and not (r.thread_key and r.thread_key in newest)
+            if r.next_attempt_at <= now
+            and lane_of(r.channel) == lane
+            and not (r.thread_key and r.thread_key in newest)
         ]
         return [
             Pending(r.id, r.message_key, r.channel, r.thread_key, dict(r.payload), r.attempts)
@@ -99,6 +140,11 @@ class Outbox:
             conn.execute(
                 insert(slack_messages).values(message_key=item.key, channel=channel, ts=ts)
             )
+
+    def delivered(self, item: Pending, now: datetime) -> None:
+        """Mark ``item`` delivered somewhere that keeps no place for it (not a Slack message)."""
+        with self._store.transaction() as conn:
+            conn.execute(update(outbox).where(outbox.c.id == item.id).values(sent_at=now))
 
     def failed(
         self, item: Pending, error: str, now: datetime, *, retry_in: timedelta | None
@@ -120,8 +166,20 @@ class Outbox:
             ).first()
             return None if row is None else (row.channel, row.ts)
 
-    def undelivered(self) -> int:
-        """How many messages are still waiting."""
+    def undelivered(self, lane: str | None = None) -> int:
+        """How many messages are still waiting (of ``lane``, if given)."""
         with self._store.transaction() as conn:
-            rows = conn.execute(select(outbox.c.id).where(outbox.c.sent_at.is_(None))).all()
-            return len(rows)
+            rows = conn.execute(select(outbox.c.channel).where(outbox.c.sent_at.is_(None))).all()
+        return sum(1 for r in rows if lane is None or lane_of(r.channel) == lane)
+
+    def waiting(self, lane: str) -> list[Pending]:
+        """Every unsent message of ``lane``, due or not, oldest first."""
+        with self._store.transaction() as conn:
+            rows = conn.execute(
+                select(outbox).where(outbox.c.sent_at.is_(None)).order_by(outbox.c.id)
+            ).all()
+        return [
+            Pending(r.id, r.message_key, r.channel, r.thread_key, dict(r.payload), r.attempts)
+            for r in rows
+            if lane_of(r.channel) == lane
+        ]

@@ -17,8 +17,10 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from bot.adapters import blocks
 from bot.app import Bot, build, utcnow
 from bot.domain.lifecycle import State
+from bot.domain.ports import NoPager
 from bot.local import demo, payloads
 from bot.local.console_render import changed, mrkdwn, render
+from bot.local.pagers import ConsolePager
 from bot.local.slack import LocalSlack
 
 HELP = """Type a slash command as the current user, e.g.
@@ -256,6 +258,10 @@ async def run(
 ) -> None:
     """Run the console until /quit or end of input; show the ``earlier`` messages first."""
     console = Console(bot, slack, user=user)
+    engine = bot.service.engine
+    if isinstance(engine.pager, NoPager):  # no contacts: pages are lines on the console
+        targets = bot.settings.targets
+        engine.pager = ConsolePager(console.out, lambda t: t in targets and targets[t].production)
     interactive = lines is None and sys.stdin.isatty()
     console.out("BARQ migration bot — local console (demo SQLite targets: staging, production)")
     console.out(f"you are {demo.USERS[console.user]}. Type /help for help.")
