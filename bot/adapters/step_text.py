@@ -135,7 +135,13 @@ def _batches(plan: BatchPlan, dialect: str) -> str:
         text += f"\nPython hook `{plan.hook}` reads {reads} and writes {writes} of the rows"
         text += f" each batch selects:{code(statements.change)}"
         return text + f"one row at a time with:{code(statements.row_update or '')}"
-    return text + "\nEach batch runs:" + code(statements.change)
+    if statements.journalled:
+        text += (
+            f"\nEach batch journals the keys it updates into `{plan.journal}` (migration_id, "
+            "table_name, row_id) in the same transaction as the update"
+        )
+    runs = [statements.journal, statements.change]
+    return text + "\nEach batch runs:" + "".join(code(sql) for sql in runs if sql)
 
 
 @renders(
