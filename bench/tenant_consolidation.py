@@ -87,11 +87,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--runbook", type=Path, default=RUNBOOK, help="the runbook bot_runbook runs"
     )
+    parser.add_argument(
+        "--baseline-runbook",
+        type=Path,
+        default=None,
+        help="also run this runbook (e.g. an earlier version of the file, named as the runbook"
+        " is) right after bot_runbook, as bot_runbook_baseline: both against the same single",
+    )
     args = parser.parse_args(argv)
     args.ways = [w.strip() for w in args.only.split(",") if w.strip()]
     unknown = sorted(set(args.ways) - set(WAYS))
     if unknown or not args.ways:
         parser.error(f"--only: unknown way(s) {unknown or '(none given)'}; pick from {WAYS}")
+    if args.baseline_runbook is not None and "bot_runbook" in args.ways:
+        at = args.ways.index("bot_runbook") + 1
+        args.ways[at:at] = ["bot_runbook_baseline"]
     return args
 
 
@@ -187,6 +197,9 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "run_over_single_target_max": TARGET_RUN_OVER_SINGLE,
             "run_over_single_met": run_over_single <= TARGET_RUN_OVER_SINGLE,
         }
+    baseline = results.get("bot_runbook_baseline")
+    if single and baseline:
+        found["baseline_run_over_single"] = rnd(baseline["seconds"] / single["seconds"])
     if single and "keyset" in results:
         found["keyset_over_single"] = rnd(results["keyset"]["seconds"] / single["seconds"])
     if bot:
@@ -220,6 +233,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "single": lambda: loops.single_statement(url),
             "bot_batch_step": lambda: run_bot_step(url),
             "bot_runbook": lambda: run_bot_runbook(url, args.runbook),
+            "bot_runbook_baseline": lambda: run_bot_runbook(url, args.baseline_runbook),
             "keyset": lambda: loops.keyset_loop(url, args.keyset_batch),
             "offset_loop": lambda: offset_run(url, args, args.offset_sleep_ms),
             "offset_loop_no_sleep": lambda: offset_run(url, args, 0.0),
