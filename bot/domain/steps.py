@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
-    SerializationInfo,
     SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
@@ -190,9 +189,7 @@ class BatchStep(_Step):
         return None if value is False else value
 
     @model_serializer(mode="wrap")
-    def _unset_journal_unsaid(
-        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> dict[str, Any]:
+    def _unset_journal_unsaid(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """No ``journal`` key when there is no journal: the runbook digests (and the plan
         hashes) of runbooks written before the option stay as they were."""
         dumped: dict[str, Any] = handler(self)
