@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlglot
 from sqlalchemy import create_engine, text
 
 from bot.adapters.runbook_files import load_runbook
+from bot.adapters.targets.batch_sql import batch_sql
 from bot.adapters.targets.batches import BatchJob, BatchReport, run_batches
+from bot.adapters.targets.dialects import dialect_for
 from bot.adapters.targets.target import Target
 from bot.domain.batching import BatchSettings
 from bot.domain.plan import build_plan
@@ -179,3 +182,20 @@ def test_the_arrived_checks_fail_for_a_journalled_row_that_left_the_target_tenan
         "moved-tasks-arrived",
         "moved-users-arrived",
     ]
+
+
+def test_the_runbooks_checks_and_journalled_moves_parse_as_t_sql() -> None:
+    """SQL Server cannot run here: its statements of the runbook at least parse as T-SQL."""
+    runbook = load_runbook(ROOT / "runbooks" / "tenant-consolidation.yaml")
+    plan = build_plan(runbook, {"source_tenant": 2, "target_tenant": 4}, "production", "mssql")
+    found = []
+    for step in plan.steps:
+        if isinstance(step, PlannedCheck):
+            found.append(step.sql)
+        elif isinstance(step, PlannedBatch):
+            assert step.batch.journal == "barq_journal"
+            found.append(batch_sql(dialect_for("mssql"), step.batch).change)
+    assert len(found) == 8
+    for sql in found:
+        trees = sqlglot.parse(sql, read="tsql", error_level=sqlglot.ErrorLevel.RAISE)
+        assert len(trees) == 1, sql
