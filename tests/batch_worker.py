@@ -1,6 +1,7 @@
 """The batch step of the kill test, runnable in a subprocess that the test SIGKILLs:
-``python -m tests.batch_worker URL TABLE RUN_KEY``. It prints one line per committed batch
-and ``finished <rows_done>`` at the end."""
+``python -m tests.batch_worker URL TABLE RUN_KEY [journal]``. It prints one line per committed
+batch and ``finished <rows_done>`` at the end; with ``journal`` each batch journals its keys into
+barq_journal."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from bot.domain.plan import BatchPlan
 SETTINGS = BatchSettings(size=100, min=50, max=400, budget_ms=5)
 
 
-def move(url: str, table: str, run_key: str, *, quiet: bool = False) -> BatchResult:
-    """Move every row of tenant 1 to tenant 2, counting each application in Hits."""
+def move(
+    url: str, table: str, run_key: str, *, quiet: bool = False, journal: bool = False
+) -> BatchResult:
+    """Move every row of tenant 1 to tenant 2, counting each application in Hits (and
+    journalling the keys, with ``journal``)."""
     target = Target.connect("kill-test", url)
     plan = BatchPlan(
         table=table,
@@ -25,6 +29,7 @@ def move(url: str, table: str, run_key: str, *, quiet: bool = False) -> BatchRes
         where_sql="TenantId = :s",
         set_sql="Hits = Hits + 1, TenantId = :t",
         settings=SETTINGS,
+        journal="barq_journal" if journal else None,
     )
     params = {"s": 1, "t": 2, "migration_id": run_key}
     job = BatchJob(run_key, "move", "", plan, params, timeout=30)
@@ -42,5 +47,5 @@ def move(url: str, table: str, run_key: str, *, quiet: bool = False) -> BatchRes
 
 
 if __name__ == "__main__":
-    result = move(*sys.argv[1:4])
+    result = move(*sys.argv[1:4], journal=sys.argv[4:5] == ["journal"])
     print("finished", result.rows_done, flush=True)

@@ -29,6 +29,7 @@ INSERT = BatchPlan(
     insert_columns=("Id", "TenantId", "Title"),
     insert_select_sql="Id, :target_tenant, UPPER(Title)",
 )
+JOURNALLED = UPDATE.model_copy(update={"journal": "barq_journal"})
 HOOK = BatchPlan(
     table="dbo.Users",
     key="Id",
@@ -104,6 +105,34 @@ def test_update_changes_only_the_key_range() -> None:
     assert binds(tree) == {"target_tenant", "_barq_from", "_barq_next", "source_tenant", "other"}
 
 
+def test_journalled_update_outputs_the_keys_it_changed_into_the_journal() -> None:
+    """One statement: ``UPDATE ... OUTPUT :migration_id, 'dbo.Tasks', INSERTED.Id INTO
+    barq_journal (migration_id, table_name, row_id) WHERE <the key range>``."""
+    s = batch_sql(MS, JOURNALLED)
+    assert s.journalled and s.journal is None
+    tree = tsql(s.change)
+    assert isinstance(tree, exp.Update) and tables(tree) == {"dbo.Tasks"}
+    assert [e.sql("tsql") for e in tree.expressions] == ["TenantId = :target_tenant"]
+    assert_key_range(tree.args["where"])
+    output = tree.args["returning"]
+    assert [e.sql("tsql") for e in output.expressions] == [
+        ":migration_id",
+        "'dbo.Tasks'",
+        "INSERTED.Id",
+    ]
+    into = output.args["into"]
+    assert into.name.lower() == "barq_journal"
+    assert [c.name for c in into.expressions] == ["migration_id", "table_name", "row_id"]
+    assert binds(tree) == {
+        "migration_id",
+        "target_tenant",
+        "_barq_from",
+        "_barq_next",
+        "source_tenant",
+        "other",
+    }
+
+
 def test_insert_copies_the_key_range_into_the_other_table() -> None:
     tree = tsql(batch_sql(MS, INSERT).change)
     assert isinstance(tree, exp.Insert)
@@ -168,7 +197,9 @@ def test_remaining_counts_after_the_checkpoint() -> None:
     assert binds(tree) == {"_barq_last", "source_tenant", "other"}
 
 
-@pytest.mark.parametrize("plan", [UPDATE, INSERT, HOOK], ids=["update", "insert", "hook"])
+@pytest.mark.parametrize(
+    "plan", [UPDATE, JOURNALLED, INSERT, HOOK], ids=["update", "journalled", "insert", "hook"]
+)
 def test_every_statement_parses_and_compiles_for_sql_server(plan: BatchPlan) -> None:
     """SQLAlchemy turns each ``:name`` into a pyodbc ``?``; none is left unbound."""
     dialect = mssql_pyodbc.dialect(paramstyle="qmark")  # type: ignore[no-untyped-call]  # as with pyodbc loaded

@@ -37,9 +37,9 @@ def test_request_approve_and_run_in_the_console(tmp_path: Path) -> None:
     assert "[1] Approve   [2] Reject" in out
     assert "you requested this migration, so someone else must approve it" in out
     assert "#1 tenant-consolidation on staging succeeded" in out
-    assert "All 9 steps committed and verified." in out
+    assert "All 8 steps committed and verified." in out
     status = out[out.rindex("bob> /migrate status 1") :]
-    assert "succeeded" in status and "9 of 9 steps done" in status
+    assert "succeeded" in status and "8 of 8 steps done" in status
     assert "  requested by @alice" in status, "context lines are indented"
 
 

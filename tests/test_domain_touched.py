@@ -79,7 +79,8 @@ def test_rows_by_table(
 
 
 def test_the_dry_run_counts_each_tables_rows_once() -> None:
-    """tenant-consolidation journals then moves 1,254 tasks: not "About 2,508 rows"."""
+    """tenant-consolidation moves 1,254 tasks, journalling each: not "About 2,508 rows"; the
+    journal gets a row per row moved, in its three journalled steps."""
     runbook = load_runbook(ROOT / "runbooks" / "tenant-consolidation.yaml")
     plan = build_plan(runbook, {"source_tenant": 3, "target_tenant": 7}, "staging", "sqlite")
     counts = {s.name: 1254 if "tasks" in s.name else 10 for s in plan.steps if s.count_sql}

@@ -140,7 +140,13 @@ def _batches(plan: BatchPlan, dialect: str) -> str:
             "A row the hook refuses (RowSkipped) is left unchanged and recorded, with its "
             f"reason, in `{skipped_rows.name}`; the step's result counts them."
         )
-    return text + "\nEach batch runs:" + code(statements.change)
+    if statements.journalled:
+        text += (
+            f"\nEach batch journals the keys it updates into `{plan.journal}` (migration_id, "
+            "table_name, row_id) in the same transaction as the update"
+        )
+    runs = [statements.journal, statements.change]
+    return text + "\nEach batch runs:" + "".join(code(sql) for sql in runs if sql)
 
 
 @renders(

@@ -29,7 +29,8 @@ def tables_written(step: PlannedStep) -> frozenset[str] | None:
     if isinstance(step, PlannedCommand | PlannedRestore):
         return None
     if isinstance(step, PlannedBatch | PlannedParallel):
-        names = {step.batch.table, *([step.batch.insert_into] if step.batch.insert_into else [])}
+        plan = step.batch
+        names = {plan.table, *(n for n in (plan.insert_into, plan.journal) if n is not None)}
         return frozenset(_name(n) for n in names)
     if isinstance(step, PlannedSql):
         return frozenset(_name(w.table) for w in sql_writes(step.sql))

@@ -36,6 +36,7 @@ class BatchPlan(BaseModel):
     hook_digest: str = ""
     read: tuple[str, ...] = ()
     write: tuple[str, ...] = ()
+    journal: str | None = None  # the journal table of an update's keys, in its transaction
     settings: BatchSettings = BatchSettings()
     retries: int = 5
 

@@ -11,7 +11,13 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from bot.domain.batching import BatchSettings
 from bot.domain.planned import (
@@ -148,9 +154,16 @@ class TransformChange(Model):
     digest: str = Field(default="", description="sha256 of the hook's file, set by the loader")
 
 
+class JournalOption(Model):
+    """Journal the keys each batch updates, in the batch's own transaction: one row
+    (migration_id, table_name, row_id) per updated row, in ``table`` on the target."""
+
+    table: str = Field(default="barq_journal", pattern=IDENTIFIER)
+
+
 class BatchStep(_Step):
     """Keyset-paginated work: each batch of keys in (last, next] is one short transaction
-    that also writes its checkpoint."""
+    that also writes its checkpoint (and, with ``journal``, the keys it updated)."""
 
     kind: Literal["batch"]
     table: str = Field(pattern=IDENTIFIER)
@@ -159,10 +172,30 @@ class BatchStep(_Step):
     update: SqlText | None = Field(default=None, description="a SET clause")
     insert: InsertChange | None = None
     transform: TransformChange | None = None
+    journal: JournalOption | None = Field(
+        default=None,
+        description="'true' or {table: ...}: journal the keys each batch updates, atomically",
+    )
     count: SqlText | None = None
     batch: BatchSettings = Field(default_factory=BatchSettings)
     retries: int = Field(default=5, ge=0, le=50)
     timeout: float = Field(default=60.0, gt=0, le=3600, description="per batch")
+
+    @field_validator("journal", mode="before")
+    @classmethod
+    def _journal_shorthand(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        return None if value is False else value
+
+    @model_serializer(mode="wrap")
+    def _unset_journal_unsaid(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """No ``journal`` key when there is no journal: the runbook digests (and the plan
+        hashes) of runbooks written before the option stay as they were."""
+        dumped: dict[str, Any] = handler(self)
+        if self.journal is None:
+            dumped.pop("journal", None)
+        return dumped
 
     @model_validator(mode="after")
     def _one_change(self) -> BatchStep:
@@ -171,6 +204,11 @@ class BatchStep(_Step):
             raise ValueError(
                 "a batch step needs exactly one of 'update' (a SET clause), 'insert' (copy "
                 f"into another table) or 'transform' (a Python hook); it has {given or 'none'}"
+            )
+        if self.journal is not None and self.update is None:
+            raise ValueError(
+                f"'journal' records the keys an 'update' changes, but this step has "
+                f"'{given[0]}': journal with an update step, or drop 'journal'"
             )
         for column in [
             *(self.insert.columns if self.insert else []),
@@ -206,6 +244,7 @@ class BatchStep(_Step):
             hook_digest=self.transform.digest if self.transform else "",
             read=tuple(self.transform.read) if self.transform else (),
             write=tuple(self.transform.write) if self.transform else (),
+            journal=self.journal.table if self.journal else None,
             settings=self.batch,
             retries=self.retries,
         )

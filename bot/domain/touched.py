@@ -1,7 +1,8 @@
 """Which table each planned step writes, and the rows a plan touches per table (pure).
 
-A plan's steps often go over the same rows twice (journal them, then move them): adding their
-counts would count those rows twice. The dry run shows rows per table written instead.
+A plan's steps often go over the same rows twice (copy them, then change them): adding their
+counts would count those rows twice. The dry run shows rows per table written instead (a
+journalled batch step writes its table and, a row per row changed, its journal).
 """
 
 from __future__ import annotations
@@ -68,8 +69,7 @@ def rows_by_table(steps: Iterable[PlannedStep], counts: Mapping[str, int]) -> li
     """The rows touched per table written, in the order the tables are first written."""
     tables: dict[str, list[tuple[Write, int | None]]] = {}
     for step in steps:
-        write = writes(step)
-        if write is not None:
+        for write in _every_write(step):
             tables.setdefault(write.table, []).append((write, counts.get(step.name)))
     result = []
     for table, entries in tables.items():
@@ -79,6 +79,16 @@ def rows_by_table(steps: Iterable[PlannedStep], counts: Mapping[str, int]) -> li
         overlap = changing > 1 or (changing == 1 and len(entries) > 1)
         result.append(TableRows(table, rows, len(entries), overlap))
     return result
+
+
+def _every_write(step: PlannedStep) -> list[Write]:
+    """The step's table written, and its journal: one row added per row a journalled batch
+    step updates."""
+    write = writes(step)
+    if write is None:
+        return []
+    journal = step.batch.journal if isinstance(step, PlannedBatch | PlannedParallel) else None
+    return [write, *([Write(journal, True)] if journal else [])]
 
 
 def _strip_comments(sql: str) -> str:

@@ -6,6 +6,11 @@ change statements need no NULL test and seek on the key. Every name the runner b
 with ``_barq_``, a prefix runbook parameters may not use. Identifiers are validated by the
 dialect; runbook fragments (where, set, select) are trusted text from an approved runbook and
 always sit on lines of their own, so a trailing ``--`` comment in one cannot swallow the range.
+
+A journalled update (``BatchPlan.journal``) also writes (``:migration_id``, the table's name,
+key) into the journal table for exactly the keys the UPDATE changed, in the same transaction:
+as part of the UPDATE where the dialect can (``journal`` None), else by an INSERT ... SELECT
+just before it (``journal``), whose count the runner checks against the UPDATE's.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class BatchSql:
     kind: Literal["update", "insert", "hook"]
     next_key: str  # upper key of the next batch, or NULL when none is left
     change: str  # the UPDATE, the INSERT ... SELECT, or (hook) the SELECT of the rows
+    journal: str | None  # journalled update: the journal's INSERT run just before ``change``
+    journalled: bool  # the batch's keys are journalled (by ``journal`` or within ``change``)
     row_update: str | None  # hook only: the per-row UPDATE writing every ``write`` column
     remaining: str  # matching rows after :_barq_last
     checkpoint_create: str  # insert the step's checkpoint row unless it exists
@@ -65,10 +72,16 @@ def batch_sql(dialect: Dialect, plan: BatchPlan) -> BatchSql:
     cond = f"(\n{where_clause(plan.where_sql)}\n)"
     in_range = f"{key} >= :{FROM} AND {key} <= :{NEXT} AND {cond}"
     kind: Literal["update", "insert", "hook"]
-    row_update = None
+    row_update = journal = None
+    if plan.journal is not None and plan.set_sql is None:
+        raise ValueError(f"batch step on {plan.table} journals, but only an update can journal")
     if plan.set_sql is not None:
         kind = "update"
         change = f"UPDATE {table} SET\n{plan.set_sql}\nWHERE {in_range}"
+        if plan.journal is not None:
+            journal, change = dialect.journalled_update_sql(
+                table, key, plan.set_sql, in_range, dialect.checked_identifier(plan.journal), table
+            )
     elif plan.insert_into is not None and plan.insert_select_sql is not None:
         kind = "insert"
         into = dialect.checked_identifier(plan.insert_into)
@@ -92,6 +105,8 @@ def batch_sql(dialect: Dialect, plan: BatchPlan) -> BatchSql:
         kind=kind,
         next_key=_rebound(dialect.next_key_sql(plan.table, key, _SLOT), cond),
         change=change,
+        journal=journal,
+        journalled=plan.journal is not None,
         row_update=row_update,
         remaining=_rebound(dialect.remaining_count_sql(plan.table, key, _SLOT), cond),
         checkpoint_create=(
@@ -127,7 +142,7 @@ def hook_update_sql(dialect: Dialect, plan: BatchPlan, columns: tuple[str, ...])
 def runbook_binds(statements: BatchSql) -> set[str]:
     """The runbook parameters the statements bind (the runner's own ``_barq_`` names aside)."""
     names: set[str] = set()
-    for sql in (statements.next_key, statements.change):
+    for sql in (statements.next_key, statements.change, statements.journal or ""):
         names |= bound_names(sql)
     return {n for n in names if not n.startswith(RESERVED_PREFIX)}
 

@@ -7,6 +7,10 @@ on the same checkpoint (or a dying one whose COMMIT is still in flight) is seria
 the lock. Nothing is held between batches: a paused run holds no lock. Transient errors
 (deadlock, serialization failure, lock timeout, lost connection) retry the same batch.
 
+A journalled update writes the keys it changes into the journal in that same transaction
+(batch_sql.py), so a batch that did not commit journals nothing, and the rows journalled are
+exactly the rows moved.
+
 Every function blocks: the engine calls them in a thread.
 """
 
@@ -223,7 +227,7 @@ class _Runner:
             raise ValueError(f"step {job.step!r} uses {names}, which the job's params lack")
         self.target = target
         self.where_params = _runbook_params(job, self.sql.next_key)
-        self.change_params = _runbook_params(job, self.sql.change)
+        self.change_params = _runbook_params(job, f"{self.sql.change}\n{self.sql.journal or ''}")
 
     def start(self) -> _Checkpoint:
         """Create the checkpoint row unless it exists (in its own transaction) and read it."""
@@ -295,7 +299,15 @@ class _Runner:
         return _Batch(_Checkpoint(upper, before.rows_done + rows, before.batches + 1, False), rows)
 
     def _apply(self, conn: Connection, params: dict[str, Any]) -> int:
+        journalled = None
+        if self.sql.journal is not None:
+            journalled = conn.execute(text(self.sql.journal), params).rowcount
         selected = conn.execute(text(self.sql.change), params)
+        if journalled is not None and journalled != selected.rowcount:
+            raise RuntimeError(
+                f"{self._where()}: the batch journalled {journalled} rows but updated "
+                f"{selected.rowcount}; it was rolled back. Does a trigger change the rows?"
+            )
         if self.sql.kind != "hook":
             return max(selected.rowcount or 0, 0)
         assert self.hook is not None

@@ -25,6 +25,7 @@ from bot.adapters.targets.statements import split_statements
 
 __all__ = [
     "ERROR_KINDS",
+    "JOURNAL_COLUMNS",
     "BackupInfo",
     "Dialect",
     "ErrorKind",
@@ -41,6 +42,9 @@ __all__ = [
 
 ErrorKind = Literal["deadlock", "serialization", "lock_timeout", "connection", "permanent"]
 ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
+
+#: The columns of a journal row (the bot's ``barq_journal``): the run, the table, the key.
+JOURNAL_COLUMNS = "migration_id, table_name, row_id"
 
 _IDENT_PART = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
 _IDENTIFIER = re.compile(rf"{_IDENT_PART}(?:\.{_IDENT_PART})?")
@@ -295,6 +299,24 @@ class Dialect(ABC):
             f" WHERE ({where_clause(where)}) AND {self._after_key(key)}"
             f" ORDER BY {key} LIMIT :batch_size) AS b"
         )
+
+    @abstractmethod
+    def journalled_update_sql(
+        self, table: str, key: str, set_sql: str, where: str, journal: str, label: str
+    ) -> tuple[str | None, str]:
+        """The UPDATE of a journalled batch step, and what journals its keys, so that the
+        rows updated are exactly the rows journalled, in the batch's own transaction.
+
+        ``table``, ``key`` and ``journal`` are validated identifiers; ``set_sql`` and
+        ``where`` trusted runbook fragments, each on lines of their own (``where`` is the
+        batch's key range and the runbook's condition); ``label`` the runbook's table name,
+        a validated identifier, written as ``table_name``. Each journal row is
+        (``:migration_id``, ``label``, key) into :data:`JOURNAL_COLUMNS`.
+
+        Returns (an INSERT to run just before the UPDATE, or None, and the UPDATE): one
+        statement where the database can journal what an UPDATE changed (PostgreSQL's data-
+        modifying CTE, SQL Server's ``OUTPUT ... INTO``); else two, whose row counts the
+        runner compares, rolling the batch back unless they agree."""
 
     @abstractmethod
     def statement_timeout_sql(self, seconds: float) -> str | None:

@@ -26,6 +26,7 @@ from bot.adapters.commands import TargetFields, url_fields
 from bot.errors import BackupError, BackupVerificationError, ConfigError
 
 from .dialect import (
+    JOURNAL_COLUMNS,
     BackupInfo,
     Dialect,
     ErrorKind,
@@ -363,6 +364,18 @@ class MssqlDialect(Dialect):
             f" FROM {self.checked_identifier(table)}"
             f" WHERE ({where_clause(where)}) AND {self._after_key(key)}"
             f" ORDER BY {key}) AS b OPTION (RECOMPILE)"
+        )
+
+    def journalled_update_sql(
+        self, table: str, key: str, set_sql: str, where: str, journal: str, label: str
+    ) -> tuple[str | None, str]:
+        """One statement: the UPDATE's ``OUTPUT ... INTO`` journals the keys it changed (the
+        journal table may have no trigger, foreign key or check constraint: the bot's
+        ``barq_journal`` has none)."""
+        return None, (
+            f"UPDATE {table} SET\n{set_sql}\n"
+            f"OUTPUT :migration_id, '{label}', INSERTED.{key}\n"
+            f"INTO {journal} ({JOURNAL_COLUMNS})\nWHERE {where}"
         )
 
     def statement_timeout_sql(self, seconds: float) -> str | None:

@@ -28,6 +28,7 @@ from bot.adapters.commands import (
 from bot.errors import BackupError, BackupVerificationError
 
 from .dialect import (
+    JOURNAL_COLUMNS,
     BackupInfo,
     Dialect,
     ErrorKind,
@@ -158,6 +159,18 @@ class PostgresqlDialect(Dialect):
     def _after_key(self, key: str) -> str:
         # psycopg binds server-side: a bare NULL parameter has no type, hence the casts.
         return f"(CAST(:last_key AS BIGINT) IS NULL OR {key} > CAST(:last_key AS BIGINT))"
+
+    def journalled_update_sql(
+        self, table: str, key: str, set_sql: str, where: str, journal: str, label: str
+    ) -> tuple[str | None, str]:
+        """One statement: the UPDATE in a data-modifying CTE whose RETURNING keys the INSERT
+        journals, so the rows journalled are the rows this UPDATE changed, whatever other
+        sessions commit meanwhile."""
+        return None, (
+            f"WITH moved AS (\nUPDATE {table} SET\n{set_sql}\nWHERE {where}\nRETURNING {key}\n)\n"
+            f"INSERT INTO {journal} ({JOURNAL_COLUMNS})\n"
+            f"SELECT :migration_id, '{label}', {key} FROM moved"
+        )
 
     def statement_timeout_sql(self, seconds: float) -> str | None:
         """``SET LOCAL statement_timeout``; only effective inside a transaction."""

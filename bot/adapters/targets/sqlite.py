@@ -21,6 +21,7 @@ from bot.adapters.commands import TargetFields
 from bot.errors import BackupError, BackupVerificationError
 
 from .dialect import (
+    JOURNAL_COLUMNS,
     BackupInfo,
     Dialect,
     ErrorKind,
@@ -70,6 +71,19 @@ class SqliteDialect(Dialect):
         """Turn foreign keys on for every connection the engine opens."""
         if not event.contains(engine, "connect", _foreign_keys_on):
             event.listen(engine, "connect", _foreign_keys_on)
+
+    def journalled_update_sql(
+        self, table: str, key: str, set_sql: str, where: str, journal: str, label: str
+    ) -> tuple[str | None, str]:
+        """The journal's INSERT ... SELECT of the batch's keys, then the UPDATE of the same
+        rows. SQLite has one writer at a time, and a batch writes its checkpoint row first:
+        from then on no other connection can commit, so both statements see the same rows
+        (and the runner checks that their counts agree)."""
+        journalled = (
+            f"INSERT INTO {journal} ({JOURNAL_COLUMNS})\n"
+            f"SELECT :migration_id, '{label}', {key}\nFROM {table} WHERE {where}"
+        )
+        return journalled, f"UPDATE {table} SET\n{set_sql}\nWHERE {where}"
 
     def statement_timeout_sql(self, seconds: float) -> str | None:
         """None: SQLite has no such setting; :meth:`begin` sets a progress handler."""
