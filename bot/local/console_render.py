@@ -21,6 +21,7 @@ _EMOJI = {  # every shortcode the bot's messages use (tests/test_console_output.
     ":double_vertical_bar:": "⏸",
     ":information_source:": "ℹ",
     ":repeat:": "🔁",
+    ":rewind:": "⏪",
 }
 
 
