@@ -94,7 +94,7 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
     outbox = Outbox(store)
     token = settings.slack_bot_token.get_secret_value()
     client = web_client(token, settings.slack_api_url)
-    delivery = Delivery(outbox, client, clock)
+    delivery = Delivery(outbox, client, clock, update_every=settings.slack_update_seconds)
     notices = SlackNotices(
         outbox,
         approvals_channel=settings.approvals_channel,

@@ -1,4 +1,6 @@
-"""Approve, Reject and Roll back buttons, and the rejection-reason modal.
+"""Approve, Reject and Roll back buttons, the emergency buttons of a failed or paused run
+(Stop, Assess, Roll back, Resume, Acknowledge: bot/emergency.py), and the rejection-reason
+modal.
 
 Every field of a click or form is read through handlers.payload, so a payload that lacks one
 gets an answer saying the button is not valid any more, never a traceback or a timeout.
@@ -12,10 +14,11 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import emergency
 from bot.adapters import blocks
-from bot.errors import BarqError, InvalidInteraction
+from bot.errors import BarqError, InvalidInteraction, Refused
 from bot.service import Service
-from handlers.payload import read_click, read_rejection
+from handlers.payload import Click, read_click, read_rejection
 
 logger = logging.getLogger(__name__)
 
@@ -43,19 +46,98 @@ def register(app: AsyncApp, service: Service) -> None:
 
     @app.action("rollback")
     async def rollback(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
-        """The Roll back button of a run's final report: the same as /migrate rollback."""
+        """The Roll back button of a run's final report (or of its emergency buttons): the
+        same as /migrate rollback, for its requester or an approver."""
         await ack()
+        click = None
         try:
             click = read_click(body)
-            original, _runs = await service.status(click.migration_id)
-            if original.plan.hash != click.plan_hash:
-                raise InvalidInteraction("it was made for another plan", "button")
+            await emergency.authorize(
+                service, click.migration_id, click.user, "roll back", click.plan_hash
+            )
             m, created = await service.rollback(
                 click.migration_id, click.user, request_key=click.trigger_id
             )
             reply = blocks.rollback_requested(m, created, click.user)
         except BarqError as exc:
             reply = blocks.error(f"Not rolled back: {exc}")
+            await _refused(click, "roll back", exc)
+        await _tell(respond, reply)
+
+    async def _refused(click: Click | None, button: str, exc: BarqError) -> None:
+        """A refused click (by role or state) goes in the audit log and the thread too."""
+        if click is not None and isinstance(exc, Refused):
+            await emergency.record_refusal(
+                service, click.migration_id, click.user, button, str(exc)
+            )
+
+    @app.action("stop")
+    async def stop(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+        """Stop: cancel the run at its next boundary (at once when it is paused)."""
+        await ack()
+        click = None
+        try:
+            click = read_click(body)
+            await emergency.authorize(
+                service, click.migration_id, click.user, "stop", click.plan_hash
+            )
+            m = await service.cancel(click.migration_id, click.user)
+            reply = blocks.notice(f"#{m.id} is {m.state.value}: you stopped it.")
+        except BarqError as exc:
+            reply = blocks.error(f"Not stopped: {exc}")
+            await _refused(click, "stop", exc)
+        await _tell(respond, reply)
+
+    @app.action("resume")
+    async def resume(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+        """Resume: continue the run from its last checkpoint (the cause is fixed)."""
+        await ack()
+        click = None
+        try:
+            click = read_click(body)
+            await emergency.authorize(
+                service, click.migration_id, click.user, "resume", click.plan_hash
+            )
+            m = await service.resume(click.migration_id, click.user)
+            reply = blocks.notice(f"#{m.id} resumed from its last checkpoint.")
+        except BarqError as exc:
+            reply = blocks.error(f"Not resumed: {exc}")
+            await _refused(click, "resume", exc)
+        await _tell(respond, reply)
+
+    @app.action("assess")
+    async def assess(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+        """Assess: post in the thread what a person needs to decide on."""
+        await ack()
+        click = None
+        try:
+            click = read_click(body)
+            m = await emergency.authorize(
+                service, click.migration_id, click.user, "assess", click.plan_hash
+            )
+            await emergency.assess(service, m.id, click.user)
+            reply = blocks.notice(f"The assessment of #{m.id} is posted in its thread.")
+        except BarqError as exc:
+            reply = blocks.error(f"Not assessed: {exc}")
+            await _refused(click, "assess", exc)
+        await _tell(respond, reply)
+
+    @app.action("acknowledge")
+    async def acknowledge(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None
+    ) -> None:
+        """Acknowledge: take the run's page."""
+        await ack()
+        click = None
+        try:
+            click = read_click(body)
+            m = await emergency.authorize(
+                service, click.migration_id, click.user, "acknowledge", click.plan_hash
+            )
+            reply = blocks.notice(await emergency.acknowledge(service, m, click.user))
+        except BarqError as exc:
+            reply = blocks.error(f"Not acknowledged: {exc}")
+            await _refused(click, "acknowledge", exc)
         await _tell(respond, reply)
 
     @app.action("reject")

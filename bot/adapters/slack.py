@@ -110,12 +110,28 @@ class SlackNotices:
 
 
 class Delivery:
-    """Sends what the outbox holds; posts a key's first message and updates it afterwards."""
+    """Sends what the outbox holds; posts a key's first message and updates it afterwards.
 
-    def __init__(self, outbox: Outbox, client: AsyncWebClient, clock: Clock) -> None:
+    Updates of one message are coalesced: a message is updated at most once per
+    ``update_every`` seconds (by ``clock``), with the newest content queued by then; what is
+    queued meanwhile waits (the outbox keeps only the newest version of a key), so a run's
+    progress never floods a channel and its final state is always the last one sent. Rate
+    limits (HTTP 429) are waited out by the client's retry handlers (:func:`web_client`)."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        client: AsyncWebClient,
+        clock: Clock,
+        *,
+        update_every: float = 3.0,
+    ) -> None:
         self.outbox = outbox
         self.client = client
         self.clock = clock
+        self.update_every = timedelta(seconds=update_every)
+        self._last_sent: dict[str, datetime] = {}  # message key -> when it was last sent
+        self._next_due: datetime | None = None  # the earliest update held back, if any
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None  # set once run_forever runs
@@ -145,13 +161,34 @@ class Delivery:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
             # cancellation that stops this loop when the wake-up lands at the same moment.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(idle_seconds):
+                async with asyncio.timeout(self._idle(idle_seconds)):
                     await self._wake.wait()
             self._wake.clear()
 
+    def _idle(self, idle_seconds: float) -> float:
+        """How long to wait for a kick: ``idle_seconds``, or less when an update held back
+        by coalescing falls due sooner."""
+        if self._next_due is None:
+            return idle_seconds
+        until = (self._next_due - self.clock()).total_seconds()
+        return min(idle_seconds, max(0.01, until))
+
+    def held_until(self, key: str) -> datetime | None:
+        """Until when an update of message ``key`` is held back (None: it may go now)."""
+        last = self._last_sent.get(key)
+        if last is None or self.clock() - last >= self.update_every:
+            return None
+        return last + self.update_every
+
     async def drain(self) -> int:
-        """One delivery pass; returns how many messages were sent."""
+        """One delivery pass; returns how many messages were sent. Updates held back by
+        coalescing stay queued; the delivery loop wakes when the first falls due."""
         async with self._lock:
+            self._next_due = None
+            now = self.clock()
+            self._last_sent = {
+                k: at for k, at in self._last_sent.items() if now - at < self.update_every
+            }
             sent = 0
             while True:  # again while a pass made progress: replies wait for their parents
                 batch = await asyncio.to_thread(self.outbox.due, self.clock())
@@ -162,6 +199,9 @@ class Delivery:
 
     async def _deliver(self, item: Pending) -> bool:
         where = await asyncio.to_thread(self.outbox.location, item.key)
+        if where is not None and (held := self.held_until(item.key)) is not None:
+            self._next_due = held if self._next_due is None else min(self._next_due, held)
+            return False
         try:
             if where is not None:
                 response = await self.client.chat_update(
@@ -179,6 +219,7 @@ class Delivery:
             return await self._failed(item, str(exc.response.get("error", exc)))
         except (OSError, TimeoutError) as exc:
             return await self._failed(item, f"{type(exc).__name__}: {exc}")
+        self._last_sent[item.key] = self.clock()
         await asyncio.to_thread(
             self.outbox.sent, item, str(response["channel"]), str(response["ts"]), self.clock()
         )
