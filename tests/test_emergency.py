@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -348,3 +349,67 @@ async def test_a_new_message_is_never_held_back(
     outbox.put("progress:3", "C1", _progress(0), clock())
     assert await delivery.drain() == 2
     assert [c["method"] for c in slack.calls] == ["chat.postMessage"] * 3
+
+
+# -- notices: one message per run in the notify channel, from its approval on ---------------------
+
+
+def _top_level(slack: Any, migration_id: int) -> list[dict[str, Any]]:
+    return [
+        msg
+        for msg in slack.messages_in(MIGRATIONS)
+        if not msg.get("thread_ts") and f"#{migration_id} " in msg["text"]
+    ]
+
+
+async def test_stakeholders_see_one_message_per_run_from_its_approval(demo: Harness) -> None:
+    service = demo.bot.service
+    m, _ = await service.request(
+        ALICE, "tenant-consolidation", {"source_tenant": "2", "target_tenant": "4"}, "staging"
+    )
+    await demo.bot.delivery.drain()
+    assert not _top_level(demo.slack, m.id), "a request is for the approvers only"
+    await service.approve(m.id, BOB, m.plan.hash)
+    await demo.bot.delivery.drain()
+    (notice,) = _top_level(demo.slack, m.id)
+    assert "approved" in notice["text"] and "not started" in harness.text_of(notice)
+    await demo.settle()
+    await demo.bot.delivery.drain()
+    (notice,) = _top_level(demo.slack, m.id)  # the same message, now the outcome
+    assert "succeeded" in notice["text"] and [u["text"] for u in notice["updates"]]
+    replies = [x for x in demo.slack.messages_in(MIGRATIONS) if x.get("thread_ts")]
+    assert any(r["thread_ts"] == notice["ts"] and "succeeded" in r["text"] for r in replies)
+
+    other, _ = await service.request(
+        ALICE, "tenant-consolidation", {"source_tenant": "3", "target_tenant": "5"}, "staging"
+    )
+    demo.approve_in_store(other, BOB)  # approved, not started: then cancelled
+    service.notifier.approval(demo.bot.store.get(other.id), [], service._policy(other))
+    await service.cancel(other.id, ALICE)
+    await demo.bot.delivery.drain()
+    (gone,) = _top_level(demo.slack, other.id)
+    assert "cancelled" in gone["text"]
+
+
+# -- LocalSlack's rate limit ----------------------------------------------------------------------
+
+
+async def test_local_slack_answers_429_with_retry_after_beyond_its_rate_limit() -> None:
+    now = [100.0]
+    async with LocalSlack(channels={"C1": "migrations"}) as slack:
+        slack.rate_limit("chat.update", per_minute=30, burst=2, clock=lambda: now[0])
+        async with aiohttp.ClientSession() as session:
+
+            async def update() -> tuple[int, str | None]:
+                async with session.post(
+                    f"{slack.api_url}chat.update",
+                    json={"channel": "C1", "ts": "1.0", "text": "x"},
+                    headers={"Authorization": "Bearer xoxb-local"},
+                ) as resp:
+                    return resp.status, resp.headers.get("Retry-After")
+
+            assert [(await update())[0] for _ in range(2)] == [200, 200]  # the burst
+            assert await update() == (429, "2")  # 30 a minute: one every 2 s
+            now[0] += 2.0
+            assert (await update())[0] == 200
+            assert slack.rate_limited["chat.update"] == 1

@@ -403,6 +403,12 @@ def progress(
         f" {m.state.value}",
         f"{where} · {done_rows:,} rows so far · elapsed {elapsed}",
     ]
+    if m.started_at is None:  # the stages before the run: approved, or ended unstarted
+        lines[1] = f"{total} steps; not started" + (
+            f" · starts when due; follow it with `/migrate status {m.id}`"
+            if m.state is State.APPROVED
+            else ""
+        )
     if m.state is State.CANCELLING:
         lines.append("Cancel requested: stopping at the next batch or step boundary.")
     elif m.pause_requested and m.state is State.RUNNING:

@@ -120,6 +120,14 @@ class Outbox:
             ).first()
             return None if row is None else (row.channel, row.ts)
 
+    def known(self, key: str) -> bool:
+        """Whether a message with ``key`` was ever queued (sent or not)."""
+        with self._store.transaction() as conn:
+            row = conn.execute(
+                select(outbox.c.id).where(outbox.c.message_key == key).limit(1)
+            ).first()
+            return row is not None
+
     def undelivered(self) -> int:
         """How many messages are still waiting."""
         with self._store.transaction() as conn:

@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters import blocks
 from bot.adapters.outbox import Outbox, Pending
 from bot.domain.approval import ApprovalPolicy, PriorApproval
+from bot.domain.lifecycle import State
 from bot.domain.ports import Clock
 from bot.domain.progress import LiveProgress
 from bot.domain.records import AuditEntry, Migration, StepRun
@@ -76,9 +77,18 @@ class SlackNotices:
         policy: ApprovalPolicy,
         decided: AuditEntry | None = None,
     ) -> None:
-        """Post or refresh the approval request of ``m`` (with who ``decided`` it, if told)."""
+        """Post or refresh the approval request of ``m`` (with who ``decided`` it, if told).
+
+        Once ``m`` is approved, its one message in the notify channel is posted (the stage
+        "approved"; the same message then shows it running, finished, failed), and any later
+        decision before its start (cancelled, expired, held for a fresh approval) refreshes
+        it."""
         message = blocks.approval_request(m, approvals, policy, decided)
         self.outbox.put(f"approval:{m.id}", self.approvals_channel, message, m.updated_at)
+        key = f"progress:{m.id}"
+        if m.started_at is None and (m.state is State.APPROVED or self.outbox.known(key)):
+            notice = blocks.progress(m, [], m.updated_at, None)
+            self.outbox.put(key, self.notify_channel, notice, m.updated_at)
 
     def progress(
         self, m: Migration, runs: list[StepRun], now: datetime, live: LiveProgress | None
