@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections import defaultdict
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -120,11 +121,12 @@ class Watch:
     def __init__(self) -> None:
         self.updates: dict[tuple[str, str], list[float]] = defaultdict(list)
         self.last_change = 0.0
+        self.last_change_wall = 0.0  # time.time() of the same moment
 
     def __call__(self, kind: str, record: dict[str, Any]) -> None:
         if kind in ("message", "update") and "ts" in record:
             now = time.monotonic()
-            self.last_change = now
+            self.last_change, self.last_change_wall = now, time.time()
             if kind == "update":
                 self.updates[(record["channel"], record["ts"])].append(now)
 
@@ -233,6 +235,13 @@ def check_final(state_db: Path, slack: LocalSlack) -> dict[str, Any]:
     }
 
 
+def _utc(stored: str) -> float:
+    """A time as the state store keeps it (UTC, ISO, perhaps without a zone), as a POSIX
+    timestamp."""
+    at = datetime.fromisoformat(stored)
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+
+
 def most_in_window(times: list[float], window: float) -> int:
     """The most of ``times`` within any ``window`` seconds (a little less, for clock jitter)."""
     most, start = 0, 0
@@ -285,6 +294,9 @@ async def measure(target_url: str, workdir: Path, args: argparse.Namespace) -> d
         "seconds_to_last_correct_update": rnd(watch.last_change - began, 2),
         "seconds_until_everything_finished_and_delivered": rnd(done - began, 2),
         "first_start_and_last_finish": [str(last_finish[1]), str(last_finish[0])],
+        "seconds_from_last_finish_to_last_correct_update": rnd(
+            watch.last_change_wall - _utc(str(last_finish[0])), 2
+        ),
     }
 
 
@@ -325,6 +337,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "coalescing_met": figures["max_updates_per_message_per_window"] <= 1,
             "calls_per_migration": figures["calls_per_migration"],
             "seconds_to_last_correct_update": figures["seconds_to_last_correct_update"],
+            "seconds_from_last_finish_to_last_correct_update": figures[
+                "seconds_from_last_finish_to_last_correct_update"
+            ],
         },
     }
 
