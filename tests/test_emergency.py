@@ -347,10 +347,30 @@ async def test_a_new_message_is_never_held_back(
     outbox, delivery, slack, clock = wire
     outbox.put("progress:1", "C1", _progress(0), clock())
     assert await delivery.drain() == 1
+    outbox.put("progress:1", "C1", _progress(1), clock())  # held back for 3 s
     outbox.put("outcome:1", "C1", _progress(99), clock(), thread_key="progress:1")
     outbox.put("progress:3", "C1", _progress(0), clock())
     assert await delivery.drain() == 2
     assert [c["method"] for c in slack.calls] == ["chat.postMessage"] * 3
+    assert slack.messages[1]["thread_ts"] == slack.messages[0]["ts"]
+    clock.advance(3)
+    assert await delivery.drain() == 1
+    assert slack.messages[0]["text"] == "step 1"
+
+
+async def test_held_updates_do_not_crowd_out_other_messages(
+    wire: tuple[Outbox, Delivery, LocalSlack, FakeClock],
+) -> None:
+    """A delivery pass takes 50 messages at most: updates held back are not among them."""
+    outbox, delivery, slack, clock = wire
+    for i in range(60):
+        outbox.put(f"progress:{i}", "C1", _progress(0), clock())
+    assert await delivery.drain() == 60
+    for i in range(60):
+        outbox.put(f"progress:{i}", "C1", _progress(1), clock())
+    outbox.put("progress:new", "C1", _progress(0), clock())
+    assert await delivery.drain() == 1
+    assert slack.calls[-1]["method"] == "chat.postMessage"
 
 
 # -- notices: one message per run in the notify channel, from its approval on ---------------------

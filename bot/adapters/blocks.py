@@ -515,10 +515,6 @@ def _confirm(title: str, text: str, yes: str) -> Block:
     }
 
 
-# what each emergency button does (README: Emergency flow); action ids are handlers/actions.py's
-EMERGENCY_ACTIONS = ("stop", "assess", "rollback", "resume", "acknowledge")
-
-
 def emergency_actions(m: Migration) -> Block | None:
     """The buttons of a failed or paused run (None for any other state): Stop (a run still
     going), Assess, Roll back (a failed run whose runbook can be rolled back), Resume, and

@@ -183,6 +183,13 @@ class Delivery:
         until = (self._next_due - self.clock()).total_seconds()
         return min(idle_seconds, max(0.01, until))
 
+    def _first_held(self) -> datetime | None:
+        """When the first update held back (queued, not sent) falls due, if any."""
+        held = {k for k in self._last_sent if self.held_until(k) is not None}
+        waiting = self.outbox.waiting(held) if held else set()
+        times = [at for k in waiting if (at := self.held_until(k)) is not None]
+        return min(times, default=None)
+
     def held_until(self, key: str) -> datetime | None:
         """Until when an update of message ``key`` is held back (None: it may go now)."""
         last = self._last_sent.get(key)
@@ -201,17 +208,16 @@ class Delivery:
             }
             sent = 0
             while True:  # again while a pass made progress: replies wait for their parents
-                batch = await asyncio.to_thread(self.outbox.due, self.clock())
+                held = frozenset(k for k in self._last_sent if self.held_until(k) is not None)
+                batch = await asyncio.to_thread(self.outbox.due, self.clock(), held=held)
                 delivered = [item for item in batch if await self._deliver(item)]
                 sent += len(delivered)
                 if not delivered:
+                    self._next_due = await asyncio.to_thread(self._first_held)
                     return sent
 
     async def _deliver(self, item: Pending) -> bool:
         where = await asyncio.to_thread(self.outbox.location, item.key)
-        if where is not None and (held := self.held_until(item.key)) is not None:
-            self._next_due = held if self._next_due is None else min(self._next_due, held)
-            return False
         try:
             if where is not None:
                 response = await self.client.chat_update(
