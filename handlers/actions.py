@@ -16,6 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import emergency
 from bot.adapters import blocks
+from bot.domain.lifecycle import State
 from bot.errors import BarqError, InvalidInteraction, Refused
 from bot.service import Service
 from handlers.payload import Click, read_click, read_rejection
@@ -82,7 +83,11 @@ def register(app: AsyncApp, service: Service) -> None:
                 service, click.migration_id, click.user, "stop", click.plan_hash
             )
             m = await service.cancel(click.migration_id, click.user)
-            reply = blocks.notice(f"#{m.id} is {m.state.value}: you stopped it.")
+            reply = blocks.notice(
+                f"Stopping #{m.id} at its next batch or step boundary."
+                if m.state is State.CANCELLING
+                else f"#{m.id} is {m.state.value}: you stopped it."
+            )
         except BarqError as exc:
             reply = blocks.error(f"Not stopped: {exc}")
             await _refused(click, "stop", exc)

@@ -391,7 +391,8 @@ async def test_stakeholders_see_one_message_per_run_from_its_approval(demo: Harn
     )
     await demo.bot.delivery.drain()
     assert not _top_level(demo.slack, m.id), "a request is for the approvers only"
-    await service.approve(m.id, BOB, m.plan.hash)
+    demo.approve_in_store(m, BOB)  # as Service.approve records it, without starting the run
+    service.notifier.approval(demo.bot.store.get(m.id), [], service._policy(m))
     await demo.bot.delivery.drain()
     (notice,) = _top_level(demo.slack, m.id)
     assert "approved" in notice["text"] and "not started" in harness.text_of(notice)
@@ -435,3 +436,15 @@ async def test_local_slack_answers_429_with_retry_after_beyond_its_rate_limit() 
             now[0] += 2.0
             assert (await update())[0] == 200
             assert slack.rate_limited["chat.update"] == 1
+
+
+async def test_an_approver_resumes_a_paused_run_from_its_button(demo: Harness) -> None:
+    m = await _paused(demo)
+    paused = _emergency(demo.slack, m.id)
+    assert paused is not None
+    reply = await demo.click(BOB, paused, "resume")
+    assert reply is not None and "resumed from its last checkpoint" in harness.text_of(reply)
+    await demo.settle()
+    assert demo.bot.store.get(m.id).state is State.SUCCEEDED
+    await demo.slack.wait_for(lambda s: _thread(s, m.id, "resumed by <@U0BOB>"), timeout=10)
+    assert (BOB, "resume") in [(a.actor, a.action) for a in demo.bot.store.audit_trail(m.id)]
