@@ -71,7 +71,7 @@ class Bot:
         self._tasks.clear()
         try:  # a last delivery pass; what Slack does not take in time goes out at next start
             async with asyncio.timeout(drain_seconds):
-                await self.delivery.drain()
+                await self.delivery.drain(hold=False)  # the newest state, held or not
         except TimeoutError:
             queued = await asyncio.to_thread(self.outbox.undelivered)
             logger.warning("stopping with %d Slack messages still queued", queued)

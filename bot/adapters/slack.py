@@ -197,10 +197,13 @@ class Delivery:
             return None
         return last + self.update_every
 
-    async def drain(self) -> int:
+    async def drain(self, *, hold: bool = True) -> int:
         """One delivery pass; returns how many messages were sent. Updates held back by
-        coalescing stay queued; the delivery loop wakes when the first falls due."""
+        coalescing stay queued (the delivery loop wakes when the first falls due), unless
+        ``hold`` is False (the last pass before the bot stops sends them all)."""
         async with self._lock:
+            if not hold:
+                self._last_sent.clear()
             self._next_due = None
             now = self.clock()
             self._last_sent = {
