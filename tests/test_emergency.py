@@ -36,7 +36,7 @@ ALICE, BOB, DAVE = "U0ALICE", "U0BOB", "U0DAVE"  # BOB approves on staging; DAVE
 KEPT = 900001  # an old audit row whose values the target refuses to clear
 
 
-def _emergency(slack: Any, migration_id: int) -> dict[str, Any] | None:
+def _emergency(slack: LocalSlack, migration_id: int) -> dict[str, Any] | None:
     """The message of ``migration_id`` that carries its emergency buttons."""
     for msg in slack.messages_in(MIGRATIONS):
         if any(b.get("block_id") == f"emergency:{migration_id}" for b in msg.get("blocks", [])):
@@ -44,7 +44,7 @@ def _emergency(slack: Any, migration_id: int) -> dict[str, Any] | None:
     return None
 
 
-def _thread(slack: Any, migration_id: int, words: str) -> dict[str, Any] | None:
+def _thread(slack: LocalSlack, migration_id: int, words: str) -> dict[str, Any] | None:
     """A reply in the migrations channel that says ``words`` about ``migration_id``."""
     for msg in slack.messages_in(MIGRATIONS):
         said = harness.text_of(msg)
@@ -180,12 +180,9 @@ async def _paused(h: Harness) -> Migration:
         ALICE, "tenant-consolidation", {"source_tenant": "2", "target_tenant": "4"}, "staging"
     )
     now = harness.now()
-    for event, fields in (
-        (Event.APPROVE, {}),
-        (Event.START, {"started_at": now}),
-        (Event.PAUSE, {}),
-    ):
-        m = h.bot.store.transition(m.id, event, actor="bot", now=now, **fields)
+    m = h.bot.store.transition(m.id, Event.APPROVE, actor="bot", now=now)
+    m = h.bot.store.transition(m.id, Event.START, actor="bot", now=now, started_at=now)
+    m = h.bot.store.transition(m.id, Event.PAUSE, actor="bot", now=now)
     h.bot.service.notifier.progress(m, [], now, None)
     await h.bot.delivery.drain()
     return m
