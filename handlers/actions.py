@@ -9,6 +9,7 @@ gets an answer saying the button is not valid any more, never a traceback or a t
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -17,6 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import emergency
 from bot.adapters import blocks
 from bot.domain.lifecycle import State
+from bot.domain.records import Migration
 from bot.errors import BarqError, InvalidInteraction, Refused
 from bot.service import Service
 from handlers.payload import Click, read_click, read_rejection
@@ -45,87 +47,79 @@ def register(app: AsyncApp, service: Service) -> None:
             reply = blocks.error(f"Not approved: {exc}")
         await _tell(respond, reply)
 
+    async def emergency_click(
+        body: dict[str, Any],
+        respond: AsyncRespond | None,
+        verb: str,
+        failed: str,
+        act: Callable[[Click, Migration], Awaitable[blocks.Message]],
+    ) -> None:
+        """One click of a run's emergency button: read it, let only the requester or an
+        approver ``verb`` the run, ``act``, and answer the clicker (``failed`` prefixes a
+        refusal, which also goes in the audit log and the run's thread)."""
+        click = None
+        try:
+            click = read_click(body)
+            m = await emergency.authorize(
+                service, click.migration_id, click.user, verb, click.plan_hash
+            )
+            reply = await act(click, m)
+        except BarqError as exc:
+            reply = blocks.error(f"{failed}: {exc}")
+            if click is not None and isinstance(exc, Refused):
+                await emergency.record_refusal(
+                    service, click.migration_id, click.user, verb, str(exc)
+                )
+        await _tell(respond, reply)
+
     @app.action("rollback")
     async def rollback(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
         """The Roll back button of a run's final report (or of its emergency buttons): the
         same as /migrate rollback, for its requester or an approver."""
         await ack()
-        click = None
-        try:
-            click = read_click(body)
-            await emergency.authorize(
-                service, click.migration_id, click.user, "roll back", click.plan_hash
-            )
-            m, created = await service.rollback(
-                click.migration_id, click.user, request_key=click.trigger_id
-            )
-            reply = blocks.rollback_requested(m, created, click.user)
-        except BarqError as exc:
-            reply = blocks.error(f"Not rolled back: {exc}")
-            await _refused(click, "roll back", exc)
-        await _tell(respond, reply)
 
-    async def _refused(click: Click | None, button: str, exc: BarqError) -> None:
-        """A refused click (by role or state) goes in the audit log and the thread too."""
-        if click is not None and isinstance(exc, Refused):
-            await emergency.record_refusal(
-                service, click.migration_id, click.user, button, str(exc)
+        async def act(click: Click, original: Migration) -> blocks.Message:
+            m, created = await service.rollback(
+                original.id, click.user, request_key=click.trigger_id
             )
+            return blocks.rollback_requested(m, created, click.user)
+
+        await emergency_click(body, respond, "roll back", "Not rolled back", act)
 
     @app.action("stop")
     async def stop(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
         """Stop: cancel the run at its next boundary (at once when it is paused)."""
         await ack()
-        click = None
-        try:
-            click = read_click(body)
-            await emergency.authorize(
-                service, click.migration_id, click.user, "stop", click.plan_hash
-            )
-            m = await service.cancel(click.migration_id, click.user)
-            reply = blocks.notice(
-                f"Stopping #{m.id} at its next batch or step boundary."
-                if m.state is State.CANCELLING
-                else f"#{m.id} is {m.state.value}: you stopped it."
-            )
-        except BarqError as exc:
-            reply = blocks.error(f"Not stopped: {exc}")
-            await _refused(click, "stop", exc)
-        await _tell(respond, reply)
+
+        async def act(click: Click, m: Migration) -> blocks.Message:
+            m = await service.cancel(m.id, click.user)
+            if m.state is State.CANCELLING:
+                return blocks.notice(f"Stopping #{m.id} at its next batch or step boundary.")
+            return blocks.notice(f"#{m.id} is {m.state.value}: you stopped it.")
+
+        await emergency_click(body, respond, "stop", "Not stopped", act)
 
     @app.action("resume")
     async def resume(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
         """Resume: continue the run from its last checkpoint (the cause is fixed)."""
         await ack()
-        click = None
-        try:
-            click = read_click(body)
-            await emergency.authorize(
-                service, click.migration_id, click.user, "resume", click.plan_hash
-            )
-            m = await service.resume(click.migration_id, click.user)
-            reply = blocks.notice(f"#{m.id} resumed from its last checkpoint.")
-        except BarqError as exc:
-            reply = blocks.error(f"Not resumed: {exc}")
-            await _refused(click, "resume", exc)
-        await _tell(respond, reply)
+
+        async def act(click: Click, m: Migration) -> blocks.Message:
+            m = await service.resume(m.id, click.user)
+            return blocks.notice(f"#{m.id} resumed from its last checkpoint.")
+
+        await emergency_click(body, respond, "resume", "Not resumed", act)
 
     @app.action("assess")
     async def assess(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
         """Assess: post in the thread what a person needs to decide on."""
         await ack()
-        click = None
-        try:
-            click = read_click(body)
-            m = await emergency.authorize(
-                service, click.migration_id, click.user, "assess", click.plan_hash
-            )
+
+        async def act(click: Click, m: Migration) -> blocks.Message:
             await emergency.assess(service, m.id, click.user)
-            reply = blocks.notice(f"The assessment of #{m.id} is posted in its thread.")
-        except BarqError as exc:
-            reply = blocks.error(f"Not assessed: {exc}")
-            await _refused(click, "assess", exc)
-        await _tell(respond, reply)
+            return blocks.notice(f"The assessment of #{m.id} is posted in its thread.")
+
+        await emergency_click(body, respond, "assess", "Not assessed", act)
 
     @app.action("acknowledge")
     async def acknowledge(
@@ -133,17 +127,11 @@ def register(app: AsyncApp, service: Service) -> None:
     ) -> None:
         """Acknowledge: take the run's page."""
         await ack()
-        click = None
-        try:
-            click = read_click(body)
-            m = await emergency.authorize(
-                service, click.migration_id, click.user, "acknowledge", click.plan_hash
-            )
-            reply = blocks.notice(await emergency.acknowledge(service, m, click.user))
-        except BarqError as exc:
-            reply = blocks.error(f"Not acknowledged: {exc}")
-            await _refused(click, "acknowledge", exc)
-        await _tell(respond, reply)
+
+        async def act(click: Click, m: Migration) -> blocks.Message:
+            return blocks.notice(await emergency.acknowledge(service, m, click.user))
+
+        await emergency_click(body, respond, "acknowledge", "Not acknowledged", act)
 
     @app.action("reject")
     async def reject(
