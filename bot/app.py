@@ -78,7 +78,7 @@ class Bot:
             async with asyncio.timeout(drain_seconds):
                 if self.pages is not None:
                     await self.pages.drain()
-                await self.delivery.drain()
+                await self.delivery.drain(hold=False)  # the newest state, held or not
         except TimeoutError:
             queued = await asyncio.to_thread(self.outbox.undelivered)
             logger.warning("stopping with %d Slack messages still queued", queued)
@@ -101,7 +101,7 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
     outbox = Outbox(store)
     token = settings.slack_bot_token.get_secret_value()
     client = web_client(token, settings.slack_api_url)
-    delivery = Delivery(outbox, client, clock)
+    delivery = Delivery(outbox, client, clock, update_every=settings.slack_update_seconds)
     notices = SlackNotices(
         outbox,
         approvals_channel=settings.approvals_channel,

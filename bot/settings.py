@@ -211,6 +211,8 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
     slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+    # updates of one Slack message are coalesced to at most one per this many seconds
+    slack_update_seconds: float = Field(default=3.0, ge=0)
     port: int = Field(default=3000, alias="PORT", ge=0, le=65535)
     # the emergency contacts of targets without contacts of their own
     contacts: Contacts = Field(default_factory=Contacts)

@@ -1,4 +1,6 @@
-"""Approve, Reject and Roll back buttons, and the rejection-reason modal.
+"""Approve, Reject and Roll back buttons, the emergency buttons of a failed or paused run
+(Stop, Assess, Roll back, Resume, Acknowledge: bot/emergency.py), and the rejection-reason
+modal.
 
 Every field of a click or form is read through handlers.payload, so a payload that lacks one
 gets an answer saying the button is not valid any more, never a traceback or a timeout.
@@ -7,15 +9,19 @@ gets an answer saying the button is not valid any more, never a traceback or a t
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import emergency
 from bot.adapters import blocks
-from bot.errors import BarqError, InvalidInteraction
+from bot.domain.lifecycle import State
+from bot.domain.records import Migration
+from bot.errors import BarqError, InvalidInteraction, Refused
 from bot.service import Service
-from handlers.payload import read_click, read_rejection
+from handlers.payload import Click, read_click, read_rejection
 
 logger = logging.getLogger(__name__)
 
@@ -41,22 +47,91 @@ def register(app: AsyncApp, service: Service) -> None:
             reply = blocks.error(f"Not approved: {exc}")
         await _tell(respond, reply)
 
-    @app.action("rollback")
-    async def rollback(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
-        """The Roll back button of a run's final report: the same as /migrate rollback."""
-        await ack()
+    async def emergency_click(
+        body: dict[str, Any],
+        respond: AsyncRespond | None,
+        verb: str,
+        failed: str,
+        act: Callable[[Click, Migration], Awaitable[blocks.Message]],
+    ) -> None:
+        """One click of a run's emergency button: read it, let only the requester or an
+        approver ``verb`` the run, ``act``, and answer the clicker (``failed`` prefixes a
+        refusal, which also goes in the audit log and the run's thread)."""
+        click = None
         try:
             click = read_click(body)
-            original, _runs = await service.status(click.migration_id)
-            if original.plan.hash != click.plan_hash:
-                raise InvalidInteraction("it was made for another plan", "button")
-            m, created = await service.rollback(
-                click.migration_id, click.user, request_key=click.trigger_id
+            m = await emergency.authorize(
+                service, click.migration_id, click.user, verb, click.plan_hash
             )
-            reply = blocks.rollback_requested(m, created, click.user)
+            reply = await act(click, m)
         except BarqError as exc:
-            reply = blocks.error(f"Not rolled back: {exc}")
+            reply = blocks.error(f"{failed}: {exc}")
+            if click is not None and isinstance(exc, Refused):
+                await emergency.record_refusal(
+                    service, click.migration_id, click.user, verb, str(exc)
+                )
         await _tell(respond, reply)
+
+    @app.action("rollback")
+    async def rollback(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+        """The Roll back button of a run's final report (or of its emergency buttons): the
+        same as /migrate rollback, for its requester or an approver."""
+        await ack()
+
+        async def act(click: Click, original: Migration) -> blocks.Message:
+            m, created = await service.rollback(
+                original.id, click.user, request_key=click.trigger_id
+            )
+            return blocks.rollback_requested(m, created, click.user)
+
+        await emergency_click(body, respond, "roll back", "Not rolled back", act)
+
+    @app.action("stop")
+    async def stop(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+        """Stop: cancel the run at its next boundary (at once when it is paused)."""
+        await ack()
+
+        async def act(click: Click, m: Migration) -> blocks.Message:
+            m = await service.cancel(m.id, click.user)
+            if m.state is State.CANCELLING:
+                return blocks.notice(f"Stopping #{m.id} at its next batch or step boundary.")
+            return blocks.notice(f"#{m.id} is {m.state.value}: you stopped it.")
+
+        await emergency_click(body, respond, "stop", "Not stopped", act)
+
+    @app.action("resume")
+    async def resume(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+        """Resume: continue the run from its last checkpoint (the cause is fixed)."""
+        await ack()
+
+        async def act(click: Click, m: Migration) -> blocks.Message:
+            m = await service.resume(m.id, click.user)
+            return blocks.notice(f"#{m.id} resumed from its last checkpoint.")
+
+        await emergency_click(body, respond, "resume", "Not resumed", act)
+
+    @app.action("assess")
+    async def assess(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+        """Assess: post in the thread what a person needs to decide on."""
+        await ack()
+
+        async def act(click: Click, m: Migration) -> blocks.Message:
+            await emergency.assess(service, m.id, click.user)
+            return blocks.notice(f"The assessment of #{m.id} is posted in its thread.")
+
+        await emergency_click(body, respond, "assess", "Not assessed", act)
+
+    @app.action("acknowledge")
+    async def acknowledge(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond | None
+    ) -> None:
+        """Acknowledge: take the run's page."""
+        await ack()
+
+        async def act(click: Click, m: Migration) -> blocks.Message:
+            return blocks.notice(await emergency.acknowledge(service, m, click.user))
+
+        await emergency_click(body, respond, "acknowledge", "Not acknowledged", act)
 
     @app.action("reject")
     async def reject(

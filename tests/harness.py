@@ -183,10 +183,12 @@ async def start(
     tmp_path: Any, targets: dict[str, Any], runbooks_dir: Any = None, **extra: Any
 ) -> Harness:
     """Build the bot for ``targets``, serve it on a loopback port, and return the harness.
-    ``extra`` settings override the defaults (the state database is SQLite in ``tmp_path``)."""
+    ``extra`` settings override the defaults (the state database is SQLite in ``tmp_path``;
+    updates of a message are not coalesced unless ``slack_update_seconds`` says so)."""
     slack = await LocalSlack(channels=CHANNELS, usergroups=demo.GROUPS, users=USERS).start()
+    defaults = {"database_url": f"sqlite:///{tmp_path / 'state.db'}", "slack_update_seconds": 0}
     settings = load_settings(
-        **{"database_url": f"sqlite:///{tmp_path / 'state.db'}", **extra},
+        **{**defaults, **extra},
         backup_dir=tmp_path / "backups",
         targets=targets,
         approvals_channel=APPROVALS,

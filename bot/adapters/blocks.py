@@ -409,6 +409,12 @@ def progress(
         f" {m.state.value}",
         f"{where} · {done_rows:,} rows so far · elapsed {elapsed}",
     ]
+    if m.started_at is None:  # the stages before the run: approved, or ended unstarted
+        lines[1] = f"{total} steps; not started" + (
+            f" · starts when due; follow it with `/migrate status {m.id}`"
+            if m.state is State.APPROVED
+            else ""
+        )
     if m.state is State.CANCELLING:
         lines.append("Cancel requested: stopping at the next batch or step boundary.")
     elif m.pause_requested and m.state is State.RUNNING:
@@ -419,6 +425,8 @@ def progress(
     if live is not None and m.state in (State.RUNNING, State.CANCELLING):
         blocks.append(section(_live_text(live, now)))
     blocks.append(_step_table(steps))
+    if m.state is State.PAUSED and (emergency := emergency_actions(m)) is not None:
+        blocks.append(emergency)
     return message(lines[0].replace("*", ""), blocks)
 
 
@@ -482,7 +490,9 @@ def outcome(m: Migration, runs: list[StepRun]) -> Message:
     )
     blocks = [section("\n".join(lines)), section(f"*Steps*\n{table or 'none ran'}")]
     blocks.append(context(data_state(m, runs)))
-    if m.rollback_of is None and plan.rollback and m.started_at is not None:
+    if (emergency := emergency_actions(m)) is not None:
+        blocks.append(emergency)
+    elif _may_roll_back(m):
         value = f"{m.id}:{plan.hash}"
         blocks.append(
             {
@@ -492,6 +502,62 @@ def outcome(m: Migration, runs: list[StepRun]) -> Message:
             }
         )
     return message(title, blocks)
+
+
+def _may_roll_back(m: Migration) -> bool:
+    """Whether ``m`` shows a Roll back button: a run (not a rollback) that started and whose
+    runbook declares rollback steps."""
+    return m.rollback_of is None and bool(m.plan.rollback) and m.started_at is not None
+
+
+def _confirm(title: str, text: str, yes: str) -> Block:
+    """A Block Kit confirmation dialog for a destructive button."""
+    return {
+        "title": {"type": "plain_text", "text": title[:100]},
+        "text": {"type": "mrkdwn", "text": text[:300]},
+        "confirm": {"type": "plain_text", "text": yes[:30]},
+        "deny": {"type": "plain_text", "text": "Not now"},
+        "style": "danger",
+    }
+
+
+def emergency_actions(m: Migration) -> Block | None:
+    """The buttons of a failed or paused run (None for any other state): Stop (a run still
+    going), Assess, Roll back (a failed run whose runbook can be rolled back), Resume, and
+    Acknowledge (the page). Stop, Roll back and Resume ask for confirmation first."""
+    if m.state not in (State.FAILED, State.PAUSED):
+        return None
+    value = f"{m.id}:{m.plan.hash}"
+    elements = []
+    if m.state is State.PAUSED:
+        stop = _button("Stop", "stop", value, "danger")
+        stop["confirm"] = _confirm(
+            f"Stop #{m.id}?",
+            f"#{m.id} is cancelled: what it committed stays committed, and it cannot be"
+            " resumed afterwards (it can still be rolled back).",
+            "Stop it",
+        )
+        elements.append(stop)
+    elements.append(_button("Assess", "assess", value))
+    if m.state is State.FAILED and _may_roll_back(m):
+        back = _button("Roll back", "rollback", value, "danger")
+        back["confirm"] = _confirm(
+            f"Roll back #{m.id}?",
+            f"This requests a rollback of #{m.id} with its runbook's rollback steps, as a run"
+            " of its own; someone other than you must approve it before it runs.",
+            "Request rollback",
+        )
+        elements.append(back)
+    resume = _button("Resume", "resume", value, "primary")
+    resume["confirm"] = _confirm(
+        f"Resume #{m.id}?",
+        f"#{m.id} continues from its last checkpoint. Resume only once the cause is fixed.",
+        "Resume",
+    )
+    resume["confirm"].pop("style")
+    elements.append(resume)
+    elements.append(_button("Acknowledge", "acknowledge", value))
+    return {"type": "actions", "block_id": f"emergency:{m.id}", "elements": elements}
 
 
 def data_state(m: Migration, runs: list[StepRun]) -> str:

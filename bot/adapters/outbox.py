@@ -97,12 +97,20 @@ class Outbox:
             ).all()
         return list(dict.fromkeys(r.message_key for r in rows))
 
-    def due(self, now: datetime, limit: int = 50, *, lane: str = "slack") -> list[Pending]:
-        """Unsent messages of ``lane`` due now, in order of their key's first queued version.
+    def due(
+        self,
+        now: datetime,
+        limit: int = 50,
+        *,
+        lane: str = "slack",
+        held: frozenset[str] = frozenset(),
+    ) -> list[Pending]:
+        """Unsent messages of ``lane`` due now, in order of their key's first queued version,
+        but for the keys in ``held`` (updates the delivery holds back for now).
 
         Of several versions queued for one key only the newest is sent (the older ones are
         marked superseded): an update in place needs only the latest content. A reply waits
-        while the message it threads under is itself still waiting.
+        while the message it threads under has not been posted yet.
         """
         with self._store.transaction() as conn:
             rows = conn.execute(
@@ -120,12 +128,25 @@ class Outbox:
                     .where(outbox.c.id.in_(stale))
                     .values(sent_at=now, last_error="superseded")
                 )
+            parents = {r.thread_key for r in newest.values() if r.thread_key in newest}
+            posted = (
+                set(
+                    conn.execute(
+                        select(slack_messages.c.message_key).where(
+                            slack_messages.c.message_key.in_(parents)
+                        )
+                    ).scalars()
+                )
+                if parents
+                else set()
+            )
         ready = [
             r
             for key, r in sorted(newest.items(), key=lambda kv: first[kv[0]])
             if r.next_attempt_at <= now
             and lane_of(r.channel) == lane
-            and not (r.thread_key and r.thread_key in newest)
+            and key not in held
+            and not (r.thread_key and r.thread_key in newest and r.thread_key not in posted)
         ]
         return [
             Pending(r.id, r.message_key, r.channel, r.thread_key, dict(r.payload), r.attempts)
@@ -165,6 +186,24 @@ class Outbox:
                 select(slack_messages).where(slack_messages.c.message_key == key)
             ).first()
             return None if row is None else (row.channel, row.ts)
+
+    def unsent(self, keys: set[str]) -> set[str]:
+        """Which of ``keys`` have a version queued and not sent yet."""
+        with self._store.transaction() as conn:
+            rows = conn.execute(
+                select(outbox.c.message_key)
+                .where(outbox.c.sent_at.is_(None), outbox.c.message_key.in_(keys))
+                .distinct()
+            ).scalars()
+            return set(rows)
+
+    def known(self, key: str) -> bool:
+        """Whether a message with ``key`` was ever queued (sent or not)."""
+        with self._store.transaction() as conn:
+            row = conn.execute(
+                select(outbox.c.id).where(outbox.c.message_key == key).limit(1)
+            ).first()
+            return row is not None
 
     def undelivered(self, lane: str | None = None) -> int:
         """How many messages are still waiting (of ``lane``, if given)."""

@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters import blocks
 from bot.adapters.outbox import Outbox, Pending
 from bot.domain.approval import ApprovalPolicy, PriorApproval
+from bot.domain.lifecycle import State
 from bot.domain.ports import Clock
 from bot.domain.progress import LiveProgress
 from bot.domain.records import AuditEntry, Migration, StepRun
@@ -76,9 +77,18 @@ class SlackNotices:
         policy: ApprovalPolicy,
         decided: AuditEntry | None = None,
     ) -> None:
-        """Post or refresh the approval request of ``m`` (with who ``decided`` it, if told)."""
+        """Post or refresh the approval request of ``m`` (with who ``decided`` it, if told).
+
+        Once ``m`` is approved, its one message in the notify channel is posted (the stage
+        "approved"; the same message then shows it running, finished, failed), and any later
+        decision before its start (cancelled, expired, held for a fresh approval) refreshes
+        it."""
         message = blocks.approval_request(m, approvals, policy, decided)
         self.outbox.put(f"approval:{m.id}", self.approvals_channel, message, m.updated_at)
+        key = f"progress:{m.id}"
+        if m.started_at is None and (m.state is State.APPROVED or self.outbox.known(key)):
+            notice = blocks.progress(m, [], m.updated_at, None)
+            self.outbox.put(key, self.notify_channel, notice, m.updated_at)
 
     def progress(
         self, m: Migration, runs: list[StepRun], now: datetime, live: LiveProgress | None
@@ -121,12 +131,28 @@ class SlackNotices:
 
 
 class Delivery:
-    """Sends what the outbox holds; posts a key's first message and updates it afterwards."""
+    """Sends what the outbox holds; posts a key's first message and updates it afterwards.
 
-    def __init__(self, outbox: Outbox, client: AsyncWebClient, clock: Clock) -> None:
+    Updates of one message are coalesced: a message is updated at most once per
+    ``update_every`` seconds (by ``clock``), with the newest content queued by then; what is
+    queued meanwhile waits (the outbox keeps only the newest version of a key), so a run's
+    progress never floods a channel and its final state is always the last one sent. Rate
+    limits (HTTP 429) are waited out by the client's retry handlers (:func:`web_client`)."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        client: AsyncWebClient,
+        clock: Clock,
+        *,
+        update_every: float = 3.0,
+    ) -> None:
         self.outbox = outbox
         self.client = client
         self.clock = clock
+        self.update_every = timedelta(seconds=update_every)
+        self._last_sent: dict[str, datetime] = {}  # message key -> when it was last sent
+        self._next_due: datetime | None = None  # the earliest update held back, if any
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None  # set once run_forever runs
@@ -156,19 +182,52 @@ class Delivery:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
             # cancellation that stops this loop when the wake-up lands at the same moment.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(idle_seconds):
+                async with asyncio.timeout(self._idle(idle_seconds)):
                     await self._wake.wait()
             self._wake.clear()
 
-    async def drain(self) -> int:
-        """One delivery pass; returns how many messages were sent."""
+    def _idle(self, idle_seconds: float) -> float:
+        """How long to wait for a kick: ``idle_seconds``, or less when an update held back
+        by coalescing falls due sooner."""
+        if self._next_due is None:
+            return idle_seconds
+        until = (self._next_due - self.clock()).total_seconds()
+        return min(idle_seconds, max(0.01, until))
+
+    def _first_held(self) -> datetime | None:
+        """When the first update held back (queued, not sent) falls due, if any."""
+        held = {k for k in self._last_sent if self.held_until(k) is not None}
+        waiting = self.outbox.unsent(held) if held else set()
+        times = [at for k in waiting if (at := self.held_until(k)) is not None]
+        return min(times, default=None)
+
+    def held_until(self, key: str) -> datetime | None:
+        """Until when an update of message ``key`` is held back (None: it may go now)."""
+        last = self._last_sent.get(key)
+        if last is None or self.clock() - last >= self.update_every:
+            return None
+        return last + self.update_every
+
+    async def drain(self, *, hold: bool = True) -> int:
+        """One delivery pass; returns how many messages were sent. Updates held back by
+        coalescing stay queued (the delivery loop wakes when the first falls due), unless
+        ``hold`` is False (the last pass before the bot stops sends them all)."""
         async with self._lock:
+            if not hold:
+                self._last_sent.clear()
+            self._next_due = None
+            now = self.clock()
+            self._last_sent = {
+                k: at for k, at in self._last_sent.items() if now - at < self.update_every
+            }
             sent = 0
             while True:  # again while a pass made progress: replies wait for their parents
-                batch = await asyncio.to_thread(self.outbox.due, self.clock())
+                held = frozenset(k for k in self._last_sent if self.held_until(k) is not None)
+                batch = await asyncio.to_thread(self.outbox.due, self.clock(), held=held)
                 delivered = [item for item in batch if await self._deliver(item)]
                 sent += len(delivered)
                 if not delivered:
+                    self._next_due = await asyncio.to_thread(self._first_held)
                     return sent
 
     async def _deliver(self, item: Pending) -> bool:
@@ -190,6 +249,7 @@ class Delivery:
             return await self._failed(item, str(exc.response.get("error", exc)))
         except (OSError, TimeoutError) as exc:
             return await self._failed(item, f"{type(exc).__name__}: {exc}")
+        self._last_sent[item.key] = self.clock()
         await asyncio.to_thread(
             self.outbox.sent, item, str(response["channel"]), str(response["ts"]), self.clock()
         )

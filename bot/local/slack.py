@@ -10,6 +10,7 @@ import asyncio
 import copy
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -141,6 +142,24 @@ async def _read_args(request: web.Request) -> dict[str, Any]:
     return args
 
 
+class _Bucket:
+    """A token bucket: ``rate`` calls per second, at most ``capacity`` at once."""
+
+    def __init__(self, rate: float, capacity: int, clock: Callable[[], float]) -> None:
+        self.rate, self.capacity, self.clock = rate, capacity, clock
+        self.tokens, self.at = float(capacity), clock()
+
+    def take(self) -> int | None:
+        """Take one call; None if allowed, else the whole seconds until one is."""
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return None
+        return max(1, math.ceil((1 - self.tokens) / self.rate))
+
+
 class LocalSlack:
     """An aiohttp server on 127.0.0.1 that answers like Slack's Web API and records requests."""
 
@@ -166,6 +185,7 @@ class LocalSlack:
         self.calls: list[Record] = []
         self.rate_limited: Counter[str] = Counter()
         self._limits: dict[str, list[int]] = {}
+        self._buckets: dict[str, _Bucket] = {}
         self._listeners: list[Listener] = []
         self._response_keys: dict[str, Record] = {}
         self._used_triggers: set[str] = set()
@@ -221,6 +241,22 @@ class LocalSlack:
     def limit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
         """Answer the next `times` calls of `method` with HTTP 429 and `Retry-After`."""
         self._limits[method] = [times, retry_after]
+
+    def rate_limit(
+        self,
+        method: str,
+        per_minute: float = 50,
+        *,
+        burst: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Enforce Slack's per-method rate limit on ``method`` from now on (Tier 3, e.g.
+        ``chat.update``: about 50 per minute): a token bucket refilled at ``per_minute`` that
+        holds at most ``burst`` calls (a tenth of a minute's by default). A call beyond it is
+        answered HTTP 429 with ``Retry-After``, the whole seconds until a call is allowed
+        again, and counted in ``rate_limited``."""
+        capacity = burst if burst is not None else max(1, round(per_minute / 10))
+        self._buckets[method] = _Bucket(per_minute / 60, capacity, clock)
 
     def add_listener(self, callback: Listener) -> None:
         """Call `callback(kind, record)` on each message, update, ephemeral, response, view."""
@@ -288,7 +324,7 @@ class LocalSlack:
         if token != (self.app_token if method == "apps.connections.open" else self.token):
             error = "invalid_auth" if token else "not_authed"
             return web.json_response({"ok": False, "error": error})
-        if (retry_after := self._take_limit(method)) is not None:
+        if (retry_after := self._take_limit(method) or self._throttle(method)) is not None:
             body, headers = {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)}
             return web.json_response(body, status=429, headers=headers)
         try:
@@ -345,6 +381,15 @@ class LocalSlack:
 
     def _m_apps_connections_open(self, args: dict[str, Any]) -> Record:
         return {"url": self.api_url.replace("http://", "ws://").replace("/api/", "/socket")}
+
+    def _throttle(self, method: str) -> int | None:
+        """Take a call from ``method``'s rate limit, if it has one: None when allowed, else
+        the seconds to wait (counted in ``rate_limited``)."""
+        bucket = self._buckets.get(method)
+        if bucket is None or (retry_after := bucket.take()) is None:
+            return None
+        self.rate_limited[method] += 1
+        return retry_after
 
     def _take_limit(self, method: str) -> int | None:
         remaining, retry_after = self._limits.get(method, [0, 0])
