@@ -22,6 +22,8 @@ _EMOJI = {  # every shortcode the bot's messages use (tests/test_console_output.
     ":information_source:": "ℹ",
     ":repeat:": "🔁",
     ":rewind:": "⏪",
+    ":hourglass:": "⌛",
+    ":rotating_light:": "🚨",
 }
 
 
