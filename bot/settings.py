@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from bot.domain.approval import ApprovalPolicy
+from bot.domain.windows import WindowsConfig
 from bot.errors import ConfigError
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -39,6 +40,20 @@ class TargetConfig(BaseModel):
     # at start the plan's counts are taken again; one that moved by more than this since the
     # request is said in the thread, and on a production target needs a fresh approval
     count_drift_percent: float = Field(default=10.0, ge=0)
+    # downtime windows: approved runs wait for one (none: they start at once)
+    windows: WindowsConfig | None = None
+
+    @field_validator("windows")
+    @classmethod
+    def _crons(cls, value: WindowsConfig | None) -> WindowsConfig | None:
+        from bot.adapters.calendar import check
+
+        if value is not None:
+            try:
+                check(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("url", mode="before")
     @classmethod
