@@ -180,6 +180,12 @@ class Store(Protocol):
 
     def audit_trail(self, migration_id: int) -> list[AuditEntry]: ...
 
+    def achieved_rates(
+        self, target: str, runbook: str
+    ) -> tuple[dict[str, float], float | None]: ...
+
+    def scheduled(self, target: str | None = None) -> list[Migration]: ...
+
 
 class SqlDialect(Protocol):
     """What the use cases need to know of a target's SQL dialect."""

@@ -1,0 +1,206 @@
+"""Downtime windows through run_due(now): a fake clock jumps from one wake-up the bot asks
+for to the next, through a week of windows on two targets; missed windows, turns, reminders,
+out-of-window runs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+
+from bot.adapters.tables import outbox
+from bot.domain.lifecycle import State
+from bot.errors import Refused, UsageError
+from bot.local.barq_schema import create_demo_database
+from tests import harness
+
+ALICE, BOB, CAROL, DAVE = "U0ALICE", "U0BOB", "U0CAROL", "U0DAVE"
+
+
+def _local(at: datetime, zone: str) -> str:
+    return at.astimezone(ZoneInfo(zone)).replace(tzinfo=None).isoformat(timespec="minutes")
+
+
+def _targets(tmp_path: Path, now0: datetime, **staging_extra: Any) -> dict[str, Any]:
+    staging = create_demo_database(tmp_path / "staging.db", now=now0)
+    production = create_demo_database(tmp_path / "production.db", now=now0)
+    targets = harness.policies(staging, production)
+    first = (now0 + timedelta(hours=1)).replace(second=0, microsecond=0)
+    targets["staging"]["windows"] = {
+        "timezone": "Europe/Amsterdam",
+        "once": [
+            {"start": _local(first, "Europe/Amsterdam"), "duration": "1h"},
+            {"start": _local(first + timedelta(days=1), "Europe/Amsterdam"), "duration": "2h"},
+        ],
+        "max_concurrent": 1,
+        **staging_extra,
+    }
+    targets["production"]["windows"] = {
+        "timezone": "America/New_York",
+        "once": [
+            {"start": _local(first + timedelta(days=2), "America/New_York"), "duration": "3h"}
+        ],
+        "emergency": {"approvers": [DAVE], "approver_groups": ["S0DBA"], "required": 2},
+    }
+    return targets
+
+
+class Week:
+    """Drives run_due with a fake clock: each pass runs at the instant the bot asked to be
+    woken (or 15 minutes later at most, the poll), and records what started when."""
+
+    def __init__(self, h: harness.Harness, now0: datetime) -> None:
+        self.h, self.now = h, now0
+        self.wakes: list[datetime] = []
+        self.started: dict[int, datetime] = {}
+        service = h.bot.service
+        service.wake = lambda at=None: self.wakes.append(at) if at else None
+        start = service.engine.start
+
+        def recording(migration_id: int) -> None:
+            self.started.setdefault(migration_id, self.now)
+            start(migration_id)
+
+        service.engine.start = recording  # type: ignore[method-assign]
+
+    async def run(self, until: datetime) -> None:
+        """Passes from now until ``until``."""
+        while self.now < until:
+            await self.h.bot.service.run_due(self.now)
+            await self.h.bot.service.wait_idle()
+            later = [w for w in self.wakes if w > self.now]
+            self.now = min([*later, self.now + timedelta(minutes=15)])
+
+
+def _notices(h: harness.Harness, migration_id: int) -> list[str]:
+    """Every text queued for the migration's threads (in the outbox: notices queued at a fake
+    future moment are delivered only when the real clock gets there)."""
+    with h.bot.store.transaction() as conn:
+        rows = conn.execute(select(outbox.c.payload, outbox.c.thread_key)).all()
+    return [
+        str(r.payload.get("text", ""))
+        for r in rows
+        if r.thread_key in (f"approval:{migration_id}", f"progress:{migration_id}")
+    ]
+
+
+async def test_a_week_of_windows_on_two_targets(tmp_path: Path) -> None:
+    """Runs start at the instant their window opens (woken for it, not polled), one at a time
+    on staging in approval order, and on production in its own zone's window; reminders go
+    24 h and 1 h before (none for a window less than an hour away); nothing starts outside a
+    window."""
+    now0 = harness.now()
+    h = await harness.start(tmp_path, _targets(tmp_path, now0), poll_seconds=3600)
+    try:
+        s = h.bot.service
+        first, _ = await s.request(
+            ALICE, "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
+        )
+        second, _ = await s.request(
+            ALICE, "tenant-consolidation", {"source_tenant": "4", "target_tenant": "5"}, "staging"
+        )
+        prod, _ = await s.request(
+            ALICE,
+            "tenant-consolidation",
+            {"source_tenant": "3", "target_tenant": "7"},
+            "production",
+        )
+        await s.approve(second.id, BOB, second.plan.hash)  # approved first: goes first
+        await s.approve(first.id, BOB, first.plan.hash)
+        await s.approve(prod.id, BOB, prod.plan.hash)
+        await s.approve(prod.id, DAVE, prod.plan.hash)
+        week = Week(h, now0)
+        await week.run(now0 + timedelta(days=7))
+        await h.bot.delivery.drain()
+
+        staging_open = s.store.get(first.id).due_at
+        assert staging_open is not None
+        assert week.started[second.id] == staging_open, "at the instant its window opened"
+        assert staging_open < week.started[first.id] < staging_open + timedelta(hours=1)
+        waits = [a for a in s.store.audit_trail(first.id) if a.action == "skip"]
+        assert waits and "waits its turn" in waits[0].detail["reason"]
+        prod_open = datetime.fromisoformat(
+            _local(now0 + timedelta(hours=1, days=2), "America/New_York")
+        ).replace(tzinfo=ZoneInfo("America/New_York"), second=0, microsecond=0)
+        assert week.started[prod.id] == prod_open.astimezone(UTC)
+        for m in (first, second, prod):
+            assert s.store.get(m.id).state is State.SUCCEEDED
+        assert sum("Reminder" in t for t in _notices(h, second.id)) == 0, "less than 1h away"
+        reminders = [t for t in _notices(h, prod.id) if "Reminder" in t]
+        assert len(reminders) == 2, reminders
+        assert any("scheduled for <!date^" in t for t in _notices(h, prod.id))
+    finally:
+        await h.close()
+
+
+async def test_a_missed_window_moves_the_run_and_says_so(tmp_path: Path) -> None:
+    """Back after the bot was down through most of its window, a run that no longer fits the
+    rest is moved to the next window (and said so), and starts there; a reminder whose
+    moment passed meanwhile is not sent late."""
+    now0 = harness.now()
+    h = await harness.start(tmp_path, _targets(tmp_path, now0), poll_seconds=3600)
+    try:
+        s = h.bot.service
+        m, _ = await s.request(
+            ALICE, "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
+        )
+        await s.approve(m.id, BOB, m.plan.hash)
+        due = s.store.get(m.id).due_at
+        assert due is not None
+        await s.run_due(due + timedelta(minutes=55))  # 5 minutes left; it needs 7.5
+        await s.wait_idle()
+        moved = s.store.get(m.id)
+        assert moved.state is State.APPROVED
+        assert moved.due_at == due + timedelta(days=1)
+        await h.bot.delivery.drain()
+        assert any("was moved to the window" in t for t in _notices(h, m.id))
+        await s.run_due(moved.due_at - timedelta(hours=1, minutes=-30))  # 30 min late: dropped
+        await s.run_due(moved.due_at)
+        await s.wait_idle()
+        await h.bot.delivery.drain()
+        assert s.store.get(m.id).state is State.SUCCEEDED
+        assert not [t for t in _notices(h, m.id) if t.startswith("Reminder")]
+    finally:
+        await h.close()
+
+
+async def test_when_now_needs_the_emergency_policy_and_says_outside(tmp_path: Path) -> None:
+    """when=now on a target with windows asks the emergency policy (two approvers) and runs
+    at once; a target without an emergency policy refuses it; a bad when= says how."""
+    now0 = harness.now()
+    h = await harness.start(tmp_path, _targets(tmp_path, now0), poll_seconds=3600)
+    try:
+        s = h.bot.service
+        params = {"source_tenant": "3", "target_tenant": "7"}
+        with pytest.raises(Refused, match="no emergency approval policy"):
+            await s.request(ALICE, "tenant-consolidation", params, "staging", when="now")
+        with pytest.raises(UsageError, match="is not a time"):
+            await s.request(ALICE, "tenant-consolidation", params, "staging", when="soon")
+        m, _ = await s.request(ALICE, "tenant-consolidation", params, "production", when="now")
+        await s.approve(m.id, CAROL, m.plan.hash)
+        assert s.store.get(m.id).state is State.REQUESTED, "the emergency policy needs two"
+        await s.approve(m.id, DAVE, m.plan.hash)
+        await s.run_due(now0)
+        await s.wait_idle()
+        assert s.store.get(m.id).state is State.SUCCEEDED
+        await h.bot.delivery.drain()
+        assert any("outside the maintenance window" in t for t in _notices(h, m.id))
+    finally:
+        await h.close()
+
+
+async def test_a_target_without_windows_runs_at_once(tmp_path: Path) -> None:
+    """No windows: unchanged, an approved run starts at the next pass."""
+    async with harness.running(tmp_path, "staging", poll_seconds=3600) as h:
+        s = h.bot.service
+        m, _ = await s.request(
+            ALICE, "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
+        )
+        await s.approve(m.id, BOB, m.plan.hash)
+        await h.settle()
+        got = s.store.get(m.id)
+        assert got.state is State.SUCCEEDED and got.due_at is None
