@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 OUTSIDE = "outside the maintenance window"
 REMINDER_LATE = timedelta(minutes=15)  # a reminder later than this after its moment is dropped
+PAUSE_CHECK = timedelta(seconds=1)  # how often a pass looks whether a window's pause landed
 DEFAULT_ESTIMATE = timedelta(minutes=5)  # nothing to go by: no rows counted, no rate, no field
 
 
@@ -427,16 +428,23 @@ def next_wake(service: Service, now: datetime) -> datetime | None:
     """The next instant a pass must run: a window opening for a scheduled run, a reminder,
     or the end (plus overrun) of a running run's window."""
     instants: list[datetime] = []
+    soon = now + PAUSE_CHECK  # until a window's pause has landed and the rest is placed
     for m in service.store.scheduled():
         config = config_of(service, m.target)
         if config is None or m.due_at is None:
             continue
         instants.append(m.due_at)
         instants.extend(m.due_at - r for r in config.reminders)
+        if m.window_end is not None:  # started in this pass: its window's end
+            instants.append(m.window_end + config.overrun)
+        if _sched(m).get("window_paused") and not _sched(m).get("placed_after_pause"):
+            instants.append(soon)
     for m in service.store.in_states(*sorted(ACTIVE)):
         config = config_of(service, m.target)
         if config is not None and m.window_end is not None:
             instants.append(m.window_end + config.overrun)
+        if _sched(m).get("window_paused"):
+            instants.append(soon)
     later = [i for i in instants if i > now]
     return min(later) if later else None
 

@@ -66,6 +66,17 @@ USAGE = [
         "undo a finished run with its runbook's rollback steps (asks for approval like a"
         ' request); an approver may add waive-unverified="why" to restore an unverified backup',
     ),
+    (
+        "windows",
+        "/migrate windows production",
+        "the next downtime windows of a target (or all), what is scheduled in each, blackouts;"
+        " a request on such a target may add when=next (default), when=<local time> or when=now",
+    ),
+    (
+        "schedule",
+        "/migrate schedule 12 when=2026-12-05T01:00",
+        "move a scheduled run to another window (requester or approver; approvals stay valid)",
+    ),
 ]
 
 
