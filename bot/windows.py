@@ -56,9 +56,21 @@ def config_of(service: Service, target: str) -> WindowsConfig | None:
     return None if entry is None else entry.config.windows
 
 
+_CACHE: dict[tuple[int, datetime], tuple[WindowsConfig, list[Window]]] = {}
+
+
 def upcoming(config: WindowsConfig, now: datetime, horizon: timedelta = HORIZON) -> list[Window]:
-    """The windows open now or opening within ``horizon``."""
-    return calendar.windows(config, now, now + horizon)
+    """The windows open now or opening within ``horizon`` (the calendar of a day is expanded
+    once and kept: a pass over many scheduled runs does not expand it again for each)."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    key = (id(config), day)
+    cached = _CACHE.get(key)
+    if cached is None or cached[0] is not config:
+        if len(_CACHE) > 256:
+            _CACHE.clear()
+        cached = (config, calendar.windows(config, day, day + HORIZON + timedelta(days=2)))
+        _CACHE[key] = cached
+    return [w for w in cached[1] if w.end > now and w.start < now + horizon]
 
 
 def estimate(service: Service, plan: Plan, counts: dict[str, int]) -> tuple[timedelta, str]:
@@ -256,6 +268,13 @@ def gate(service: Service, m: Migration, now: datetime) -> bool:
                 raise Conflict(f"no window fits it: {found.reason}")
             m = _schedule(service, m, found, now, None)
         assert m.due_at is not None and m.window_end is not None
+        if now < m.due_at and not _still_fits(config, m, now):
+            found = _placement(config, m, now)
+            if isinstance(found, NoFit):
+                raise Conflict(f"its window is gone and no other fits: {found.reason}")
+            why = "its window was taken away (a blackout or a change of the windows)"
+            m = _schedule(service, m, found, now, why)
+        assert m.due_at is not None and m.window_end is not None
         if now < m.due_at:
             _reminders(service, m, config, now)
             return False
@@ -269,6 +288,14 @@ def gate(service: Service, m: Migration, now: datetime) -> bool:
                 return False
     _turn(service, m, config)
     return True
+
+
+def _still_fits(config: WindowsConfig, m: Migration, now: datetime) -> bool:
+    """Whether the window ``m`` is scheduled in is still in the calendar and holds it (a
+    blackout added later, or windows changed, take it away)."""
+    assert m.due_at is not None
+    window = next((w for w in upcoming(config, now) if w.holds(m.due_at)), None)
+    return window is not None and window.end - m.due_at >= _remaining_estimate(m) * MARGIN
 
 
 def _turn(service: Service, m: Migration, config: WindowsConfig) -> None:

@@ -204,3 +204,34 @@ async def test_a_target_without_windows_runs_at_once(tmp_path: Path) -> None:
         await h.settle()
         got = s.store.get(m.id)
         assert got.state is State.SUCCEEDED and got.due_at is None
+
+
+async def test_a_freeze_added_later_moves_the_run_after_it(tmp_path: Path) -> None:
+    """A blackout configured after a run was scheduled (the bot restarted with it) moves the
+    run to the next window after it, and its thread says so."""
+    now0 = harness.now()
+    targets = _targets(tmp_path, now0)
+    h = await harness.start(tmp_path, targets, poll_seconds=3600)
+    try:
+        m, _ = await h.bot.service.request(
+            ALICE, "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
+        )
+        await h.bot.service.approve(m.id, BOB, m.plan.hash)
+        due = h.bot.store.get(m.id).due_at
+    finally:
+        await h.close()
+    assert due is not None
+    freeze = {
+        "from": _local(due - timedelta(hours=1), "Europe/Amsterdam"),
+        "to": _local(due + timedelta(hours=2), "Europe/Amsterdam"),
+        "reason": "freeze",
+    }
+    targets["staging"]["windows"]["blackouts"] = [freeze]
+    h = await harness.start(tmp_path, targets, poll_seconds=3600)
+    try:
+        await h.bot.service.run_due(now0 + timedelta(minutes=1))
+        moved = h.bot.store.get(m.id)
+        assert moved.state is State.APPROVED and moved.due_at == due + timedelta(days=1)
+        assert any("taken away" in t for t in _notices(h, m.id))
+    finally:
+        await h.close()
