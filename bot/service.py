@@ -495,7 +495,7 @@ class Service:
             else:
                 self._skipped.pop(m.id, None)
         try:
-            at = await asyncio.to_thread(windows.next_wake, self, now)
+            at = await asyncio.to_thread(windows.next_wake, self, now, due)
         except StateUnavailable:
             return
         if at is not None:
@@ -514,14 +514,14 @@ class Service:
             if now >= policy_rules.expires_at(policy, m.requested_at) and not scheduled:
                 await asyncio.to_thread(self._expire, m, policy)
             elif m.state is State.APPROVED and not self.engine.is_running(m.id):
+                if not await asyncio.to_thread(windows.gate, self, m, now):
+                    return  # its window has not opened, or it waits its turn (bot/windows.py)
                 if (changed := await asyncio.to_thread(self._plan_change, m)) is not None:
                     await asyncio.to_thread(self._void, m, changed, now)
                     self.on_change()
                 elif (clash := await asyncio.to_thread(self._running_conflict, m)) is not None:
                     other, why = clash
                     raise Conflict(f"it starts once #{other.id} has finished ({why})")
-                elif not await asyncio.to_thread(windows.gate, self, m, now):
-                    return  # its window has not opened (bot/windows.py)
                 elif await asyncio.to_thread(self._recount, m, entry, now):
                     self.engine.start(m.id)
                 else:

@@ -258,6 +258,8 @@ def gate(service: Service, m: Migration, now: datetime) -> bool:
         return True
     if _sched(m).get("when") == "now":
         return True
+    if _quiet(config, m, now):
+        return False  # the common case of a pass: nothing to write, no lock taken
     with service.store.transaction():
         m = service.store.lock(m.id)
         if m.state is not State.APPROVED:
@@ -288,6 +290,17 @@ def gate(service: Service, m: Migration, now: datetime) -> bool:
                 return False
     _turn(service, m, config)
     return True
+
+
+def _quiet(config: WindowsConfig, m: Migration, now: datetime) -> bool:
+    """Whether ``m`` just waits for its window at ``now``: placed, still fitting, and no
+    reminder to send or drop."""
+    if m.due_at is None or now >= m.due_at:
+        return False
+    sent = set(_sched(m).get("reminded", []))
+    if any(r.total_seconds() not in sent and m.due_at - r <= now for r in config.reminders):
+        return False
+    return _still_fits(config, m, now)
 
 
 def _still_fits(config: WindowsConfig, m: Migration, now: datetime) -> bool:
@@ -451,14 +464,15 @@ def pause_after_restart(service: Service, m: Migration, now: datetime) -> None:
         )
 
 
-def next_wake(service: Service, now: datetime) -> datetime | None:
+def next_wake(service: Service, now: datetime, seen: list[Migration]) -> datetime | None:
     """The next instant a pass must run: a window opening for a scheduled run, a reminder,
-    or the end (plus overrun) of a running run's window."""
+    or the end (plus overrun) of a running run's window; from the migrations the pass saw
+    (``seen``; one it moved meanwhile is seen again by the next pass)."""
     instants: list[datetime] = []
     soon = now + PAUSE_CHECK  # until a window's pause has landed and the rest is placed
-    for m in service.store.scheduled():
+    for m in seen:
         config = config_of(service, m.target)
-        if config is None or m.due_at is None:
+        if config is None or m.due_at is None or m.state in ACTIVE:
             continue
         instants.append(m.due_at)
         instants.extend(m.due_at - r for r in config.reminders)
@@ -466,12 +480,11 @@ def next_wake(service: Service, now: datetime) -> datetime | None:
             instants.append(m.window_end + config.overrun)
         if _sched(m).get("window_paused") and not _sched(m).get("placed_after_pause"):
             instants.append(soon)
-    for m in service.store.in_states(*sorted(ACTIVE)):
+    for m in (m for m in seen if m.state in ACTIVE):
         config = config_of(service, m.target)
         if config is not None and m.window_end is not None:
-            instants.append(m.window_end + config.overrun)
-        if _sched(m).get("window_paused"):
-            instants.append(soon)
+            end = m.window_end + config.overrun
+            instants.append(end if end > now else soon)  # past its end: until it pauses
     later = [i for i in instants if i > now]
     return min(later) if later else None
 
