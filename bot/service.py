@@ -535,7 +535,8 @@ class Service:
         elif windows.outside_window(self, m, now):
             await asyncio.to_thread(windows.pause_after_restart, self, m, now)
             self.on_change()
-        else:
+        elif (await asyncio.to_thread(self.store.get, m.id)).state in ACTIVE:
+            # read again: a run of this process may have ended since the pass began
             logger.info("migration %s: resuming after a restart", m.id)
             self.engine.resume(m.id, restarted=True)
 
@@ -543,7 +544,7 @@ class Service:
         """A migration running (or paused) on the target of ``m`` that it must wait for."""
         running = [
             o
-            for o in self.store.in_states(*_BUSY)
+            for o in self.store.in_states(*_BUSY, target=m.target)  # others never conflict
             if o.id != m.id and (o.state in _STARTED or self.engine.is_running(o.id))
         ]
         return self._conflict(m.plan, running)

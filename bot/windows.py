@@ -314,8 +314,8 @@ def _still_fits(config: WindowsConfig, m: Migration, now: datetime) -> bool:
 def _turn(service: Service, m: Migration, config: WindowsConfig) -> None:
     """Raise Conflict unless ``m`` is among the first ``max_concurrent`` on its target (those
     running, then the due ones in approval order)."""
-    others = service.store.in_states(State.APPROVED, *sorted(ACTIVE))
-    on_target = [o for o in others if o.target == m.target and o.id != m.id]
+    others = service.store.in_states(State.APPROVED, *sorted(ACTIVE), target=m.target)
+    on_target = [o for o in others if o.id != m.id]
     running = [o for o in on_target if o.state in ACTIVE or service.engine.is_running(o.id)]
     ahead = [
         o

@@ -256,14 +256,13 @@ class Store:
             )
             return [_migration(r) for r in rows]
 
-    def in_states(self, *states: State) -> list[Migration]:
-        """Every migration in one of ``states``, oldest first."""
+    def in_states(self, *states: State, target: str | None = None) -> list[Migration]:
+        """Every migration in one of ``states`` (on ``target``, if given), oldest first."""
         with self._tx() as conn:
-            rows = conn.execute(
-                select(migrations)
-                .where(migrations.c.state.in_([s.value for s in states]))
-                .order_by(migrations.c.id)
-            )
+            query = select(migrations).where(migrations.c.state.in_([s.value for s in states]))
+            if target is not None:
+                query = query.where(migrations.c.target == target)
+            rows = conn.execute(query.order_by(migrations.c.id))
             return [_migration(r) for r in rows]
 
     def transition(
