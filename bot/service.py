@@ -454,6 +454,8 @@ class Service:
                 raise Refused(f"{in_state(m.id, m.state)}; only a paused or failed run resumes")
             if (why := rollbacks.why_not_resume(self, m.id)) is not None:
                 raise Refused(why)
+            if (why := windows.why_not_resume(self, m, self.clock())) is not None:
+                raise Refused(why)
             m = self.store.transition(
                 m.id, Event.RESUME, actor=user, now=self.clock(), error=None, finished_at=None
             )

@@ -439,6 +439,18 @@ def paused(service: Service, m: Migration, now: datetime) -> bool:
     return True
 
 
+def why_not_resume(service: Service, m: Migration, now: datetime) -> str | None:
+    """Why a run its window paused is not resumed by hand: it resumes by itself at the
+    start of the next window that holds the rest, never outside one."""
+    if config_of(service, m.target) is None or not _sched(m).get("window_paused"):
+        return None
+    when = f" at {when_text(m.due_at, config_of(service, m.target))}" if m.due_at else ""
+    return (
+        f"#{m.id} was paused by its window's end; it resumes by itself in the next window that"
+        f" holds the rest{when if m.due_at and m.due_at > now else ''}, never outside one"
+    )
+
+
 def outside_window(service: Service, m: Migration, now: datetime) -> bool:
     """Whether a run found running after a restart is outside its window (so it pauses
     instead of resuming)."""

@@ -4,12 +4,16 @@ the next window; every row is changed exactly once."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 
+from bot.adapters import blocks
 from bot.domain.lifecycle import State
+from bot.errors import Refused
 from tests import harness
 
 ALICE, BOB = "U0ALICE", "U0BOB"
@@ -76,6 +80,10 @@ async def test_a_window_ends_mid_run_and_the_next_one_finishes_it(
             done = conn.execute(text("SELECT COUNT(*) FROM items WHERE hits = 1")).scalar()
         assert done is not None and 0 < done < 100, "paused mid-run at a batch boundary"
         assert any(a.action == "window-end" for a in s.store.audit_trail(m.id))
+        with pytest.raises(Refused, match="never outside one"):
+            await s.resume(m.id, BOB)
+        shown = blocks.progress(paused, s.store.step_runs(m.id), harness.now())
+        assert "Waiting for a downtime window" in json.dumps(shown)
 
         await h.slack.wait_for(lambda _: state() is State.SUCCEEDED, timeout=30)
         trail = s.store.audit_trail(m.id)

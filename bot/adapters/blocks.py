@@ -418,13 +418,34 @@ def progress(
         lines.append("Cancel requested: stopping at the next batch or step boundary.")
     elif m.pause_requested and m.state is State.RUNNING:
         lines.append("Pause requested: pausing at the next batch or step boundary.")
+    elif m.state is State.PAUSED and (m.schedule or {}).get("window_paused"):
+        lines.append(
+            "Waiting for a downtime window: paused at its window's end, holds no locks;"
+            + (
+                f" resumes by itself at {_date(m.due_at)}."
+                if m.due_at and m.due_at > now
+                else " resumes by itself in the next window that holds the rest."
+            )
+        )
     elif m.state is State.PAUSED:
         lines.append(f"Paused: holds no locks. Continue with `/migrate resume {m.id}`.")
+    if m.state is State.RUNNING and m.window_end is not None and m.window_end > now:
+        lines.append(
+            f"Window: {_duration((m.window_end - now).total_seconds())} left"
+            f" (ends {_date(m.window_end)})."
+        )
+    elif m.state is State.APPROVED and m.due_at is not None and m.due_at > now:
+        lines.append(f"Waiting for its downtime window: starts at {_date(m.due_at)}.")
     blocks = [section("\n".join(lines))]
     if live is not None and m.state in (State.RUNNING, State.CANCELLING):
         blocks.append(section(_live_text(live, now)))
     blocks.append(_step_table(steps))
     return message(lines[0].replace("*", ""), blocks)
+
+
+def _date(at: datetime) -> str:
+    """A time each Slack reader sees in their own zone (UTC in the fallback)."""
+    return f"<!date^{int(at.timestamp())}^{{date_short_pretty}} {{time}}|{at:%Y-%m-%d %H:%M} UTC>"
 
 
 def _live_text(live: LiveProgress, now: datetime) -> str:
