@@ -163,6 +163,24 @@ def on_request(service: Service, m: Migration, when: str | None, now: datetime) 
     return m
 
 
+async def plan_note(service: Service, plan: Plan, counts: dict[str, int]) -> str | None:
+    """For the dry run on a target with windows: the estimate and the window it would run
+    in if requested now (or why none fits); None on a target without windows."""
+    config = config_of(service, plan.target)
+    if config is None:
+        return None
+    now = service.clock()
+    est, source = await asyncio.to_thread(estimate, service, plan, counts)
+    found = place(upcoming(config, now), now, est)
+    where = (
+        f"the window from {when_text(found.start, config)}"
+        f" ({say_duration(found.window.end - found.start)})"
+        if isinstance(found, Placement)
+        else f"no window: {found.reason}"
+    )
+    return f"Estimate {say_duration(est)} ({source}); requested now, it would run in {where}."
+
+
 def policy_for(service: Service, m: Migration) -> policy_rules.ApprovalPolicy | None:
     """The emergency policy that an out-of-window run (when=now) needs; None otherwise.
     Raise Refused if the target has none."""

@@ -49,7 +49,10 @@ async def _run(service: Service, cmd: Command, user: str, trigger_id: str | None
     if cmd.name == "plan":
         assert cmd.runbook and cmd.target
         plan, counts = await service.plan(cmd.runbook, cmd.params, cmd.target)
-        return blocks.plan_message(plan, counts)
+        shown = blocks.plan_message(plan, counts)
+        if (note := await windows.plan_note(service, plan, counts)) is not None:
+            shown["blocks"].append(blocks.context(note))
+        return shown
     if cmd.name == "request":
         assert cmd.runbook and cmd.target
         m, created = await service.request(

@@ -65,6 +65,7 @@ def test_windows_in_the_console(tmp_path: Path) -> None:
     out = _console(
         tmp_path,
         "/migrate windows",
+        "/migrate plan tenant-consolidation source_tenant=3 target_tenant=7 on=production",
         "/migrate request tenant-consolidation source_tenant=3 target_tenant=7 on=production",
         "/as bob",
         "1",
@@ -77,5 +78,6 @@ def test_windows_in_the_console(tmp_path: Path) -> None:
     assert "Europe/Amsterdam" in listing and "01:00 CET>, 3h" not in listing
     assert "01:00 CET, 3h" in listing, "the console shows the target's zone"
     assert "is scheduled for" in out
+    assert "requested now, it would run in the window from" in out, "the plan says where"
     status = out[out.rindex("/migrate status 1") :]
     assert "approved" in status
