@@ -416,6 +416,7 @@ def paused(service: Service, m: Migration, now: datetime) -> bool:
         if m.state is not State.PAUSED:
             return False
         if not _sched(m).get("placed_after_pause"):
+            paused_at = m.updated_at  # the pause's moment (a step in flight finished first)
             rows = sum(r.rows for r in service.store.step_runs(m.id) if r.phase == "run")
             m = service.store.set_fields(
                 m.id, now, schedule={**_sched(m), "rows_done": rows, "placed_after_pause": True}
@@ -425,7 +426,11 @@ def paused(service: Service, m: Migration, now: datetime) -> bool:
                 raise Conflict(
                     f"paused by its window's end, and no window fits the rest: {found.reason}"
                 )
-            m = _schedule(service, m, found, now, "paused at its window's end; the rest runs then")
+            assert m.window_end is not None
+            overrun = paused_at - m.window_end
+            late = f", {say_duration(overrun)} after it" if overrun > timedelta(seconds=1) else ""
+            why = f"paused at its window's end{late}; the rest runs then"
+            m = _schedule(service, m, found, now, why)
         assert m.due_at is not None and m.window_end is not None
         if now < m.due_at:
             return False

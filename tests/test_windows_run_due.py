@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
+from bot import windows
 from bot.adapters.tables import outbox
-from bot.domain.lifecycle import State
+from bot.domain.lifecycle import Event, State
 from bot.errors import Refused, UsageError
 from bot.local.barq_schema import create_demo_database
 from tests import harness
@@ -233,5 +234,58 @@ async def test_a_freeze_added_later_moves_the_run_after_it(tmp_path: Path) -> No
         moved = h.bot.store.get(m.id)
         assert moved.state is State.APPROVED and moved.due_at == due + timedelta(days=1)
         assert any("taken away" in t for t in _notices(h, m.id))
+    finally:
+        await h.close()
+
+
+async def test_schedule_moves_a_run_and_keeps_its_approvals(tmp_path: Path) -> None:
+    """/migrate schedule: the requester moves an approved run to the next day's window (its
+    approval stands, its thread says so); someone else who is no approver is refused."""
+    now0 = harness.now()
+    h = await harness.start(tmp_path, _targets(tmp_path, now0), poll_seconds=3600)
+    try:
+        s = h.bot.service
+        m, _ = await s.request(
+            ALICE, "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
+        )
+        await s.approve(m.id, BOB, m.plan.hash)
+        due = s.store.get(m.id).due_at
+        assert due is not None
+        later = _local(due + timedelta(days=1), "Europe/Amsterdam")
+        with pytest.raises(Refused, match="only the requester"):
+            await windows.reschedule(s, m.id, DAVE, f"{later}")
+        moved = await windows.reschedule(s, m.id, ALICE, later)
+        assert moved.state is State.APPROVED and moved.due_at == due + timedelta(days=1)
+        assert any("moved by <@U0ALICE>" in t for t in _notices(h, m.id))
+        with pytest.raises(Refused, match="cannot move there"):
+            await windows.reschedule(s, m.id, ALICE, _local(due + timedelta(days=3), "UTC"))
+        listing = await windows.listing(s, "staging", now0)
+        assert f"#{m.id}" in listing and "Europe/Amsterdam" in listing
+    finally:
+        await h.close()
+
+
+async def test_overrun_lets_a_run_go_on_past_the_end_then_pauses_it(tmp_path: Path) -> None:
+    """overrun:30m: a run still going at its window's end is left alone for 30 minutes, then
+    asked to pause at its next boundary (and the scheduler is woken for that instant)."""
+    now0 = harness.now()
+    h = await harness.start(
+        tmp_path, _targets(tmp_path, now0, on_window_end="overrun:30m"), poll_seconds=3600
+    )
+    try:
+        s = h.bot.service
+        m, _ = await s.request(
+            ALICE, "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
+        )
+        await s.approve(m.id, BOB, m.plan.hash)
+        end = s.store.get(m.id).window_end
+        assert end is not None
+        running = s.store.transition(m.id, Event.START, actor="bot", now=now0, started_at=now0)
+        assert windows.next_wake(s, end, [running]) == end + timedelta(minutes=30)
+        windows.guard(s, running, end + timedelta(minutes=29))
+        assert not s.store.get(m.id).pause_requested
+        windows.guard(s, running, end + timedelta(minutes=30))
+        assert s.store.get(m.id).pause_requested
+        assert any("plus 30m overrun" in t for t in _notices(h, m.id))
     finally:
         await h.close()

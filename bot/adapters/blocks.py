@@ -429,7 +429,9 @@ def progress(
         )
     elif m.state is State.PAUSED:
         lines.append(f"Paused: holds no locks. Continue with `/migrate resume {m.id}`.")
-    if m.state is State.RUNNING and m.window_end is not None and m.window_end > now:
+    if (m.schedule or {}).get("when") == "now" and m.state in (State.RUNNING, State.PAUSED):
+        lines.append("Emergency run, outside the maintenance window.")
+    elif m.state is State.RUNNING and m.window_end is not None and m.window_end > now:
         lines.append(
             f"Window: {_duration((m.window_end - now).total_seconds())} left"
             f" (ends {_date(m.window_end)})."
