@@ -16,6 +16,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from bot import rollback as rollbacks
 from bot.adapters import calendar
 from bot.domain import approval as policy_rules
 from bot.domain.lifecycle import ACTIVE, Event, State
@@ -274,7 +275,7 @@ def gate(service: Service, m: Migration, now: datetime) -> bool:
     config = config_of(service, m.target)
     if config is None:
         return True
-    if _sched(m).get("when") == "now":
+    if _sched(m).get("when") == "now" or _sched(m).get("bypass"):
         return True
     if _quiet(config, m, now):
         return False  # the common case of a pass: nothing to write, no lock taken
@@ -387,19 +388,26 @@ def guard(service: Service, m: Migration, now: datetime) -> None:
         m = service.store.lock(m.id)
         if m.state is not State.RUNNING or m.pause_requested:
             return
-        schedule = {**_sched(m), "window_paused": True}
+        rollback = config.at_end == "rollback"
+        schedule = {**_sched(m), "window_paused": True, "rollback_at_end": rollback}
         m = service.store.set_fields(m.id, now, pause_requested=True, schedule=schedule)
         service.store.audit(m.id, "bot", "window-end", {"at_end": config.at_end}, now)
+        then = (
+            "it stops at the next batch boundary and its rollback steps run"
+            if rollback
+            else "it pauses at the next batch boundary and resumes in the next window that"
+            " holds the rest"
+        )
         service.notifier.notice(
             m,
             f"#{m.id}: its window ended at {when_text(m.window_end, config)}"  # type: ignore[arg-type]
             + (f" (plus {say_duration(config.overrun)} overrun)" if config.overrun else "")
-            + "; it pauses at the next batch boundary and resumes in the next window that holds"
-            " the rest.",
+            + f"; {then}.",
             now,
         )
+        what = "rolled back" if rollback else "paused"
         service.engine.pager.trigger(
-            m, f"#{m.id} paused: its downtime window ended mid-run", {"target": m.target}, now
+            m, f"#{m.id} {what}: its downtime window ended mid-run", {"target": m.target}, now
         )
     service.engine.signal(m.id, pause=True)
 
@@ -414,6 +422,9 @@ def paused(service: Service, m: Migration, now: datetime) -> bool:
     with service.store.transaction():
         m = service.store.lock(m.id)
         if m.state is not State.PAUSED:
+            return False
+        if _sched(m).get("rollback_at_end"):
+            _roll_back(service, m, now)
             return False
         if not _sched(m).get("placed_after_pause"):
             paused_at = m.updated_at  # the pause's moment (a step in flight finished first)
@@ -472,6 +483,35 @@ def why_not_resume(service: Service, m: Migration, now: datetime) -> str | None:
         f"#{m.id} was paused by its window's end; it resumes by itself in the next window that"
         f" holds the rest{when if m.due_at and m.due_at > now else ''}, never outside one"
     )
+
+
+def _roll_back(service: Service, m: Migration, now: datetime) -> None:
+    """on_window_end: rollback. The run stopped at its window's end is ended (cancelled after
+    it started) and its runbook's rollback is requested and approved by the bot, as the
+    target's configuration says; the next pass starts it (at once: it is not held for a
+    window)."""
+    m = service.store.transition(
+        m.id,
+        Event.CANCEL,
+        actor="bot",
+        now=now,
+        finished_at=now,
+        detail={"reason": "its window ended; on_window_end: rollback"},
+    )
+    undo, _ = rollbacks.request_in_transaction(service, "bot", m.id)
+    service.store.record_decision(
+        undo.id,
+        user="bot",
+        decision="approve",
+        plan_hash=undo.plan.hash,
+        now=now,
+        reason="on_window_end: rollback",
+        event=Event.APPROVE,
+    )
+    service.store.set_fields(undo.id, now, schedule={"bypass": "rollback at its window's end"})
+    runs = service.store.step_runs(m.id)
+    service.notifier.progress(m, runs, now, None)
+    service.notifier.outcome(m, runs, now)
 
 
 def outside_window(service: Service, m: Migration, now: datetime) -> bool:

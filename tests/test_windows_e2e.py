@@ -95,3 +95,66 @@ async def test_a_window_ends_mid_run_and_the_next_one_finishes_it(
     finally:
         await h.close()
         engine.dispose()
+
+
+UNDONE = """
+name: slow-hits
+description: add one hit to every item, 30 ms a row on the server
+targets: [staging]
+estimate: 1s
+steps:
+  - name: hit
+    kind: batch
+    table: items
+    key: id
+    update: hits = hits + 1 + 0 * length(CAST(pg_sleep(0.03) AS text))
+    count: SELECT COUNT(*) FROM items
+    batch: {size: 10, min: 10, max: 10, budget_ms: 200}
+rollback:
+  - name: unhit
+    kind: batch
+    table: items
+    key: id
+    where: hits > 0
+    update: hits = hits - 1
+"""
+
+
+async def test_on_window_end_rollback_stops_the_run_and_undoes_it(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """on_window_end: rollback: the run stops at the batch boundary after its window's end,
+    ends cancelled, and its rollback runs at once (approved by the configuration): the data
+    is as before."""
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE items (id INTEGER PRIMARY KEY, hits INTEGER NOT NULL)"))
+        conn.execute(text("INSERT INTO items SELECT g, 0 FROM generate_series(1, 100) g"))
+    runbooks = tmp_path / "runbooks"
+    runbooks.mkdir()
+    (runbooks / "slow-hits.yaml").write_text(UNDONE)
+    first = harness.now() + timedelta(seconds=3)
+    targets = harness.policies(pg_url)
+    targets["staging"]["windows"] = {
+        "timezone": "UTC",
+        "once": [{"start": _local(first), "duration": "2s"}],
+        "on_window_end": "rollback",
+    }
+    h = await harness.start(tmp_path, targets, runbooks, poll_seconds=3600)
+    try:
+        s = h.bot.service
+        m, _ = await s.request(ALICE, "slow-hits", {}, "staging")
+        await s.approve(m.id, BOB, m.plan.hash)
+
+        def undone() -> bool:
+            rollbacks = h.bot.store.rollbacks_of(m.id)
+            return bool(rollbacks) and rollbacks[0].state is State.SUCCEEDED
+
+        await h.slack.wait_for(lambda _: undone(), timeout=30)
+        assert s.store.get(m.id).state is State.CANCELLED
+        assert s.store.get(m.id).started_at is not None
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT MAX(hits) FROM items")).scalar() == 0
+    finally:
+        await h.close()
+        engine.dispose()

@@ -180,13 +180,8 @@ class WindowsConfig(_Model):
     @field_validator("on_window_end")
     @classmethod
     def _on_end(cls, value: str) -> str:
-        if value == "pause":
+        if value in ("pause", "rollback"):
             return value
-        if value == "rollback":
-            raise ValueError(
-                "on_window_end: rollback is not supported yet; use pause (the default) or"
-                " overrun:<duration>, and roll back by hand with /migrate rollback <id>"
-            )
         if value.startswith("overrun:"):
             _positive(value.split(":", 1)[1])
             return value
