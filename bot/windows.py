@@ -261,6 +261,7 @@ def _schedule(
         m.id, "bot", "schedule", {"due_at": found.start.isoformat(), "moved": moved or ""}, now
     )
     service.notifier.notice(m, text, now)
+    service.notifier.announce(m, f"{text} ({m.runbook} on {m.target}, {m.plan.args()})", now)
     return m
 
 
@@ -365,7 +366,7 @@ def _reminders(service: Service, m: Migration, config: WindowsConfig, now: datet
         if seconds in sent or m.due_at - before > now:
             continue
         if reminder_due(m.due_at, before, now, late=REMINDER_LATE):
-            service.notifier.notice(
+            service.notifier.announce(
                 m,
                 f"Reminder: #{m.id} ({m.runbook} on {m.target}) starts in"
                 f" {say_duration(m.due_at - now)}, at {when_text(m.due_at, config)}.",

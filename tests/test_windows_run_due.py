@@ -81,11 +81,14 @@ def _notices(h: harness.Harness, migration_id: int) -> list[str]:
     """Every text queued for the migration's threads (in the outbox: notices queued at a fake
     future moment are delivered only when the real clock gets there)."""
     with h.bot.store.transaction() as conn:
-        rows = conn.execute(select(outbox.c.payload, outbox.c.thread_key)).all()
+        rows = conn.execute(
+            select(outbox.c.payload, outbox.c.thread_key, outbox.c.message_key)
+        ).all()
     return [
         str(r.payload.get("text", ""))
         for r in rows
         if r.thread_key in (f"approval:{migration_id}", f"progress:{migration_id}")
+        or r.message_key.startswith(f"announce:{migration_id}:")
     ]
 
 
@@ -134,6 +137,13 @@ async def test_a_week_of_windows_on_two_targets(tmp_path: Path) -> None:
         reminders = [t for t in _notices(h, prod.id) if "Reminder" in t]
         assert len(reminders) == 2, reminders
         assert any("scheduled for <!date^" in t for t in _notices(h, prod.id))
+        with s.store.transaction() as conn:
+            told = {
+                r.channel
+                for r in conn.execute(select(outbox.c.channel, outbox.c.message_key))
+                if r.message_key.startswith(f"announce:{prod.id}:")
+            }
+        assert told == {harness.MIGRATIONS}, "stakeholders hear it on the notify channel"
     finally:
         await h.close()
 

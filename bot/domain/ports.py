@@ -39,6 +39,11 @@ class Notifier(Protocol):
 
     def notice(self, m: Migration, text: str, now: datetime) -> None: ...
 
+    def announce(self, m: Migration, text: str, now: datetime) -> None:
+        """Tell the stakeholders (the notify channel) about ``m``: scheduled, reminders,
+        moved."""
+        ...
+
 
 class Pager(Protocol):
     """Pages a target's emergency contacts. Like the Notifier it only queues (in the outbox,
