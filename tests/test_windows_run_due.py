@@ -299,3 +299,36 @@ async def test_overrun_lets_a_run_go_on_past_the_end_then_pauses_it(tmp_path: Pa
         assert any("plus 30m overrun" in t for t in _notices(h, m.id))
     finally:
         await h.close()
+
+
+async def test_a_run_found_running_after_its_window_pauses_instead(tmp_path: Path) -> None:
+    """Back after a crash with its window over, a run the bot was running is not resumed
+    outside a window: it is paused and placed in the next window that holds the rest."""
+    now0 = harness.now()
+    targets = _targets(tmp_path, now0)
+    h = await harness.start(tmp_path, targets, poll_seconds=3600)
+    try:
+        m, _ = await h.bot.service.request(
+            ALICE, "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
+        )
+        await h.bot.service.approve(m.id, BOB, m.plan.hash)
+        due = h.bot.store.get(m.id).due_at
+        assert due is not None
+        h.bot.store.transition(m.id, Event.START, actor="bot", now=now0, started_at=now0)
+        # as if it had started in a window that ended a minute ago
+        h.bot.store.set_fields(m.id, now0, window_end=now0 - timedelta(minutes=1))
+    finally:
+        await h.close()  # as a crash would leave it: running, no task
+    h = await harness.start(tmp_path, targets, poll_seconds=3600)
+    try:
+        s = h.bot.service
+        await h.bot.scheduler.run_pass()  # the start-up pass, on the real clock
+        assert s.store.get(m.id).state is State.PAUSED, "not resumed outside a window"
+        await s.run_due(harness.now())
+        placed = s.store.get(m.id)
+        assert placed.state is State.PAUSED and placed.due_at == due
+        await s.run_due(due)
+        await s.wait_idle()
+        assert s.store.get(m.id).state is State.SUCCEEDED
+    finally:
+        await h.close()
