@@ -332,3 +332,25 @@ async def test_a_run_found_running_after_its_window_pauses_instead(tmp_path: Pat
         assert s.store.get(m.id).state is State.SUCCEEDED
     finally:
         await h.close()
+
+
+async def test_when_names_a_window_at_the_request(tmp_path: Path) -> None:
+    """when=<local time> on the request picks the window open then (the next day's here),
+    and the approval schedules the run there."""
+    now0 = harness.now()
+    h = await harness.start(tmp_path, _targets(tmp_path, now0), poll_seconds=3600)
+    try:
+        s = h.bot.service
+        second = (now0 + timedelta(days=1, hours=1, minutes=30)).replace(second=0, microsecond=0)
+        m, _ = await s.request(
+            ALICE,
+            "tenant-consolidation",
+            {"source_tenant": "3", "target_tenant": "7"},
+            "staging",
+            when=_local(second, "Europe/Amsterdam"),
+        )
+        assert any("once approved it runs in the window" in t for t in _notices(h, m.id))
+        await s.approve(m.id, BOB, m.plan.hash)
+        assert s.store.get(m.id).due_at == second
+    finally:
+        await h.close()
