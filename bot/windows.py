@@ -347,9 +347,9 @@ def _turn(service: Service, m: Migration, config: WindowsConfig) -> None:
         and _approved_order(o) < _approved_order(m)
     ]
     if len(running) + len(ahead) >= config.max_concurrent:
-        raise Conflict(
-            f"it waits its turn: {len(running)} of at most {config.max_concurrent} running on"
-            f" {m.target}, {len(ahead)} ahead of it"
+        raise Conflict(  # the same words while it waits: said once in its thread
+            f"it waits its turn in its window: at most {config.max_concurrent} run at once on"
+            f" {m.target}, in the order they were approved"
         )
 
 
