@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from bot import windows
+from bot.adapters import blocks
 from bot.adapters.tables import outbox
 from bot.domain.lifecycle import Event, State
 from bot.errors import Refused, UsageError
@@ -200,6 +201,8 @@ async def test_when_now_needs_the_emergency_policy_and_says_outside(tmp_path: Pa
         assert s.store.get(m.id).state is State.SUCCEEDED
         await h.bot.delivery.drain()
         assert any("outside the maintenance window" in t for t in _notices(h, m.id))
+        runs = s.store.step_runs(m.id)
+        assert "outside the maintenance window" in str(blocks.outcome(s.store.get(m.id), runs))
     finally:
         await h.close()
 

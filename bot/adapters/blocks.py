@@ -503,6 +503,8 @@ def outcome(m: Migration, runs: list[StepRun]) -> Message:
         lines.append(f"*{verdict(m)}*")
     elif m.error:
         lines.append(f"*Error*: {m.error}")
+    if (m.schedule or {}).get("when") == "now":
+        lines.append("Emergency run, outside the maintenance window.")
     table = "\n".join(
         f"{r.step_index}. {r.name}: {r.state}, {r.rows:,} rows{_took(r)}"
         + (f" — {r.detail}" if r.detail else "")
