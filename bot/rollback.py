@@ -112,6 +112,14 @@ def _request(
         return m, created
 
 
+def request_in_transaction(
+    service: Service, user: str, migration_id: int
+) -> tuple[Migration, bool]:
+    """Request the rollback of ``migration_id`` inside the caller's transaction (the bot's
+    own rollback at a window's end, see bot/windows.py); raise Refused as a request would."""
+    return _request(service, user, migration_id, None, None)
+
+
 def current_hash(service: Service, m: Migration) -> str:
     """The hash the rollback ``m`` would get if requested now: it differs when the runbook,
     or the backup its restore would use, changed since. Raise Refused when it could not be

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from bot import rollback as rollbacks
+from bot import windows
 from bot.domain import approval as policy_rules
 from bot.domain.conflicts import conflict
 from bot.domain.drift import count_drift, drift_notice
@@ -70,7 +71,7 @@ class Service:
         clock: Clock,
         on_change: Callable[[], None] = lambda: None,
         engine: Engine,
-        wake: Callable[[], None] = lambda: None,
+        wake: Callable[..., None] = lambda at=None: None,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -79,7 +80,7 @@ class Service:
         self.targets = targets
         self.clock = clock
         self.on_change = on_change
-        self.wake = wake  # asks the scheduler for a pass of run_due now
+        self.wake = wake  # asks the scheduler for a pass of run_due now (or at ``at``)
         self._skipped: dict[int, str] = {}  # migration id -> why the last pass skipped it
         self.engine = engine
 
@@ -181,20 +182,29 @@ class Service:
         target: str,
         *,
         request_key: str | None = None,
+        when: str | None = None,
     ) -> tuple[Migration, bool]:
         """Plan, record the request, and queue the approval message; return the migration
-        and True. A resent request (same ``request_key``, Slack's trigger_id), or the same
-        plan requested again by the same user while it is pending, returns the migration it
-        made and False, and records nothing new."""
+        and True. On a target with downtime windows ``when`` (next, now or a local time)
+        says which window it runs in once approved (see bot/windows.py). A resent request
+        (same ``request_key``, Slack's trigger_id), or the same plan requested again by the
+        same user while it is pending, returns the migration it made and False, and records
+        nothing new."""
+        when = windows.parse_when(when, self._target(target).config.windows, target)
         plan, counts = await self.plan(runbook, raw, target)
-        m, created = await asyncio.to_thread(self._request, user, plan, counts, request_key)
+        m, created = await asyncio.to_thread(self._request, user, plan, counts, request_key, when)
         if created:
             logger.info("migration %s requested by %s: %s on %s", m.id, user, runbook, target)
             self.on_change()
         return m, created
 
     def _request(
-        self, user: str, plan: Plan, counts: dict[str, int], request_key: str | None
+        self,
+        user: str,
+        plan: Plan,
+        counts: dict[str, int],
+        request_key: str | None,
+        when: str | None = None,
     ) -> tuple[Migration, bool]:
         with self.store.transaction():
             earlier = self.store.earlier_request(plan, user, request_key)
@@ -213,6 +223,7 @@ class Service:
                 plan, counts, user, self.clock(), request_key=request_key
             )
             if created:
+                m = windows.on_request(self, m, when, self.clock())
                 self.notifier.approval(m, [], self._policy(m))
             return m, created
 
@@ -241,7 +252,8 @@ class Service:
         return None
 
     def _policy(self, m: Migration) -> policy_rules.ApprovalPolicy:
-        return self._target(m.target).config.approval
+        """The target's approval policy; its emergency one for a run outside its windows."""
+        return windows.policy_for(self, m) or self._target(m.target).config.approval
 
     async def approve(self, migration_id: int, user: str, plan_hash: str) -> Migration:
         """Count ``user``'s approval of the plan ``plan_hash``; raise Refused if it cannot."""
@@ -286,6 +298,8 @@ class Service:
                 policy, self.store.prior_approvals(m.id), m.plan.hash, now
             )
             self.notifier.approval(m, prior, policy)
+            if m.state is State.APPROVED:
+                m = windows.on_approved(self, m, now)
             return m
 
     async def approvals_of(
@@ -441,6 +455,8 @@ class Service:
                 raise Refused(f"{in_state(m.id, m.state)}; only a paused or failed run resumes")
             if (why := rollbacks.why_not_resume(self, m.id)) is not None:
                 raise Refused(why)
+            if (why := windows.why_not_resume(self, m, self.clock())) is not None:
+                raise Refused(why)
             m = self.store.transition(
                 m.id, Event.RESUME, actor=user, now=self.clock(), error=None, finished_at=None
             )
@@ -493,7 +509,7 @@ class Service:
 
         Each migration is handled on its own: one that cannot be handled is logged, recorded
         in its audit trail and thread (once per reason), and skipped; the pass goes on."""
-        states = (State.REQUESTED, State.APPROVED, *sorted(ACTIVE))
+        states = (State.REQUESTED, State.APPROVED, State.PAUSED, *sorted(ACTIVE))
         try:
             due = await asyncio.to_thread(self.store.in_states, *states)
         except StateUnavailable:  # the store logs the outage; the next pass tries again
@@ -510,6 +526,12 @@ class Service:
                 await self._skip(m, exc, now)
             else:
                 self._skipped.pop(m.id, None)
+        try:
+            at = await asyncio.to_thread(windows.next_wake, self, now, due)
+        except StateUnavailable:
+            return
+        if at is not None:
+            self.wake(at)  # a window opens, a reminder is due, or a window ends
 
     async def _due(self, m: Migration, now: datetime) -> None:
         entry = self.targets.get(m.target)
@@ -520,9 +542,12 @@ class Service:
             )
         if m.state in (State.REQUESTED, State.APPROVED):
             policy = entry.config.approval
-            if now >= policy_rules.expires_at(policy, m.requested_at):
+            scheduled = m.state is State.APPROVED and entry.config.windows is not None
+            if now >= policy_rules.expires_at(policy, m.requested_at) and not scheduled:
                 await asyncio.to_thread(self._expire, m, policy)
             elif m.state is State.APPROVED and not self.engine.is_running(m.id):
+                if not await asyncio.to_thread(windows.gate, self, m, now):
+                    return  # its window has not opened, or it waits its turn (bot/windows.py)
                 if (changed := await asyncio.to_thread(self._plan_change, m)) is not None:
                     await asyncio.to_thread(self._void, m, changed, now)
                     self.on_change()
@@ -533,7 +558,17 @@ class Service:
                     self.engine.start(m.id)
                 else:
                     self.on_change()
-        elif not self.engine.is_running(m.id):
+        elif m.state is State.PAUSED:
+            if await asyncio.to_thread(windows.paused, self, m, now):
+                self.engine.resume(m.id)
+                self.on_change()
+        elif self.engine.is_running(m.id):
+            await asyncio.to_thread(windows.guard, self, m, now)
+        elif windows.outside_window(self, m, now):
+            await asyncio.to_thread(windows.pause_after_restart, self, m, now)
+            self.on_change()
+        elif (await asyncio.to_thread(self.store.get, m.id)).state in ACTIVE:
+            # read again: a run of this process may have ended since the pass began
             logger.info("migration %s: resuming after a restart", m.id)
             self.engine.resume(m.id, restarted=True)
 
@@ -541,7 +576,7 @@ class Service:
         """A migration running (or paused) on the target of ``m`` that it must wait for."""
         running = [
             o
-            for o in self.store.in_states(*_BUSY)
+            for o in self.store.in_states(*_BUSY, target=m.target)  # others never conflict
             if o.id != m.id and (o.state in _STARTED or self.engine.is_running(o.id))
         ]
         return self._conflict(m.plan, running)

@@ -31,6 +31,7 @@ from pydantic_settings import (
 
 from bot.domain.approval import ApprovalPolicy
 from bot.domain.blocking import MonitorSettings
+from bot.domain.windows import WindowsConfig
 from bot.errors import ConfigError
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -179,6 +180,20 @@ class TargetConfig(BaseModel):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     # who is paged for this target's runs; unset: the default contacts
     contacts: Contacts | None = None
+    # downtime windows: approved runs wait for one (none: they start at once)
+    windows: WindowsConfig | None = None
+
+    @field_validator("windows")
+    @classmethod
+    def _crons(cls, value: WindowsConfig | None) -> WindowsConfig | None:
+        from bot.adapters.calendar import check
+
+        if value is not None:
+            try:
+                check(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("url", mode="before")
     @classmethod

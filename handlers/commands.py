@@ -7,6 +7,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
+from bot import windows
 from bot.adapters import blocks
 from bot.errors import BarqError
 from bot.service import Service
@@ -48,11 +49,14 @@ async def _run(service: Service, cmd: Command, user: str, trigger_id: str | None
     if cmd.name == "plan":
         assert cmd.runbook and cmd.target
         plan, counts = await service.plan(cmd.runbook, cmd.params, cmd.target)
-        return blocks.plan_message(plan, counts)
+        shown = blocks.plan_message(plan, counts)
+        if (note := await windows.plan_note(service, plan, counts)) is not None:
+            shown["blocks"].append(blocks.context(note))
+        return shown
     if cmd.name == "request":
         assert cmd.runbook and cmd.target
         m, created = await service.request(
-            user, cmd.runbook, cmd.params, cmd.target, request_key=trigger_id
+            user, cmd.runbook, cmd.params, cmd.target, request_key=trigger_id, when=cmd.when
         )
         return blocks.requested(m, created)
     if cmd.name == "status":
@@ -64,7 +68,15 @@ async def _run(service: Service, cmd: Command, user: str, trigger_id: str | None
         history = await service.history(m.id)
         live = service.engine.live(m.id)
         return blocks.status(m, runs, service.clock(), live, history=history)
+    if cmd.name == "windows":
+        text = await windows.listing(service, cmd.target, service.clock())
+        return blocks.message(text, [blocks.section(text)])
     assert cmd.migration_id is not None
+    if cmd.name == "schedule":
+        assert cmd.when is not None
+        m = await windows.reschedule(service, cmd.migration_id, user, cmd.when)
+        text = f"#{m.id} moved; its thread says to which window."
+        return blocks.message(text, [blocks.section(text)])
     if cmd.name == "rollback":
         m, created = await service.rollback(
             cmd.migration_id, user, waiver=cmd.waiver, request_key=trigger_id

@@ -21,6 +21,8 @@ SUBCOMMANDS = (
     "resume",
     "throttle",
     "rollback",
+    "windows",
+    "schedule",
 )
 WAIVE = "waive-unverified"  # rollback's option: restore a backup that was not verified
 _PARAM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
@@ -40,6 +42,7 @@ class Command:
     page: int = 1  # status without an id: which page of migrations, newest first
     waiver: str | None = None  # rollback: why an unverified backup may be restored
     level: float | None = None  # throttle: how much to slow the run (0 to 1); None lifts it
+    when: str | None = None  # request, schedule: next, now or a local date-time (windows)
 
 
 def parse(text: str) -> Command:
@@ -72,6 +75,12 @@ def parse(text: str) -> Command:
         return _rollback(rest)
     if name == "throttle":
         return _throttle(rest)
+    if name == "windows":
+        if len(rest) > 1:
+            raise UsageError("write `/migrate windows` or `/migrate windows production`")
+        return Command(name, target=rest[0] if rest else None)
+    if name == "schedule":
+        return _schedule(rest)
     return _planned(name, rest)
 
 
@@ -184,6 +193,16 @@ def _throttle(rest: list[str]) -> Command:
     return Command("throttle", migration_id=command.migration_id, level=level)
 
 
+def _schedule(rest: list[str]) -> Command:
+    """``schedule 12 when=2026-12-05T01:00`` (or when=next)."""
+    example = "`/migrate schedule 12 when=2026-12-05T01:00` (or when=next)"
+    whens = [w for w in rest[1:] if w.lower().startswith("when=")]
+    if len(rest) != 2 or len(whens) != 1 or not whens[0][len("when=") :]:
+        raise UsageError(f"say which migration and when: {example}")
+    command = _with_id("schedule", rest[:1])
+    return Command("schedule", migration_id=command.migration_id, when=whens[0][len("when=") :])
+
+
 def _page(raw: str) -> int:
     if not re.fullmatch(r"\d{1,6}", raw) or int(raw) < 1:
         raise UsageError(
@@ -209,4 +228,5 @@ def _planned(name: str, rest: list[str]) -> Command:
     target = params.pop("on", None)
     if not target:
         raise UsageError(f"say which database to use with on=<target>, e.g. {example}")
-    return Command(name, runbook=runbook, params=params, target=target)
+    when = params.pop("when", None) if name == "request" else None
+    return Command(name, runbook=runbook, params=params, target=target, when=when)

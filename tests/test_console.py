@@ -57,3 +57,27 @@ def test_reject_with_a_reason_in_the_console(tmp_path: Path) -> None:
     assert "not during the sales peak" in out
     status = out[out.rindex("carol> /migrate status 1") :]
     assert "rejected" in status
+
+
+def test_windows_in_the_console(tmp_path: Path) -> None:
+    """The demo's production has downtime windows: /migrate windows lists them in its zone,
+    and an approved production run waits for the next one."""
+    out = _console(
+        tmp_path,
+        "/migrate windows",
+        "/migrate plan tenant-consolidation source_tenant=3 target_tenant=7 on=production",
+        "/migrate request tenant-consolidation source_tenant=3 target_tenant=7 on=production",
+        "/as bob",
+        "1",
+        "/as dave",
+        "1",
+        "/migrate status 1",
+    )
+    listing = out[out.index("/migrate windows") :]
+    assert "*production*" in listing or "production" in listing
+    assert "Europe/Amsterdam" in listing and "01:00 CET>, 3h" not in listing
+    assert "01:00 CET, 3h" in listing, "the console shows the target's zone"
+    assert "is scheduled for" in out
+    assert "requested now, it would run in the window from" in out, "the plan says where"
+    status = out[out.rindex("/migrate status 1") :]
+    assert "approved" in status

@@ -72,6 +72,17 @@ USAGE = [
         "undo a finished run with its runbook's rollback steps (asks for approval like a"
         ' request); an approver may add waive-unverified="why" to restore an unverified backup',
     ),
+    (
+        "windows",
+        "/migrate windows production",
+        "the next downtime windows of a target (or all), what is scheduled in each, blackouts;"
+        " a request on such a target may add when=next (default), when=<local time> or when=now",
+    ),
+    (
+        "schedule",
+        "/migrate schedule 12 when=2026-12-05T01:00",
+        "move a scheduled run to another window (requester or approver; approvals stay valid)",
+    ),
 ]
 
 
@@ -419,8 +430,26 @@ def progress(
         lines.append("Cancel requested: stopping at the next batch or step boundary.")
     elif m.pause_requested and m.state is State.RUNNING:
         lines.append("Pause requested: pausing at the next batch or step boundary.")
+    elif m.state is State.PAUSED and (m.schedule or {}).get("window_paused"):
+        lines.append(
+            "Waiting for a downtime window: paused at its window's end, holds no locks;"
+            + (
+                f" resumes by itself at {_date(m.due_at)}."
+                if m.due_at and m.due_at > now
+                else " resumes by itself in the next window that holds the rest."
+            )
+        )
     elif m.state is State.PAUSED:
         lines.append(f"Paused: holds no locks. Continue with `/migrate resume {m.id}`.")
+    if (m.schedule or {}).get("when") == "now" and m.state in (State.RUNNING, State.PAUSED):
+        lines.append("Emergency run, outside the maintenance window.")
+    elif m.state is State.RUNNING and m.window_end is not None and m.window_end > now:
+        lines.append(
+            f"Window: {_duration((m.window_end - now).total_seconds())} left"
+            f" (ends {_date(m.window_end)})."
+        )
+    elif m.state is State.APPROVED and m.due_at is not None and m.due_at > now:
+        lines.append(f"Waiting for its downtime window: starts at {_date(m.due_at)}.")
     blocks = [section("\n".join(lines))]
     if live is not None and m.state in (State.RUNNING, State.CANCELLING):
         blocks.append(section(_live_text(live, now)))
@@ -428,6 +457,11 @@ def progress(
     if m.state is State.PAUSED and (emergency := emergency_actions(m)) is not None:
         blocks.append(emergency)
     return message(lines[0].replace("*", ""), blocks)
+
+
+def _date(at: datetime) -> str:
+    """A time each Slack reader sees in their own zone (UTC in the fallback)."""
+    return f"<!date^{int(at.timestamp())}^{{date_short_pretty}} {{time}}|{at:%Y-%m-%d %H:%M} UTC>"
 
 
 def _live_text(live: LiveProgress, now: datetime) -> str:
@@ -483,6 +517,8 @@ def outcome(m: Migration, runs: list[StepRun]) -> Message:
         lines.append(f"*{verdict(m)}*")
     elif m.error:
         lines.append(f"*Error*: {m.error}")
+    if (m.schedule or {}).get("when") == "now":
+        lines.append("Emergency run, outside the maintenance window.")
     table = "\n".join(
         f"{r.step_index}. {r.name}: {r.state}, {r.rows:,} rows{_took(r)}"
         + (f" — {r.detail}" if r.detail else "")

@@ -129,6 +129,12 @@ class SlackNotices:
             thread_key=f"progress:{m.id}",
         )
 
+    def announce(self, m: Migration, text: str, now: datetime) -> None:
+        """Post ``text`` about ``m`` in the notify channel, for the stakeholders (a window it
+        is scheduled in, a reminder, a move); the same text again updates that message."""
+        key = f"announce:{m.id}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+        self.outbox.put(key, self.notify_channel, blocks.notice(text), now)
+
 
 class Delivery:
     """Sends what the outbox holds; posts a key's first message and updates it afterwards.

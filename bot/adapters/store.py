@@ -83,6 +83,9 @@ def _migration(row: Any) -> Migration:
         request_key=row.request_key,
         rollback_of=row.rollback_of,
         waiver=row.waiver,
+        due_at=row.due_at,
+        window_end=row.window_end,
+        schedule=dict(row.schedule) if row.schedule else None,
     )
 
 
@@ -253,14 +256,13 @@ class Store:
             )
             return [_migration(r) for r in rows]
 
-    def in_states(self, *states: State) -> list[Migration]:
-        """Every migration in one of ``states``, oldest first."""
+    def in_states(self, *states: State, target: str | None = None) -> list[Migration]:
+        """Every migration in one of ``states`` (on ``target``, if given), oldest first."""
         with self._tx() as conn:
-            rows = conn.execute(
-                select(migrations)
-                .where(migrations.c.state.in_([s.value for s in states]))
-                .order_by(migrations.c.id)
-            )
+            query = select(migrations).where(migrations.c.state.in_([s.value for s in states]))
+            if target is not None:
+                query = query.where(migrations.c.target == target)
+            rows = conn.execute(query.order_by(migrations.c.id))
             return [_migration(r) for r in rows]
 
     def transition(
@@ -494,6 +496,57 @@ class Store:
                 )
                 for r in rows
             ]
+
+    def achieved_rates(self, target: str, runbook: str) -> tuple[dict[str, float], float | None]:
+        """Rows per second achieved on ``target`` by earlier runs: per step of ``runbook``
+        (by step name), and over every batch or parallel step of any runbook (None if none
+        ran). Read from the latest 500 succeeded step runs that wrote rows."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(
+                    migrations.c.runbook,
+                    step_runs.c.name,
+                    step_runs.c.kind,
+                    step_runs.c.rows,
+                    step_runs.c.started_at,
+                    step_runs.c.finished_at,
+                )
+                .join(migrations, migrations.c.id == step_runs.c.migration_id)
+                .where(
+                    migrations.c.target == target,
+                    step_runs.c.phase == "run",
+                    step_runs.c.rows > 0,
+                    step_runs.c.finished_at.is_not(None),
+                    step_runs.c.state.in_(["succeeded", "stopped"]),
+                )
+                .order_by(step_runs.c.id.desc())
+                .limit(500)
+            ).all()
+        per_step: dict[str, list[float]] = {}
+        overall = [0.0, 0.0]
+        for r in rows:
+            seconds = max((r.finished_at - r.started_at).total_seconds(), 0.001)
+            if r.runbook == runbook:
+                tally = per_step.setdefault(r.name, [0.0, 0.0])
+                tally[0] += r.rows
+                tally[1] += seconds
+            if r.kind in ("batch", "parallel"):
+                overall[0] += r.rows
+                overall[1] += seconds
+        rates = {name: t[0] / t[1] for name, t in per_step.items()}
+        return rates, (overall[0] / overall[1] if overall[1] else None)
+
+    def scheduled(self, target: str | None = None) -> list[Migration]:
+        """Approved or paused migrations with a due window (on ``target``), by due time."""
+        with self._tx() as conn:
+            query = select(migrations).where(
+                migrations.c.due_at.is_not(None),
+                migrations.c.state.in_([State.APPROVED.value, State.PAUSED.value]),
+            )
+            if target is not None:
+                query = query.where(migrations.c.target == target)
+            rows = conn.execute(query.order_by(migrations.c.due_at, migrations.c.id))
+            return [_migration(r) for r in rows]
 
     # -- audit ------------------------------------------------------------------------------
 

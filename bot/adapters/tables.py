@@ -77,6 +77,11 @@ migrations = Table(
     # waived it) why it may restore a backup that was not verified
     Column("rollback_of", Integer, ForeignKey("barq_migrations.id"), index=True),
     Column("waiver", Text),
+    # downtime windows: when the run is due (the start of its window), when that window
+    # ends, and its schedule (estimate, out-of-window, reminders sent, paused by the window)
+    Column("due_at", UTCDateTime, index=True),
+    Column("window_end", UTCDateTime),
+    Column("schedule", JSON),
 )
 
 approvals = Table(

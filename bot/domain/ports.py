@@ -42,6 +42,10 @@ class Notifier(Protocol):
     def episode(self, m: Migration, key: str, text: str, now: datetime) -> None:
         """Post ``text`` in the run's thread as the one message of episode ``key`` (e.g. a
         blocking episode); the same key again updates that message in place."""
+
+    def announce(self, m: Migration, text: str, now: datetime) -> None:
+        """Tell the stakeholders (the notify channel) about ``m``: scheduled, reminders,
+        moved."""
         ...
 
 
@@ -135,7 +139,7 @@ class Store(Protocol):
 
     def recent(self, limit: int = 10, offset: int = 0) -> list[Migration]: ...
 
-    def in_states(self, *states: State) -> list[Migration]: ...
+    def in_states(self, *states: State, target: str | None = None) -> list[Migration]: ...
 
     def rollbacks_of(self, migration_id: int) -> list[Migration]: ...
 
@@ -200,6 +204,12 @@ class Store(Protocol):
     ) -> None: ...
 
     def audit_trail(self, migration_id: int) -> list[AuditEntry]: ...
+
+    def achieved_rates(
+        self, target: str, runbook: str
+    ) -> tuple[dict[str, float], float | None]: ...
+
+    def scheduled(self, target: str | None = None) -> list[Migration]: ...
 
 
 class SqlDialect(Protocol):

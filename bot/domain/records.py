@@ -32,6 +32,9 @@ class Migration:
     request_key: str | None = None  # Slack's trigger_id of the request
     rollback_of: int | None = None  # a rollback: the id of the migration it undoes
     waiver: str | None = None  # a rollback: why an approver let it restore an unverified backup
+    due_at: datetime | None = None  # downtime windows: when its window opens (or opened)
+    window_end: datetime | None = None  # ... and when that window ends
+    schedule: dict[str, Any] | None = None  # estimate, out-of-window, reminders, window pause
 
     @property
     def runbook(self) -> str:

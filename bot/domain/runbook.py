@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -39,6 +40,7 @@ from bot.domain.steps import (
     Step,
     placeholders,
 )
+from bot.domain.windows import parse_duration
 
 __all__ = [
     "DIALECTS",
@@ -138,11 +140,21 @@ class Runbook(Model):
         description="the parameters that say which data a run changes: two runs conflict only"
         " when these values overlap (by default any two runs of the runbook on a target do)",
     )
+    estimate: timedelta | None = Field(
+        default=None,
+        description="how long a run takes (4h, 90m), for placing it in a downtime window when"
+        " no earlier run on the target says how fast its steps go",
+    )
     on_conflict: Literal["refuse", "queue"] = Field(
         default="refuse",
         description="a request that conflicts with a pending or running migration is refused,"
         " or accepted and started once the other has finished",
     )
+
+    @field_validator("estimate", mode="before")
+    @classmethod
+    def _estimate(cls, value: object) -> object:
+        return None if value is None else parse_duration(value)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _consistent(self) -> Runbook:
@@ -227,4 +239,5 @@ _LATER_FIELDS: dict[str, object] = {
     "on_conflict": "refuse",
     "after_rollback": [],
     "preconditions": [],
+    "estimate": None,
 }

@@ -31,6 +31,9 @@ def mrkdwn(text: str, names: dict[str, str]) -> str:
     """Slack mrkdwn as plain text: mentions by name, emoji, no code fences."""
     text = re.sub(r"<@(\w+)>", lambda m: "@" + names.get(m.group(1), m.group(1)), text)
     text = re.sub(r"<!subteam\^(\w+)>", lambda m: "@" + names.get(m.group(1), m.group(1)), text)
+    # Slack shows each reader a <!date^…|fallback> in their zone; the console, the fallback
+    # (the target's zone)
+    text = re.sub(r"<!date\^\d+\^[^|>]*\|([^>]*)>", lambda m: m.group(1), text)
     for code, glyph in _EMOJI.items():
         text = text.replace(code, glyph)
     text = re.sub(r"```(.*?)```", lambda m: _indent(m.group(1)), text, flags=re.S)

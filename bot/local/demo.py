@@ -15,13 +15,24 @@ GROUPS = {"S0DBA": ["U0BOB", "U0CAROL"]}
 GROUP_NAMES = {"S0DBA": "dba-team"}
 APPROVALS, MIGRATIONS, CONSOLE = "C0APPROVALS", "C0MIGRATIONS", "C0CONSOLE"
 CHANNELS = {APPROVALS: "migration-approvals", MIGRATIONS: "migrations", CONSOLE: "console"}
+DEMO_WINDOWS = {
+    "timezone": "Europe/Amsterdam",
+    "recurring": [
+        {"cron": "0 1 * * *", "duration": "3h"},  # every night 01:00-04:00
+        {"cron": "0 22 * * sat", "duration": "6h"},  # Saturday 22:00 to Sunday 04:00
+    ],
+    "blackouts": [{"from": "2026-12-24", "to": "2026-12-26", "reason": "Christmas freeze"}],
+    "on_window_end": "pause",
+    "max_concurrent": 1,
+    "emergency": {"approvers": ["U0DAVE"], "approver_groups": ["S0DBA"], "required": 2},
+}
 
 
 def demo_settings(workdir: Path, api_url: str, now: datetime, *, fresh: bool = True) -> Settings:
     """Create the demo databases under ``workdir`` and the settings that use them.
 
     Staging needs one approval from the dba-team group; production needs two, from dba-team
-    or dave."""
+    or dave, and runs in its downtime windows (every night 01:00-04:00 Amsterdam time)."""
     workdir.mkdir(parents=True, exist_ok=True)
     targets = {}
     for name in ("staging", "production"):
@@ -38,6 +49,8 @@ def demo_settings(workdir: Path, api_url: str, now: datetime, *, fresh: bool = T
                 "required": 2 if name == "production" else 1,
             },
         }
+        if name == "production":  # runs wait for a downtime window (staging: at once)
+            targets[name]["windows"] = DEMO_WINDOWS
     state = workdir / "state.db"
     if fresh:
         state.unlink(missing_ok=True)
