@@ -92,7 +92,7 @@ def test_a_runbook_without_preconditions_keeps_its_digest() -> None:
     existed (so requests made before the upgrade keep their plan hash); adding one changes
     its digest."""
     bare = _runbook()
-    later = {"conflicts_on", "on_conflict", "preconditions", "after_rollback"}
+    later = {"conflicts_on", "on_conflict", "preconditions", "after_rollback", "estimate"}
     before = bare.model_dump_json(exclude=later)
     assert bare.digest == hashlib.sha256(before.encode()).hexdigest()
     assert _runbook(MISSING).digest != bare.digest

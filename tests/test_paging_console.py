@@ -11,10 +11,12 @@ from tests.test_paging import ALICE
 
 
 def test_a_production_run_shows_its_change_events_as_lines(tmp_path: Path) -> None:
-    """A production run's change events (start and finish) are printed, not sent."""
+    """A production run's change events (start and finish) are printed, not sent (run now,
+    outside the demo's windows, under the emergency policy)."""
     out = _console(
         tmp_path,
-        "/migrate request tenant-consolidation source_tenant=3 target_tenant=7 on=production",
+        "/migrate request tenant-consolidation source_tenant=3 target_tenant=7 on=production"
+        " when=now",
         "/as bob",
         "1",
         "/as dave",
