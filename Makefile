@@ -15,7 +15,7 @@ demo-keep: .venv/.synced  # the demo on the data of the last run, pending reques
 test: .venv/.synced
 	bash .ci/ensure-postgres
 	bash .ci/ensure-odbc
-	.venv/bin/pytest
+	.venv/bin/pytest -n auto --maxprocesses 4
 
 lint: .venv/.synced
 	.venv/bin/ruff check .
