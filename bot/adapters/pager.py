@@ -17,7 +17,6 @@ at send time and never queued, logged or shown.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -29,11 +28,11 @@ from typing import Any
 import aiohttp
 
 from bot.adapters import blocks
+from bot.adapters.delivery_loop import DeliveryLoop
 from bot.adapters.outbox import Outbox, Pending
 from bot.adapters.pagers import HttpRequest, opsgenie, pagerduty, statuspage, webhook
 from bot.domain.ports import Clock, Notifier
 from bot.domain.records import Migration
-from bot.errors import StateUnavailable
 from bot.settings import Contacts, StatusPageConfig
 
 logger = logging.getLogger(__name__)
@@ -167,7 +166,7 @@ class OutboxPager:
             logger.info("migration %s: %s queued for %s", m.id, action, NAMES[service])
 
 
-class PageDelivery:
+class PageDelivery(DeliveryLoop):
     """Sends the queued page events; announces an outage of every pager in Slack."""
 
     def __init__(
@@ -192,39 +191,10 @@ class PageDelivery:
         self.on_slack = on_slack  # wakes the Slack delivery for the outage message
         self.outage_after = outage_after
         self.timeout = timeout
-        self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        super().__init__()
         self._down: dict[str, tuple[datetime, str]] = {}  # failing service -> since, error
         self._last_ok: datetime | None = None  # when any page last went out
         self._announced: tuple[str, datetime] | None = None  # outage message key, its start
-
-    def kick(self) -> None:
-        """Ask the delivery loop to run now; safe to call from any thread."""
-        loop = self._loop
-        try:
-            here = asyncio.get_running_loop()
-        except RuntimeError:
-            here = None
-        if loop is None or loop is here:
-            self._wake.set()
-        elif not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake.set)
-
-    async def run_forever(self, idle_seconds: float = 5.0) -> None:
-        """Deliver whenever kicked, and every ``idle_seconds`` to retry failures."""
-        self._loop = asyncio.get_running_loop()
-        while True:
-            try:
-                await self.drain()
-            except StateUnavailable:
-                pass
-            except Exception:
-                logger.exception("page delivery pass failed")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(idle_seconds):
-                    await self._wake.wait()
-            self._wake.clear()
 
     async def drain(self) -> int:
         """One delivery pass; returns how many page events were sent."""

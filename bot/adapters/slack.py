@@ -4,7 +4,6 @@ API (post, then update in place), and user-group membership for approval policie
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -19,13 +18,14 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters import blocks
+from bot.adapters.delivery_loop import DeliveryLoop
 from bot.adapters.outbox import Outbox, Pending
 from bot.domain.approval import ApprovalPolicy, PriorApproval
 from bot.domain.lifecycle import State
 from bot.domain.ports import Clock
 from bot.domain.progress import LiveProgress
 from bot.domain.records import AuditEntry, Migration, StepRun
-from bot.errors import BarqError, ConfigError, DirectoryUnavailable, StateUnavailable
+from bot.errors import BarqError, ConfigError, DirectoryUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class SlackNotices:
         self.outbox.put(key, self.notify_channel, blocks.notice(text), now)
 
 
-class Delivery:
+class Delivery(DeliveryLoop):
     """Sends what the outbox holds; posts a key's first message and updates it afterwards.
 
     Updates of one message are coalesced: a message is updated at most once per
@@ -159,38 +159,7 @@ class Delivery:
         self.update_every = timedelta(seconds=update_every)
         self._last_sent: dict[str, datetime] = {}  # message key -> when it was last sent
         self._next_due: datetime | None = None  # the earliest update held back, if any
-        self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None  # set once run_forever runs
-
-    def kick(self) -> None:
-        """Ask the delivery loop to run now; safe to call from any thread."""
-        loop = self._loop
-        try:
-            here = asyncio.get_running_loop()
-        except RuntimeError:
-            here = None
-        if loop is None or loop is here:
-            self._wake.set()
-        elif not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake.set)
-
-    async def run_forever(self, idle_seconds: float = 5.0) -> None:
-        """Deliver whenever kicked, and every ``idle_seconds`` to retry failures."""
-        self._loop = asyncio.get_running_loop()
-        while True:
-            try:
-                await self.drain()
-            except StateUnavailable:  # the store logs the outage; the next pass tries again
-                pass
-            except Exception:
-                logger.exception("outbox delivery pass failed")
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
-            # cancellation that stops this loop when the wake-up lands at the same moment.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._idle(idle_seconds)):
-                    await self._wake.wait()
-            self._wake.clear()
+        super().__init__()
 
     def _idle(self, idle_seconds: float) -> float:
         """How long to wait for a kick: ``idle_seconds``, or less when an update held back
