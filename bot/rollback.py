@@ -18,7 +18,7 @@ from bot.domain import approval as policy_rules
 from bot.domain import rollback as rules
 from bot.domain.lifecycle import State
 from bot.domain.records import Migration
-from bot.errors import Conflict, Refused, UsageError
+from bot.errors import Refused, UsageError
 
 if TYPE_CHECKING:
     from bot.service import Service
@@ -81,15 +81,7 @@ def _request(
         earlier = store.earlier_request(plan, user, request_key)
         if earlier is not None:
             return earlier, False
-        if runbook.on_conflict != "queue":
-            clash = service._conflict(plan, store.in_states(*sorted(rules.OPEN)))
-            if clash is not None:
-                other, why = clash
-                raise Conflict(
-                    f"#{other.id} ({other.runbook}, {other.plan.args()}) is {other.state.value}"
-                    f" on {plan.target} and {why}: wait until it has finished, or cancel it"
-                    f" (/migrate cancel {other.id})"
-                )
+        service._refuse_conflict(plan, sorted(rules.OPEN))
         now = service.clock()
         m, created = store.create(
             plan,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -210,15 +210,7 @@ class Service:
             earlier = self.store.earlier_request(plan, user, request_key)
             if earlier is not None:  # the same request made again: answered with the first
                 return earlier, False
-            queues = self._runbook(plan.runbook).on_conflict == "queue"
-            clash = None if queues else self._conflict(plan, self.store.in_states(*_BUSY))
-            if clash is not None:
-                other, why = clash
-                raise Conflict(
-                    f"#{other.id} ({other.runbook}, {other.plan.args()}) is {other.state.value}"
-                    f" on {plan.target} and {why}: wait until it has finished, or cancel it"
-                    f" (/migrate cancel {other.id})"
-                )
+            self._refuse_conflict(plan, _BUSY)
             m, created = self.store.create(
                 plan, counts, user, self.clock(), request_key=request_key
             )
@@ -250,6 +242,20 @@ class Service:
             if (why := conflict(plan, other.plan, conflicts_on)) is not None:
                 return other, why
         return None
+
+    def _refuse_conflict(self, plan: Plan, states: Iterable[State]) -> None:
+        """Raise Conflict, saying with which migration and what to do, if ``plan`` must not
+        run beside a migration in one of ``states`` (unless its runbook queues instead)."""
+        if self._runbook(plan.runbook).on_conflict == "queue":
+            return
+        clash = self._conflict(plan, self.store.in_states(*states))
+        if clash is not None:
+            other, why = clash
+            raise Conflict(
+                f"#{other.id} ({other.runbook}, {other.plan.args()}) is {other.state.value}"
+                f" on {plan.target} and {why}: wait until it has finished, or cancel it"
+                f" (/migrate cancel {other.id})"
+            )
 
     def _policy(self, m: Migration) -> policy_rules.ApprovalPolicy:
         """The target's approval policy; its emergency one for a run outside its windows."""
