@@ -96,11 +96,19 @@ async def test_a_failed_anonymization_is_restored_from_its_own_backup(
     bot: tuple[Harness, str],
 ) -> None:
     """Users are anonymized (committed), then clearing the audit values fails on a row the
-    target refuses to change; the rollback restores the backup that run took."""
+    target refuses to change; the rollback restores the backup that run took, and its
+    after-rollback check passes although one user was anonymized before the run."""
     h, url = bot
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE Users SET Email = 'user' || Id || '@anonymized.com',"
+                    " FirstName = 'Anonymous', LastName = 'User', PhoneNumber = NULL"
+                    " WHERE Id = (SELECT MIN(Id) FROM Users WHERE TenantId = 2)"
+                )
+            )
             conn.execute(
                 text(
                     "INSERT INTO AuditLogs (Id, TenantId, EntityType, EntityId, Action,"
