@@ -487,16 +487,16 @@ def why_not_resume(service: Service, m: Migration, now: datetime) -> str | None:
 
 
 def _roll_back(service: Service, m: Migration, now: datetime) -> None:
-    """on_window_end: rollback. The run stopped at its window's end is ended (cancelled after
-    it started) and its runbook's rollback is requested and approved by the bot, as the
-    target's configuration says; the next pass starts it (at once: it is not held for a
-    window)."""
+    """on_window_end: rollback. The run stopped at its window's end ends as failed (rolled
+    back), and its runbook's rollback is requested and approved by the bot, as the target's
+    configuration says; the next pass starts it (at once: it is not held for a window)."""
     m = service.store.transition(
         m.id,
-        Event.CANCEL,
+        Event.FAIL,
         actor="bot",
         now=now,
         finished_at=now,
+        error="its window ended before it finished (on_window_end: rollback): rolled back",
         detail={"reason": "its window ended; on_window_end: rollback"},
     )
     undo, _ = rollbacks.request_in_transaction(service, "bot", m.id)

@@ -23,6 +23,7 @@ from bot.errors import InvalidTransition
         (State.RUNNING, Event.PAUSE, State.PAUSED),
         (State.PAUSED, Event.RESUME, State.RUNNING),
         (State.PAUSED, Event.CANCEL, State.CANCELLED),
+        (State.PAUSED, Event.FAIL, State.FAILED),  # its window ended: rolled back
         (State.FAILED, Event.RESUME, State.RUNNING),
         (State.APPROVED, Event.RECOUNT, State.REQUESTED),  # counts moved: approve again
     ],

@@ -124,8 +124,8 @@ async def test_on_window_end_rollback_stops_the_run_and_undoes_it(
     tmp_path: Path, pg_url: str
 ) -> None:
     """on_window_end: rollback: the run stops at the batch boundary after its window's end,
-    ends cancelled, and its rollback runs at once (approved by the configuration): the data
-    is as before."""
+    ends failed (rolled back), and its rollback runs at once (approved by the configuration):
+    the data is as before."""
     engine = create_engine(pg_url)
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE items (id INTEGER PRIMARY KEY, hits INTEGER NOT NULL)"))
@@ -151,7 +151,9 @@ async def test_on_window_end_rollback_stops_the_run_and_undoes_it(
             return bool(rollbacks) and rollbacks[0].state is State.SUCCEEDED
 
         await h.slack.wait_for(lambda _: undone(), timeout=30)
-        assert s.store.get(m.id).state is State.CANCELLED
+        done = s.store.get(m.id)
+        assert done.state is State.FAILED
+        assert "rolled back" in (done.error or "")
         assert s.store.get(m.id).started_at is not None
         with engine.connect() as conn:
             assert conn.execute(text("SELECT MAX(hits) FROM items")).scalar() == 0

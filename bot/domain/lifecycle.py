@@ -53,6 +53,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.RUNNING, Event.PAUSE): State.PAUSED,
     (State.PAUSED, Event.RESUME): State.RUNNING,
     (State.PAUSED, Event.CANCEL): State.CANCELLED,
+    (State.PAUSED, Event.FAIL): State.FAILED,  # a guard ends it (window over, rolled back)
     (State.FAILED, Event.RESUME): State.RUNNING,
     (State.CANCELLING, Event.STOP): State.CANCELLED,
     (State.CANCELLING, Event.SUCCEED): State.SUCCEEDED,
