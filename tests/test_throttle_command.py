@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from bot.adapters.targets.batches import BatchReport
-from bot.domain.lifecycle import State
+from bot.domain.lifecycle import Event, State
 from bot.errors import UsageError
 from bot.executors import batch as batch_executor
 from handlers.parse import Command, parse
@@ -267,3 +267,22 @@ async def test_a_paused_run_is_throttled_before_it_resumes(
     await h.settle()
     assert store.get(m.id).state is State.SUCCEEDED
     assert batches.rows == [10] + [2] * 45, batches.rows
+
+
+async def test_a_run_the_bot_resumes_after_a_crash_keeps_its_manual_throttle(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot stopped while the run was running, throttled by hand (its record says so): the
+    restarted bot's first pass resumes it, still throttled."""
+    service, store = h.bot.service, h.bot.store
+    m, _ = await service.request("U0ALICE", "count-items", {}, "staging")
+    h.approve_in_store(m, "U0BOB")
+    now = harness.now()
+    store.transition(m.id, Event.START, actor="bot", now=now, started_at=now)
+    store.set_fields(m.id, now, manual_throttle=0.3)
+    batches = Batches(monkeypatch)
+    batches.h = h
+    await service.run_due(harness.now())  # the restarted bot's first pass
+    await h.settle()
+    assert store.get(m.id).state is State.SUCCEEDED
+    assert batches.rows == [7] * 14 + [2], batches.rows
