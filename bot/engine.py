@@ -74,11 +74,13 @@ class Engine:
 
     def throttle(self, migration_id: int, level: float | None) -> bool:
         """Slow a running migration by hand to ``1 - level`` of its speed (None: lift the
-        manual throttle); False when it is not running here."""
+        manual throttle); False when it is not running here. The level is the run's record
+        (``manual_throttle``), written by the caller: a run that starts or resumes later
+        recalls it from there."""
         control = self._controls.get(migration_id)
         if control is None or not self.is_running(migration_id):
             return False
-        control.throttle.manual = level
+        control.throttle.set_by_hand(level)
         return True
 
     def live(self, migration_id: int) -> LiveProgress | None:
@@ -194,6 +196,7 @@ class Engine:
             control.cancel.set()
         if m.pause_requested:
             control.pause.set()
+        control.throttle.recall(m.manual_throttle)  # it holds across pauses and restarts
         try:
             committed = await asyncio.to_thread(self.runner.committed_steps, m)
         except TargetUnavailable as exc:

@@ -470,32 +470,38 @@ class Service:
             return m
 
     async def throttle(self, migration_id: int, user: str, level: float | None) -> Migration:
-        """Slow a running migration by hand to ``1 - level`` of its speed (smaller batches,
-        a wait between them), or lift the manual throttle (``level`` None). The requester
-        and the target's approvers may; it is audited and said in the run's thread."""
+        """Slow a running or paused migration by hand to ``1 - level`` of its speed (smaller
+        batches, a wait between them), or lift the manual throttle (``level`` None). The level
+        is the run's record (``manual_throttle``), so it holds across pauses, resumes and
+        restarts of the bot until it is lifted. The requester and the target's approvers may;
+        it is audited and said in the run's thread."""
         await self._authorize_control(migration_id, user, "throttle")
         m = await asyncio.to_thread(self._throttle, migration_id, user, level)
+        # after the commit, on the event loop: a run that starts or resumes meanwhile reads
+        # the new record, or is told here (and then ignores the older record it read)
+        self.engine.throttle(m.id, level)
         self.on_change()
         return m
 
     def _throttle(self, migration_id: int, user: str, level: float | None) -> Migration:
         with self.store.transaction():
             m = self.store.lock(migration_id)
-            if m.state is not State.RUNNING:
-                raise Refused(f"{in_state(m.id, m.state)}; only a running migration is throttled")
-            if not self.engine.throttle(m.id, level):
+            if m.state not in (State.RUNNING, State.PAUSED):
                 raise Refused(
-                    f"#{m.id} is not running in this bot process yet; try again in a moment"
+                    f"{in_state(m.id, m.state)}; only a running or paused migration is throttled"
                 )
             now = self.clock()
+            m = self.store.set_fields(m.id, now, manual_throttle=level)
             percent = None if level is None else round(level * 100)
             self.store.audit(m.id, user, "throttle", {"percent": percent}, now)
             said = (
                 "lifted the manual throttle"
                 if percent is None
                 else f"throttled it by {percent}% (smaller batches, a wait between them)"
+                + ("" if m.state is State.RUNNING else "; it holds when the run resumes")
             )
             self.notifier.notice(m, f"#{m.id}: <@{user}> {said}.", now)
+            self.notifier.progress(m, self.store.step_runs(m.id), now, self.engine.live(m.id))
             return m
 
     async def _authorize_control(self, migration_id: int, user: str, verb: str) -> None:

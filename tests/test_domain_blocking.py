@@ -169,3 +169,13 @@ def test_settings_refuse_a_pause_before_the_throttle() -> None:
 def test_statements_are_truncated_to_one_line() -> None:
     assert truncate("SELECT\n  1", 50) == "SELECT 1"
     assert truncate("x" * 300) == "x" * 199 + "…"
+
+
+def test_a_level_set_by_hand_wins_over_a_record_recalled_after_it() -> None:
+    recalled = Throttle()
+    recalled.recall(0.5)  # the run starts or resumes with its recorded level
+    assert recalled.manual == 0.5 and recalled.size(10) == 5
+    raced = Throttle()
+    raced.set_by_hand(None)  # `off` while the run was reading its (older) record...
+    raced.recall(0.5)  # ... which must not throttle it again
+    assert raced.manual is None and raced.size(10) == 10

@@ -156,3 +156,12 @@ def test_the_state_database_enforces_its_foreign_keys(store: Store) -> None:
     }
     with pytest.raises(IntegrityError), store.transaction() as conn:
         conn.execute(insert(approvals).values(**row))
+
+
+def test_the_manual_throttle_is_kept_until_cleared(store: Store) -> None:
+    """``/migrate throttle``'s level is part of the migration's record; ``off`` clears it."""
+    m, _ = store.create(_plan(), {"move-tasks": 400}, "U0ALICE", T0)
+    assert m.manual_throttle is None
+    assert store.set_fields(m.id, T0, manual_throttle=0.375).manual_throttle == 0.375
+    assert store.get(m.id).manual_throttle == 0.375
+    assert store.set_fields(m.id, T0, manual_throttle=None).manual_throttle is None

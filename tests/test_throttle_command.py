@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from bot.adapters.targets.batches import BatchReport
-from bot.domain.lifecycle import State
+from bot.domain.lifecycle import Event, State
 from bot.errors import UsageError
 from bot.executors import batch as batch_executor
 from handlers.parse import Command, parse
@@ -61,8 +61,8 @@ def test_parse_throttle_refusals(typed: str, said: str) -> None:
         parse(typed)
 
 
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+def _items(tmp_path: Path) -> str:
+    """A SQLite target of 100 items and the count-items runbook; the target's URL."""
     url = f"sqlite:///{tmp_path / 'items.db'}"
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -77,9 +77,54 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     folder = tmp_path / "runbooks"
     folder.mkdir()
     (folder / "count-items.yaml").write_text(HITS)
-    bot = await harness.start(tmp_path, harness.policies(url), folder)
+    return url
+
+
+async def _bot(tmp_path: Path, url: str) -> Harness:
+    """The bot on that target, its state database in ``tmp_path`` (the same on a restart)."""
+    return await harness.start(tmp_path, harness.policies(url), tmp_path / "runbooks")
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    bot = await _bot(tmp_path, _items(tmp_path))
     yield bot
     await bot.close()
+
+
+class Batches:
+    """Wraps the batch executor: records each batch's rows and, after the n-th batch (counted
+    over every run of the migration), types ``/migrate`` commands as that batch's hook."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.rows: list[int] = []
+        self.at: dict[int, list[tuple[str, str]]] = {}  # batch number -> (user, typed)
+        self.replies: list[str] = []
+        self.h: Harness | None = None
+        self.loop = asyncio.get_running_loop()
+        real = batch_executor.run_batches
+
+        def run_batches(*args: Any, on_batch: Any, **kwargs: Any) -> Any:
+            def note(report: BatchReport) -> None:
+                on_batch(report)
+                self.rows.append(report.rows)
+                for user, typed in self.at.get(len(self.rows), []):
+                    assert self.h is not None
+                    reply = asyncio.run_coroutine_threadsafe(self.h.slash(user, typed), self.loop)
+                    self.replies.append(harness.text_of(reply.result(timeout=20)))
+
+            return real(*args, on_batch=note, **kwargs)
+
+        monkeypatch.setattr(batch_executor, "run_batches", run_batches)
+
+
+def _progress(h: Harness, migration_id: int) -> str:
+    """The run's progress message in the migrations channel, as it stands."""
+    for message in h.slack.messages_in(MIGRATIONS):
+        shown = json.dumps(message["blocks"])
+        if f"#{migration_id} count-items" in shown and "rows so far" in shown:
+            return shown
+    raise AssertionError(f"no progress message for #{migration_id}")
 
 
 async def test_throttle_by_hand_shrinks_the_next_batches_until_lifted(
@@ -129,4 +174,115 @@ async def test_throttle_by_hand_shrinks_the_next_batches_until_lifted(
 async def test_only_a_running_migration_is_throttled(h: Harness) -> None:
     m, _ = await h.bot.service.request("U0ALICE", "count-items", {}, "staging")
     reply = harness.text_of(await h.slash("U0ALICE", f"throttle {m.id} 30%"))
-    assert "only a running migration is throttled" in reply
+    assert "only a running or paused migration is throttled" in reply
+
+
+async def test_a_manual_throttle_holds_across_pause_and_resume_until_lifted(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, store = h.bot.service, h.bot.store
+    m, _ = await service.request("U0ALICE", "count-items", {}, "staging")
+    batches = Batches(monkeypatch)
+    batches.h = h
+    batches.at = {2: [("U0ALICE", f"throttle {m.id} 50%")], 3: [("U0ALICE", f"pause {m.id}")]}
+    await service.approve(m.id, "U0BOB", m.plan.hash)
+    await h.settle()
+    paused = store.get(m.id)
+    assert paused.state is State.PAUSED
+    assert paused.manual_throttle == 0.5
+    assert "Throttled by hand to 50% of its speed" in _progress(h, m.id)
+    assert batches.rows == [10, 10, 5]
+
+    batches.at = {6: [("U0CAROL", f"throttle {m.id} off")]}
+    reply = harness.text_of(await h.slash("U0ALICE", f"resume {m.id}"))
+    assert "resumes from its last checkpoint" in reply, reply
+    await h.settle()
+    assert store.get(m.id).state is State.SUCCEEDED
+    assert batches.rows == [10, 10, 5] + [5, 5, 5] + [10] * 6, batches.rows
+    assert store.get(m.id).manual_throttle is None
+    assert h.count("staging", "SELECT COUNT(*) FROM Items WHERE Hits = 1") == 100
+    trail = [(a.actor, a.action, a.detail) for a in store.audit_trail(m.id)]
+    assert [t for t in trail if t[1] == "throttle"] == [
+        ("U0ALICE", "throttle", {"percent": 50}),
+        ("U0CAROL", "throttle", {"percent": None}),
+    ]
+    status = harness.text_of(await h.slash("U0ALICE", f"status {m.id}"))
+    assert "throttled to 50% speed by <@U0ALICE>" in status
+    assert "throttle lifted by <@U0CAROL>" in status
+    assert "Throttled by hand" not in status
+
+
+async def test_a_manual_throttle_survives_a_restart_of_the_bot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = _items(tmp_path)
+    first = await _bot(tmp_path, url)
+    try:
+        m, _ = await first.bot.service.request("U0ALICE", "count-items", {}, "staging")
+        batches = Batches(monkeypatch)
+        batches.h = first
+        batches.at = {
+            2: [("U0ALICE", f"throttle {m.id} 40%")],
+            3: [("U0ALICE", f"pause {m.id}")],
+        }
+        await first.bot.service.approve(m.id, "U0BOB", m.plan.hash)
+        await first.settle()
+        assert first.bot.store.get(m.id).state is State.PAUSED
+    finally:
+        await first.close()
+
+    again = await _bot(tmp_path, url)  # a new process: nothing in memory, the same state DB
+    try:
+        assert again.bot.store.get(m.id).manual_throttle == 0.4
+        status = harness.text_of(await again.slash("U0ALICE", f"status {m.id}"))
+        assert "Throttled by hand to 60% of its speed" in status
+        batches.h, batches.at = again, {}
+        reply = harness.text_of(await again.slash("U0BOB", f"resume {m.id}"))
+        assert "resumes from its last checkpoint" in reply, reply
+        await again.settle()
+        assert again.bot.store.get(m.id).state is State.SUCCEEDED
+        # 10, 10, then 6-row batches (60% of 10) before the pause and after the restart
+        assert batches.rows == [10, 10] + [6] * 13 + [2], batches.rows
+        assert again.bot.store.get(m.id).manual_throttle == 0.4  # the record stays
+        assert again.count("staging", "SELECT COUNT(*) FROM Items WHERE Hits = 1") == 100
+    finally:
+        await again.close()
+
+
+async def test_a_paused_run_is_throttled_before_it_resumes(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, store = h.bot.service, h.bot.store
+    m, _ = await service.request("U0ALICE", "count-items", {}, "staging")
+    batches = Batches(monkeypatch)
+    batches.h = h
+    batches.at = {1: [("U0ALICE", f"pause {m.id}")]}
+    await service.approve(m.id, "U0BOB", m.plan.hash)
+    await h.settle()
+    assert store.get(m.id).state is State.PAUSED
+    reply = harness.text_of(await h.slash("U0BOB", f"throttle {m.id} 75%"))
+    assert f"#{m.id} is throttled to 25% of its speed" in reply
+    assert store.get(m.id).manual_throttle == 0.75
+    await h.slash("U0ALICE", f"resume {m.id}")
+    await h.settle()
+    assert store.get(m.id).state is State.SUCCEEDED
+    assert batches.rows == [10] + [2] * 45, batches.rows
+
+
+async def test_a_run_the_bot_resumes_after_a_crash_keeps_its_manual_throttle(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot stopped while the run was running, throttled by hand (its record says so): the
+    restarted bot's first pass resumes it, still throttled."""
+    service, store = h.bot.service, h.bot.store
+    m, _ = await service.request("U0ALICE", "count-items", {}, "staging")
+    h.approve_in_store(m, "U0BOB")
+    now = harness.now()
+    store.transition(m.id, Event.START, actor="bot", now=now, started_at=now)
+    store.set_fields(m.id, now, manual_throttle=0.3)
+    batches = Batches(monkeypatch)
+    batches.h = h
+    await service.run_due(harness.now())  # the restarted bot's first pass
+    await h.settle()
+    assert store.get(m.id).state is State.SUCCEEDED
+    assert batches.rows == [7] * 14 + [2], batches.rows

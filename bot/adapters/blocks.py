@@ -441,6 +441,11 @@ def progress(
         )
     elif m.state is State.PAUSED:
         lines.append(f"Paused: holds no locks. Continue with `/migrate resume {m.id}`.")
+    if m.manual_throttle is not None and m.state in (State.RUNNING, State.PAUSED):
+        lines.append(
+            f"Throttled by hand to {100 * (1 - m.manual_throttle):.0f}% of its speed"
+            f" (smaller batches, a wait between them) until `/migrate throttle {m.id} off`."
+        )
     if (m.schedule or {}).get("when") == "now" and m.state in (State.RUNNING, State.PAUSED):
         lines.append("Emergency run, outside the maintenance window.")
     elif m.state is State.RUNNING and m.window_end is not None and m.window_end > now:
@@ -651,6 +656,9 @@ def _timeline(m: Migration, history: list[AuditEntry]) -> list[str]:
         verb = _DECIDED.get(entry.action)
         if entry.action == "rollback-request":
             verb = f"rollback #{entry.detail.get('rollback')} requested"
+        if entry.action == "throttle":
+            percent = entry.detail.get("percent")
+            verb = "throttle lifted" if percent is None else f"throttled to {100 - percent}% speed"
         if verb is None:
             continue
         who = "" if entry.actor == "bot" else f" by <@{entry.actor}>"

@@ -86,6 +86,7 @@ def _migration(row: Any) -> Migration:
         due_at=row.due_at,
         window_end=row.window_end,
         schedule=dict(row.schedule) if row.schedule else None,
+        manual_throttle=row.manual_throttle,
     )
 
 

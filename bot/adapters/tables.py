@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -82,6 +83,9 @@ migrations = Table(
     Column("due_at", UTCDateTime, index=True),
     Column("window_end", UTCDateTime),
     Column("schedule", JSON),
+    # /migrate throttle's level (0 to 1: how much the run is slowed by hand), kept until
+    # lifted (``off``): it holds across pauses, resumes and restarts of the bot
+    Column("manual_throttle", Float),
 )
 
 approvals = Table(

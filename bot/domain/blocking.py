@@ -267,14 +267,31 @@ class Throttle:
     The level is 0 (full speed) to 1; the run uses the larger of the automatic level (the
     monitor's) and the manual one (``/migrate throttle``). At level L a batch is (1 - L) of
     its size, and after it the runner waits L / (1 - L) times the batch's time, up to
-    ``max_wait_seconds``."""
+    ``max_wait_seconds``.
+
+    The manual level is the run's record (``Migration.manual_throttle``): set by hand while
+    the run runs (:meth:`set_by_hand`), and recalled from the record when the run starts or
+    resumes (:meth:`recall`); a level set by hand meanwhile wins over a record read before it."""
 
     def __init__(self, max_wait_seconds: float = 5.0) -> None:
         self._lock = threading.Lock()
         self.max_wait_seconds = max_wait_seconds
         self.auto = 0.0
         self.manual: float | None = None
+        self._by_hand = False  # set_by_hand was called: a recalled record may be stale
         self._sessions: dict[int, int] = {}  # session id -> transactions open on it
+
+    def set_by_hand(self, level: float | None) -> None:
+        """``/migrate throttle`` while the run runs: ``level`` (None lifts it) from now on."""
+        with self._lock:
+            self.manual, self._by_hand = level, True
+
+    def recall(self, level: float | None) -> None:
+        """The run starts or resumes with its recorded manual ``level``, unless one was set
+        by hand since this Throttle was made (the record it read may predate that)."""
+        with self._lock:
+            if not self._by_hand:
+                self.manual = level
 
     def level(self) -> float:
         """The level in force, 0 to 1."""

@@ -35,6 +35,7 @@ class Migration:
     due_at: datetime | None = None  # downtime windows: when its window opens (or opened)
     window_end: datetime | None = None  # ... and when that window ends
     schedule: dict[str, Any] | None = None  # estimate, out-of-window, reminders, window pause
+    manual_throttle: float | None = None  # /migrate throttle's level (0 to 1) until lifted
 
     @property
     def runbook(self) -> str:
