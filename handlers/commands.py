@@ -88,7 +88,8 @@ async def _run(service: Service, cmd: Command, user: str, trigger_id: str | None
     elif cmd.name == "throttle":
         m = await service.throttle(cmd.migration_id, user, cmd.level)
         what = (
-            "runs at full speed again (the monitor may still throttle it while it blocks others)"
+            "has its throttle lifted: it runs at full speed (the monitor may still throttle it"
+            " while it blocks others)"
             if cmd.level is None
             else f"is throttled to {100 * (1 - cmd.level):.0f}% of its speed"
         )

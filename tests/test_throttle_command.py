@@ -158,7 +158,7 @@ async def test_throttle_by_hand_shrinks_the_next_batches_until_lifted(
     assert h.bot.store.get(m.id).state is State.SUCCEEDED
     assert "only the requester (<@U0ALICE>) or an approver may throttle" in replies["dave"]
     assert f"#{m.id} is throttled to 50% of its speed" in replies["alice"]
-    assert f"#{m.id} runs at full speed again" in replies["carol"]
+    assert f"#{m.id} has its throttle lifted" in replies["carol"]
     assert rows == [10, 10, 5, 5, 5] + [10] * 6 + [5], rows
     trail = [(a.actor, a.action, a.detail) for a in h.bot.store.audit_trail(m.id)]
     throttles = [t for t in trail if t[1] == "throttle"]
