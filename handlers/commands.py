@@ -58,7 +58,7 @@ async def _run(service: Service, cmd: Command, user: str, trigger_id: str | None
         m, created = await service.request(
             user, cmd.runbook, cmd.params, cmd.target, request_key=trigger_id, when=cmd.when
         )
-        return blocks.requested(m, created)
+        return blocks.requested(m, created, await windows.request_note(service, m))
     if cmd.name == "status":
         if cmd.migration_id is None:
             size = blocks.PAGE_SIZE  # one more than a page says whether older ones follow
