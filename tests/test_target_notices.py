@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from bot.adapters.slack import SlackNotices
 from bot.domain.lifecycle import State
 from bot.local.barq_schema import create_demo_database
 from tests import harness
 from tests.harness import APPROVALS, MIGRATIONS, now, text_of
+from tests.test_paging import world
 
 ALICE, BOB, CAROL, DAVE = "U0ALICE", "U0BOB", "U0CAROL", "U0DAVE"
 PROD_NOTICES = "C0PRODNOTICES"
@@ -166,3 +169,35 @@ async def test_the_request_reply_and_the_plan_show_the_estimate_and_window(
         assert "Estimate" not in text_of(await h.slash(ALICE, f"plan {ARGS} on=staging"))
     finally:
         await h.close()
+
+
+async def test_the_loud_pager_outage_goes_to_the_channel_of_the_pages_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every pager down for two minutes while a run of a target with its own notify channel
+    waits to be paged: the loud message goes to that channel (not the global one), and says
+    there when paging works again."""
+    async with world(tmp_path, monkeypatch) as w:
+        w.h.slack.channels[PROD_NOTICES] = "prod-migrations"
+        assert isinstance(w.h.bot.service.notifier, SlackNotices)
+        w.h.bot.service.notifier.target_channels["staging"] = PROD_NOTICES
+        w.pages.channel_of = w.h.bot.service.notifier.channel_of
+        for server in (w.pd, w.og, w.hook):
+            server.fail(503, times=1000)
+        m = await w.failed_run()
+        for _ in range(7):  # 140 s after the first failure
+            w.clock.advance(20)
+            await w.drain()
+
+        def loud(channel: str) -> list[dict[str, Any]]:
+            return [x for x in w.h.slack.messages_in(channel) if "Paging is failing" in x["text"]]
+
+        [message] = loud(PROD_NOTICES)
+        assert f"#{m.id}" in message["text"] and not message.get("thread_ts")
+        assert loud(MIGRATIONS) == []
+        for server in (w.pd, w.og, w.hook):
+            server.heal()
+        w.clock.advance(400)
+        assert await w.drain() == 3
+        [back] = [x for x in w.h.slack.messages if x["ts"] == message["ts"]]
+        assert back["channel"] == PROD_NOTICES and "Paging works again" in back["text"]
