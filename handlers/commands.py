@@ -100,4 +100,4 @@ async def _run(service: Service, cmd: Command, user: str, trigger_id: str | None
         what = (
             "will stop at the next batch or step boundary" if m.cancel_requested else "is cancelled"
         )
-    return blocks.message(f"#{m.id} {what}", [blocks.section(f"#{m.id} {what}.")])
+    return blocks.about(m, blocks.message(f"#{m.id} {what}", [blocks.section(f"#{m.id} {what}.")]))

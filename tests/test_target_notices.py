@@ -117,7 +117,8 @@ async def test_every_message_about_an_out_of_window_run_says_so(tmp_path: Path) 
         reply = await h.slash(ALICE, f"request {ARGS} on=production when=now")
         assert OUTSIDE in text_of(reply), reply
         [m] = await s.recent()
-        await s.approve(m.id, CAROL, m.plan.hash)
+        approved = await h.click(CAROL, h.approval_message(m.id), "approve")
+        assert approved is not None and OUTSIDE in text_of(approved), approved
         await s.approve(m.id, DAVE, m.plan.hash)
         await h.settle()
         m = s.store.get(m.id)

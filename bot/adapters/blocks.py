@@ -268,7 +268,7 @@ def approved_reply(m: Migration, approvals: list[PriorApproval], policy: Approva
         text = f"You approved #{m.id}: {count}; it is approved and starts when due."
     else:
         text = f"You approved #{m.id}: {count}; it is now {m.state.value}."
-    return message(text, [section(f":white_check_mark: {text}")])
+    return about(m, message(text, [section(f":white_check_mark: {text}")]))
 
 
 def _touched(plan: Plan, counts: dict[str, int]) -> str:
