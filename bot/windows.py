@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot import rollback as rollbacks
-from bot.adapters import calendar
+from bot.adapters import blocks, calendar
 from bot.domain import approval as policy_rules
 from bot.domain.lifecycle import ACTIVE, Event, State
 from bot.domain.plan import Plan
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from bot.service import Service
 
 logger = logging.getLogger(__name__)
-OUTSIDE = "outside the maintenance window"
+OUTSIDE = blocks.OUTSIDE  # every message about an out-of-window run says it (blocks.about)
 REMINDER_LATE = timedelta(minutes=15)  # a reminder later than this after its moment is dropped
 PAUSE_CHECK = timedelta(seconds=1)  # how often a pass looks whether a window's pause landed
 DEFAULT_ESTIMATE = timedelta(minutes=5)  # nothing to go by: no rows counted, no rate, no field
