@@ -106,6 +106,7 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
         outbox,
         approvals_channel=settings.approvals_channel,
         notify_channel=settings.notify_channel,
+        target_channels={name: cfg.notify_channel for name, cfg in settings.targets.items()},
     )
     pager: Pager = NoPager()
     pages: PageDelivery | None = None
@@ -123,6 +124,7 @@ def build(settings: Settings, *, clock: Clock = utcnow) -> Bot:
             settings.contacts_for,
             clock,
             notify_channel=settings.notify_channel or settings.approvals_channel,
+            channel_of=notices.channel_of,
             workspace_url=settings.slack_workspace_url,
             on_slack=delivery.kick,
             status_page=settings.status_page,

@@ -182,6 +182,9 @@ class TargetConfig(BaseModel):
     contacts: Contacts | None = None
     # downtime windows: approved runs wait for one (none: they start at once)
     windows: WindowsConfig | None = None
+    # where the stakeholders of this target read its runs' notices (a Slack channel id);
+    # unset: the global notify_channel
+    notify_channel: str = ""
 
     @field_validator("windows")
     @classmethod

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot import rollback as rollbacks
-from bot.adapters import calendar
+from bot.adapters import blocks, calendar
 from bot.domain import approval as policy_rules
 from bot.domain.lifecycle import ACTIVE, Event, State
 from bot.domain.plan import Plan
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from bot.service import Service
 
 logger = logging.getLogger(__name__)
-OUTSIDE = "outside the maintenance window"
+OUTSIDE = blocks.OUTSIDE  # every message about an out-of-window run says it (blocks.about)
 REMINDER_LATE = timedelta(minutes=15)  # a reminder later than this after its moment is dropped
 PAUSE_CHECK = timedelta(seconds=1)  # how often a pass looks whether a window's pause landed
 DEFAULT_ESTIMATE = timedelta(minutes=5)  # nothing to go by: no rows counted, no rate, no field
@@ -145,23 +145,43 @@ def on_request(service: Service, m: Migration, when: str | None, now: datetime) 
     est, source = estimate(service, m.plan, m.counts)
     schedule = {"estimate_s": est.total_seconds(), "estimate_from": source, "when": when}
     m = service.store.set_fields(m.id, now, schedule=schedule)
-    if when == "now":
-        text = (
+    service.notifier.notice(m, _request_text(config, m, now), now)
+    return m
+
+
+def _request_text(config: WindowsConfig, m: Migration, now: datetime) -> str:
+    """The estimate of the requested run ``m`` and the window chosen for it (or why none
+    fits, or that it asks to run outside the windows)."""
+    est, source = _est(m), _sched(m).get("estimate_from", "")
+    if _sched(m).get("when") == "now":
+        return (
             f"#{m.id} asks to run {OUTSIDE} (when=now): it needs the emergency approval"
             f" policy of {m.target}; estimate {say_duration(est)} ({source})."
         )
-    else:
-        found = _placement(config, m, now)
-        text = (
-            f"#{m.id}: estimate {say_duration(est)} ({source}); once approved it runs in the"
-            f" window from {when_text(found.start, config)}"
-            f" ({say_duration(found.window.end - found.start)} long)."
-            if isinstance(found, Placement)
-            else f"#{m.id}: estimate {say_duration(est)} ({source}); no window fits:"
-            f" {found.reason}."
+    found = _placement(config, m, now)
+    if isinstance(found, NoFit):
+        return f"#{m.id}: estimate {say_duration(est)} ({source}); no window fits: {found.reason}."
+    return (
+        f"#{m.id}: estimate {say_duration(est)} ({source}); once approved it runs in the"
+        f" window from {when_text(found.start, config)}"
+        f" ({say_duration(found.window.end - found.start)} long)."
+    )
+
+
+async def request_note(service: Service, m: Migration) -> str | None:
+    """For the requester's reply on a target with windows: the estimate and the window
+    chosen (as its thread says); None on a target without windows or for a run that is
+    not waiting for one any more."""
+    config = config_of(service, m.target)
+    if config is None or m.state not in (State.REQUESTED, State.APPROVED) or not m.schedule:
+        return None
+    if m.due_at is not None and m.window_end is not None:  # approved and placed already
+        return (
+            f"#{m.id}: estimate {say_duration(_est(m))}; scheduled for"
+            f" {when_text(m.due_at, config)}, in the window until"
+            f" {when_text(m.window_end, config)}."
         )
-    service.notifier.notice(m, text, now)
-    return m
+    return await asyncio.to_thread(_request_text, config, m, service.clock())
 
 
 async def plan_note(service: Service, plan: Plan, counts: dict[str, int]) -> str | None:

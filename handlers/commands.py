@@ -58,7 +58,7 @@ async def _run(service: Service, cmd: Command, user: str, trigger_id: str | None
         m, created = await service.request(
             user, cmd.runbook, cmd.params, cmd.target, request_key=trigger_id, when=cmd.when
         )
-        return blocks.requested(m, created)
+        return blocks.requested(m, created, await windows.request_note(service, m))
     if cmd.name == "status":
         if cmd.migration_id is None:
             size = blocks.PAGE_SIZE  # one more than a page says whether older ones follow
@@ -101,4 +101,4 @@ async def _run(service: Service, cmd: Command, user: str, trigger_id: str | None
         what = (
             "will stop at the next batch or step boundary" if m.cancel_requested else "is cancelled"
         )
-    return blocks.message(f"#{m.id} {what}", [blocks.section(f"#{m.id} {what}.")])
+    return blocks.about(m, blocks.message(f"#{m.id} {what}", [blocks.section(f"#{m.id} {what}.")]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +43,7 @@ _DECIDED = {  # audit actions shown in /migrate status, as "<verb> by <@user>"
     "throttle": "throttled",
 }
 PAGE_SIZE = 10  # migrations per page of /migrate status
+OUTSIDE = "outside the maintenance window"
 
 USAGE = [
     ("help", "/migrate help", "this help"),
@@ -115,23 +117,45 @@ def error(text: str) -> Message:
     return message(text, [section(f":warning: {text}")])
 
 
-def requested(m: Migration, created: bool) -> Message:
+def outside_window(m: Migration) -> bool:
+    """Whether ``m`` is an out-of-window run (``when=now`` on a target with windows)."""
+    return (m.schedule or {}).get("when") == "now"
+
+
+def about(m: Migration, msg: Message) -> Message:
+    """``msg`` as posted about ``m``: every message about an out-of-window run says
+    "outside the maintenance window" (in its fallback text, which notifications show, and in
+    its blocks), once. Every notice about a migration passes through here."""
+    if not outside_window(m):
+        return msg
+    text, shown = str(msg.get("text", "")), list(msg.get("blocks") or [])
+    if OUTSIDE not in text:
+        text = f"{text} ({OUTSIDE})"
+    if OUTSIDE not in json.dumps(shown):
+        note = context(f":rotating_light: Emergency run, {OUTSIDE}.")
+        shown = [*shown[:1], note, *shown[1:]]
+    return message(text, shown)
+
+
+def requested(m: Migration, created: bool, note: str | None = None) -> Message:
     """The requester's answer: the migration is waiting for approval, or (``created`` False)
-    it was requested already and nothing new was made."""
+    it was requested already and nothing new was made; ``note`` is where it will run (the
+    estimate and the window chosen, on a target with downtime windows)."""
+    extra = [context(note)] if note else []
     if created:
         what = f"*#{m.id}* ({m.plan.runbook} on {m.plan.target}, `{m.plan.args()}`)"
         text = (
             f":inbox_tray: Migration {what} is waiting for approval in the approvals channel "
             f"(plan `{m.plan.short_hash}`). Follow it with `/migrate status {m.id}`."
         )
-        return message(f"Requested migration #{m.id}", [section(text)])
+        return about(m, message(f"Requested migration #{m.id}", [section(text), *extra]))
     text = (
         f":repeat: You requested this already: migration *#{m.id}* {state_phrase(m.state)}"
         f" ({m.plan.runbook} on {m.plan.target}, `{m.plan.args()}`, plan `{m.plan.short_hash}`);"
         " nothing new was requested."
         f" Follow it with `/migrate status {m.id}`."
     )
-    return message(f"Migration #{m.id} was requested already", [section(text)])
+    return about(m, message(f"Migration #{m.id} was requested already", [section(text), *extra]))
 
 
 def notice(text: str) -> Message:
@@ -244,7 +268,7 @@ def approved_reply(m: Migration, approvals: list[PriorApproval], policy: Approva
         text = f"You approved #{m.id}: {count}; it is approved and starts when due."
     else:
         text = f"You approved #{m.id}: {count}; it is now {m.state.value}."
-    return message(text, [section(f":white_check_mark: {text}")])
+    return about(m, message(text, [section(f":white_check_mark: {text}")]))
 
 
 def _touched(plan: Plan, counts: dict[str, int]) -> str:
@@ -446,8 +470,8 @@ def progress(
             f"Throttled by hand to {100 * (1 - m.manual_throttle):.0f}% of its speed"
             f" (smaller batches, a wait between them) until `/migrate throttle {m.id} off`."
         )
-    if (m.schedule or {}).get("when") == "now" and m.state in (State.RUNNING, State.PAUSED):
-        lines.append("Emergency run, outside the maintenance window.")
+    if outside_window(m) and m.state in (State.RUNNING, State.PAUSED):
+        lines.append(f"Emergency run, {OUTSIDE}.")
     elif m.state is State.RUNNING and m.window_end is not None and m.window_end > now:
         lines.append(
             f"Window: {_duration((m.window_end - now).total_seconds())} left"
@@ -522,8 +546,8 @@ def outcome(m: Migration, runs: list[StepRun]) -> Message:
         lines.append(f"*{verdict(m)}*")
     elif m.error:
         lines.append(f"*Error*: {m.error}")
-    if (m.schedule or {}).get("when") == "now":
-        lines.append("Emergency run, outside the maintenance window.")
+    if outside_window(m):
+        lines.append(f"Emergency run, {OUTSIDE}.")
     table = "\n".join(
         f"{r.step_index}. {r.name}: {r.state}, {r.rows:,} rows{_took(r)}"
         + (f" — {r.detail}" if r.detail else "")
@@ -646,7 +670,7 @@ def status(
     ]
     if m.error:
         lines.append(f"Error: {m.error}")
-    return message(msg["text"], [*msg["blocks"], context("\n".join(lines))])
+    return about(m, message(msg["text"], [*msg["blocks"], context("\n".join(lines))]))
 
 
 def _timeline(m: Migration, history: list[AuditEntry]) -> list[str]:

@@ -10,8 +10,8 @@ migration and service go out in order (each waits for the one before it).
 ``PageDelivery`` sends them: 429 and 5xx (and dropped connections) are retried with backoff,
 after Retry-After when given; other refusals are dropped with an error in the log. When no
 page has gone out for two minutes while pages wait, the bot says so loudly in the notify
-channel, mentioning the contacts, once per outage. Secrets are read from the configuration
-at send time and never queued, logged or shown.
+channel of each target whose pages wait, mentioning the contacts, once per outage. Secrets
+are read from the configuration at send time and never queued, logged or shown.
 """
 
 from __future__ import annotations
@@ -153,6 +153,7 @@ class OutboxPager:
                 "requester": m.requester,
                 "state": m.state.value,
                 "rollback_of": m.rollback_of,
+                "outside_window": blocks.outside_window(m),
             },
             "summary": summary,
             "details": json.loads(json.dumps(details, default=str)),  # as stored: plain JSON
@@ -176,6 +177,7 @@ class PageDelivery(DeliveryLoop):
         clock: Clock,
         *,
         notify_channel: str,
+        channel_of: Callable[[str], str] | None = None,
         workspace_url: str = "",
         on_slack: Callable[[], None] = lambda: None,
         outage_after: timedelta = timedelta(minutes=2),
@@ -187,6 +189,8 @@ class PageDelivery(DeliveryLoop):
         self.contacts_for = contacts_for
         self.clock = clock
         self.notify_channel = notify_channel
+        # the notify channel of a target (its own, else the global one)
+        self.channel_of = channel_of or (lambda _target: notify_channel)
         self.workspace_url = workspace_url.rstrip("/")
         self.on_slack = on_slack  # wakes the Slack delivery for the outage message
         self.outage_after = outage_after
@@ -194,7 +198,9 @@ class PageDelivery(DeliveryLoop):
         super().__init__()
         self._down: dict[str, tuple[datetime, str]] = {}  # failing service -> since, error
         self._last_ok: datetime | None = None  # when any page last went out
-        self._announced: tuple[str, datetime] | None = None  # outage message key, its start
+        # the outage messages (key, channel), one per notify channel of a waiting page's
+        # target, and the outage's start
+        self._announced: tuple[list[tuple[str, str]], datetime] | None = None
 
     async def drain(self) -> int:
         """One delivery pass; returns how many page events were sent."""
@@ -304,10 +310,12 @@ class PageDelivery(DeliveryLoop):
             f" {service} was refused ({error[:300]}); nobody was paged there. An admin must fix"
             " the contact in the configuration."
         )
+        if event["migration"].get("outside_window"):
+            text += f" (#{event['migration']['id']} is an emergency run, {blocks.OUTSIDE}.)"
         await asyncio.to_thread(
             self.outbox.put_once,
             f"page-refused:{item.key}"[:100],
-            self.notify_channel,
+            self.channel_of(str(event["migration"]["target"])),
             blocks.notice(text),
             now,
             thread_key=str(event["slack_key"]),
@@ -325,16 +333,17 @@ class PageDelivery(DeliveryLoop):
         return start
 
     async def _watch_outage(self) -> None:
-        """Say loudly in the notify channel, once per outage, that pages are not getting
-        out; update that message when they do again."""
+        """Say loudly, once per outage, in the notify channel of each target whose pages
+        wait, that pages are not getting out; update those messages when they do again."""
         now = self.clock()
         start = self._outage()
         if self._announced is not None:
-            key, began = self._announced
+            told, began = self._announced
             if self._last_ok is not None and self._last_ok >= began:
                 self._announced = None
                 text = ":white_check_mark: Paging works again: the waiting pages were sent."
-                await asyncio.to_thread(self.outbox.put, key, self.notify_channel, _loud(text), now)
+                for key, channel in told:
+                    await asyncio.to_thread(self.outbox.put, key, channel, _loud(text), now)
                 self.on_slack()
             return
         if start is None or now - start < self.outage_after:
@@ -343,15 +352,24 @@ class PageDelivery(DeliveryLoop):
         waiting = [p for p in waiting if p.payload.get("service") in _CONTACTS]
         if not waiting:
             return
-        key = f"pager-outage:{start.isoformat()}"[:100]
-        text = self._outage_text(waiting, start, now)
-        if await asyncio.to_thread(
-            self.outbox.put_once, key, self.notify_channel, _loud(text), now
-        ):
+        by_channel: dict[str, list[Pending]] = {}
+        for p in waiting:
+            channel = self.channel_of(str(p.payload["migration"]["target"]))
+            by_channel.setdefault(channel, []).append(p)
+        said: list[tuple[str, str]] = []
+        new = False
+        for channel, pages in by_channel.items():
+            key = f"pager-outage:{start.isoformat()}" + (
+                "" if channel == self.notify_channel else f":{channel}"
+            )
+            text = self._outage_text(pages, start, now)
+            new |= await asyncio.to_thread(self.outbox.put_once, key, channel, _loud(text), now)
+            said.append((key, channel))
+        if new:
             errors = "; ".join(f"{NAMES[s]}: {e}" for s, (_, e) in sorted(self._down.items()))
             logger.error("paging is failing: %s", errors)
             self.on_slack()
-        self._announced = (key, start)
+        self._announced = (said, start)
 
     def _outage_text(self, waiting: list[Pending], start: datetime, now: datetime) -> str:
         minutes = max(1, int((now - start).total_seconds() // 60))

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import aiohttp
@@ -63,12 +64,44 @@ def web_client(token: str, base_url: str) -> AsyncWebClient:
 
 
 class SlackNotices:
-    """The Notifier port: renders messages and queues them in the outbox."""
+    """The Notifier port: renders messages and queues them in the outbox.
 
-    def __init__(self, outbox: Outbox, *, approvals_channel: str, notify_channel: str) -> None:
+    Stakeholder notices about a migration go to its target's notify channel
+    (``target_channels``, else ``notify_channel``); its approval request to the approvals
+    channel. Every message about a migration passes through :func:`blocks.about` (an
+    out-of-window run says so in each)."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        approvals_channel: str,
+        notify_channel: str,
+        target_channels: Mapping[str, str] | None = None,
+    ) -> None:
         self.outbox = outbox
         self.approvals_channel = approvals_channel
         self.notify_channel = notify_channel or approvals_channel
+        self.target_channels = {t: c for t, c in (target_channels or {}).items() if c}
+
+    def channel_of(self, target: str) -> str:
+        """The notify channel of ``target``: its own, else the global one."""
+        return self.target_channels.get(target, self.notify_channel)
+
+    def _put(
+        self,
+        m: Migration,
+        key: str,
+        channel: str,
+        message: blocks.Message,
+        now: datetime,
+        *,
+        thread_key: str | None = None,
+    ) -> None:
+        """Queue ``message`` about ``m``. A reply goes to the thread ``thread_key`` wherever
+        that message was posted, and an update to where its first version went (the
+        delivery sees to both), so a change of channel never splits a run's messages."""
+        self.outbox.put(key, channel, blocks.about(m, message), now, thread_key=thread_key)
 
     def approval(
         self,
@@ -84,24 +117,25 @@ class SlackNotices:
         decision before its start (cancelled, expired, held for a fresh approval) refreshes
         it."""
         message = blocks.approval_request(m, approvals, policy, decided)
-        self.outbox.put(f"approval:{m.id}", self.approvals_channel, message, m.updated_at)
+        self._put(m, f"approval:{m.id}", self.approvals_channel, message, m.updated_at)
         key = f"progress:{m.id}"
         if m.started_at is None and (m.state is State.APPROVED or self.outbox.known(key)):
             notice = blocks.progress(m, [], m.updated_at, None)
-            self.outbox.put(key, self.notify_channel, notice, m.updated_at)
+            self._put(m, key, self.channel_of(m.target), notice, m.updated_at)
 
     def progress(
         self, m: Migration, runs: list[StepRun], now: datetime, live: LiveProgress | None
     ) -> None:
         """Post or refresh the one progress message of ``m``."""
         message = blocks.progress(m, runs, now, live)
-        self.outbox.put(f"progress:{m.id}", self.notify_channel, message, now)
+        self._put(m, f"progress:{m.id}", self.channel_of(m.target), message, now)
 
     def outcome(self, m: Migration, runs: list[StepRun], now: datetime) -> None:
         """Post the final report in the thread of the progress message."""
-        self.outbox.put(
+        self._put(
+            m,
             f"outcome:{m.id}",
-            self.notify_channel,
+            self.channel_of(m.target),
             blocks.outcome(m, runs),
             now,
             thread_key=f"progress:{m.id}",
@@ -112,28 +146,30 @@ class SlackNotices:
         else its approval request); the same text again updates that reply in place."""
         key = f"notice:{m.id}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
         thread, channel = (
-            (f"progress:{m.id}", self.notify_channel)
+            (f"progress:{m.id}", self.channel_of(m.target))
             if m.started_at
             else (f"approval:{m.id}", self.approvals_channel)
         )
-        self.outbox.put(key, channel, blocks.notice(text), now, thread_key=thread)
+        self._put(m, key, channel, blocks.notice(text), now, thread_key=thread)
 
     def episode(self, m: Migration, key: str, text: str, now: datetime) -> None:
         """Post ``text`` in the thread of the progress message of ``m`` as episode
         ``key``'s one reply; later texts of the same key update that reply in place."""
-        self.outbox.put(
+        self._put(
+            m,
             f"episode:{m.id}:{key}",
-            self.notify_channel,
+            self.channel_of(m.target),
             blocks.notice(text),
             now,
             thread_key=f"progress:{m.id}",
         )
 
     def announce(self, m: Migration, text: str, now: datetime) -> None:
-        """Post ``text`` about ``m`` in the notify channel, for the stakeholders (a window it
-        is scheduled in, a reminder, a move); the same text again updates that message."""
+        """Post ``text`` about ``m`` in its target's notify channel, for the stakeholders (a
+        window it is scheduled in, a reminder, a move); the same text again updates that
+        message."""
         key = f"announce:{m.id}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
-        self.outbox.put(key, self.notify_channel, blocks.notice(text), now)
+        self._put(m, key, self.channel_of(m.target), blocks.notice(text), now)
 
 
 class Delivery(DeliveryLoop):
@@ -213,12 +249,13 @@ class Delivery(DeliveryLoop):
                     channel=where[0], ts=where[1], **item.payload
                 )
             else:
-                thread = None
-                if item.thread_key:
+                channel, thread = item.channel, None
+                if item.thread_key:  # a reply goes where its parent was posted
                     located = await asyncio.to_thread(self.outbox.location, item.thread_key)
-                    thread = located[1] if located else None
+                    if located is not None:
+                        channel, thread = located
                 response = await self.client.chat_postMessage(
-                    channel=item.channel, thread_ts=thread, **item.payload
+                    channel=channel, thread_ts=thread, **item.payload
                 )
         except SlackApiError as exc:
             return await self._failed(item, str(exc.response.get("error", exc)))
