@@ -10,7 +10,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -39,6 +39,16 @@ def setup_logging() -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def print_figures(name: str, figures: Callable[[], dict[str, Any]]) -> int:
+    """Print what ``figures()`` measures as JSON; 1 (logged) if it could not be measured."""
+    try:
+        emit(figures())
+    except Exception:
+        logger.exception("%s: a measurement could not be taken", name)
+        return 1
+    return 0
 
 
 def emit(figures: dict[str, Any]) -> None:

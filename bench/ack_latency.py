@@ -33,11 +33,11 @@ from bench._common import (
     SOURCE_TENANT,
     TARGET_TENANT,
     MeasurementError,
-    emit,
     fresh_tasks,
     logger,
     machine,
     percentile,
+    print_figures,
     rnd,
     scratch_database,
     setup_logging,
@@ -423,12 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit 1 if a measurement could not be taken."""
     setup_logging()
     args = parse_args(argv)
-    try:
-        emit(run(args))
-    except Exception:
-        logger.exception("ack_latency: a measurement could not be taken")
-        return 1
-    return 0
+    return print_figures("ack_latency", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from bench._common import MeasurementError, emit, logger, machine, rnd, scratch_database
+from bench._common import MeasurementError, logger, machine, print_figures, rnd, scratch_database
 from bench._common import setup_logging as _setup_logging
 from bot.adapters.targets.target import Target
 from bot.local import demo, payloads
@@ -357,12 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit 1 if a measurement could not be taken."""
     setup_logging()
     args = parse_args(argv)
-    try:
-        emit(run(args))
-    except Exception:
-        logger.exception("notice_burst: a measurement could not be taken")
-        return 1
-    return 0
+    return print_figures("notice_burst", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -24,10 +24,10 @@ from bench._common import (
     TARGET_TENANT,
     MeasurementError,
     checkpoints,
-    emit,
     fresh_tasks,
     logger,
     machine,
+    print_figures,
     rnd,
     scratch_database,
     setup_logging,
@@ -150,15 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (or, with ``--child``, one measurement); exit 1 on failure."""
     setup_logging()
     args = parse_args(argv)
-    try:
-        if args.child:
-            emit(child(os.environ[CHILD_URL]))
-        else:
-            emit(run(args))
-    except Exception:
-        logger.exception("scaling: a measurement could not be taken")
-        return 1
-    return 0
+    return print_figures(
+        "scaling", lambda: child(os.environ[CHILD_URL]) if args.child else run(args)
+    )
 
 
 if __name__ == "__main__":

@@ -37,10 +37,10 @@ from bench._common import (
     TARGET_TENANT,
     MeasurementError,
     checkpoints,
-    emit,
     fresh_tasks,
     logger,
     machine,
+    print_figures,
     rnd,
     scratch_database,
     setup_logging,
@@ -260,12 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit 1 if a measurement could not be taken."""
     setup_logging()
     args = parse_args(argv)
-    try:
-        emit(run(args))
-    except Exception:
-        logger.exception("tenant_consolidation: a measurement could not be taken")
-        return 1
-    return 0
+    return print_figures("tenant_consolidation", lambda: run(args))
 
 
 if __name__ == "__main__":
