@@ -85,7 +85,7 @@ def estimate(service: Service, plan: Plan, counts: dict[str, int]) -> tuple[time
     runbook = service.runbooks.get(plan.runbook)
     if runbook is not None and runbook.estimate is not None:
         return runbook.estimate, "the runbook's estimate"
-    return DEFAULT_ESTIMATE, "no earlier run and no estimate: in the runbook; a default"
+    return DEFAULT_ESTIMATE, "a default: no earlier run to go by and no `estimate:` in the runbook"
 
 
 def when_text(at: datetime, config: WindowsConfig | None) -> str:
