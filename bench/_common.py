@@ -12,11 +12,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import yaml
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
+from bot.local import demo
 from bot.local.barq_schema import load_tasks_bulk
 
 ADMIN_URL = os.environ.get(
@@ -39,6 +42,29 @@ def setup_logging() -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def bot_config(
+    workdir: Path, target_url: str, name: str, runbook: dict[str, Any], **settings: Any
+) -> dict[str, Any]:
+    """A runbooks directory in ``workdir`` holding ``runbook`` as ``name``, and the bot's
+    settings that use it: ``target_url`` as staging (one approval from @dba-team), the demo's
+    channels, and ``settings``."""
+    runbooks = workdir / "runbooks"
+    runbooks.mkdir()
+    (runbooks / f"{name}.yaml").write_text(yaml.safe_dump(runbook, sort_keys=False))
+    return {
+        "targets": {
+            "staging": {
+                "url": target_url,
+                "approval": {"approver_groups": ["S0DBA"], "required": 1},
+            }
+        },
+        "approvals_channel": demo.APPROVALS,
+        "notify_channel": demo.MIGRATIONS,
+        "runbooks_dir": str(runbooks),
+        **settings,
+    }
 
 
 def print_figures(name: str, figures: Callable[[], dict[str, Any]]) -> int:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import ProgrammingError
 
@@ -33,6 +32,7 @@ from bench._common import (
     SOURCE_TENANT,
     TARGET_TENANT,
     MeasurementError,
+    bot_config,
     fresh_tasks,
     logger,
     machine,
@@ -93,24 +93,6 @@ def runbook_yaml() -> dict[str, Any]:
                 "count": "SELECT COUNT(*) FROM Tasks WHERE TenantId = :source_tenant",
             }
         ],
-    }
-
-
-def bot_config(workdir: Path, target_url: str) -> dict[str, Any]:
-    """The runbooks directory, and the bot's settings that use it."""
-    runbooks = workdir / "runbooks"
-    runbooks.mkdir()
-    (runbooks / f"{RUNBOOK}.yaml").write_text(yaml.safe_dump(runbook_yaml(), sort_keys=False))
-    return {
-        "targets": {
-            "staging": {
-                "url": target_url,
-                "approval": {"approver_groups": ["S0DBA"], "required": 1},
-            }
-        },
-        "approvals_channel": demo.APPROVALS,
-        "notify_channel": demo.MIGRATIONS,
-        "runbooks_dir": str(runbooks),
     }
 
 
@@ -355,7 +337,7 @@ async def loaded_phase(
 
 async def measure(target_url: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Start the Slack stand-in and the bot, then measure both phases."""
-    config = bot_config(workdir, target_url)
+    config = bot_config(workdir, target_url, RUNBOOK, runbook_yaml())
     async with (
         LocalSlack(
             channels=demo.CHANNELS, usergroups={"S0DBA": [APPROVER]}, users=demo.USERS

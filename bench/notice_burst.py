@@ -38,9 +38,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 
-from bench._common import MeasurementError, logger, machine, print_figures, rnd, scratch_database
+from bench._common import (
+    MeasurementError,
+    bot_config,
+    logger,
+    machine,
+    print_figures,
+    rnd,
+    scratch_database,
+)
 from bench._common import setup_logging as _setup_logging
 from bot.adapters.targets.target import Target
 from bot.local import demo, payloads
@@ -92,27 +99,6 @@ def runbook_yaml(steps: int, lines: int) -> dict[str, Any]:
             }
             for k in range(1, steps + 1)
         ],
-    }
-
-
-def bot_config(workdir: Path, target_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    """The runbooks directory, and the bot's settings that use it."""
-    runbooks = workdir / "runbooks"
-    runbooks.mkdir()
-    book = runbook_yaml(args.steps, args.lines)
-    (runbooks / f"{RUNBOOK}.yaml").write_text(yaml.safe_dump(book, sort_keys=False))
-    return {
-        "targets": {
-            "staging": {
-                "url": target_url,
-                "approval": {"approver_groups": ["S0DBA"], "required": 1},
-            }
-        },
-        "approvals_channel": demo.APPROVALS,
-        "notify_channel": demo.MIGRATIONS,
-        "runbooks_dir": str(runbooks),
-        "poll_seconds": 1.0,
-        "slack_update_seconds": args.update_seconds,
     }
 
 
@@ -255,7 +241,14 @@ def most_in_window(times: list[float], window: float) -> int:
 
 async def measure(target_url: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The burst, on LocalSlack with chat.update limited, against ``barq-bot serve``."""
-    config = bot_config(workdir, target_url, args)
+    config = bot_config(
+        workdir,
+        target_url,
+        RUNBOOK,
+        runbook_yaml(args.steps, args.lines),
+        poll_seconds=1.0,
+        slack_update_seconds=args.update_seconds,
+    )
     watch = Watch()
     async with (
         LocalSlack(

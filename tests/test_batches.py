@@ -157,20 +157,18 @@ def test_stopped_run_resumes_to_the_same_result(target: Target) -> None:
     assert (cp["rows_done"], cp["batches"]) == (twin.rows_done, twin.batches) == (40, 6)
 
 
-def test_a_batch_and_its_checkpoint_commit_together(target: Target) -> None:
-    """When the checkpoint write fails (as a crash between the two would), the batch's change
-    is rolled back with it; the next run redoes exactly that batch."""
-    moving = make_items(target)
-    j = job(move(set_sql="Hits = Hits + 1"))
-    target.prepare()
+def fail_checkpoint_write(target: Target, at_batch: int) -> None:
+    """Make the checkpoint write of batch ``at_batch`` fail, as a crash between a batch's
+    change and its checkpoint would (a trigger raising 'simulated crash')."""
     crash = {
         "sqlite": [
-            "CREATE TRIGGER crash BEFORE UPDATE ON barq_checkpoints WHEN NEW.batches = 3"
+            "CREATE TRIGGER crash BEFORE UPDATE ON barq_checkpoints"
+            f" WHEN NEW.batches = {at_batch}"
             " BEGIN SELECT RAISE(ABORT, 'simulated crash'); END"
         ],
         "postgresql": [
             "CREATE FUNCTION crash() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " IF NEW.batches = 3 THEN RAISE EXCEPTION 'simulated crash'; END IF;"
+            f" IF NEW.batches = {at_batch} THEN RAISE EXCEPTION 'simulated crash'; END IF;"
             " RETURN NEW; END $$",
             "CREATE TRIGGER crash BEFORE UPDATE ON barq_checkpoints"
             " FOR EACH ROW EXECUTE FUNCTION crash()",
@@ -179,6 +177,15 @@ def test_a_batch_and_its_checkpoint_commit_together(target: Target) -> None:
     with target.engine.begin() as conn:
         for ddl in crash:
             conn.execute(text(ddl))
+
+
+def test_a_batch_and_its_checkpoint_commit_together(target: Target) -> None:
+    """When the checkpoint write fails (as a crash between the two would), the batch's change
+    is rolled back with it; the next run redoes exactly that batch."""
+    moving = make_items(target)
+    j = job(move(set_sql="Hits = Hits + 1"))
+    target.prepare()
+    fail_checkpoint_write(target, at_batch=3)
     with pytest.raises(Exception, match="simulated crash"):
         run(target, j)
     assert [i for i, _, hits in rows(target) if hits] == moving[:14]

@@ -33,6 +33,7 @@ from tests.test_batches import (
     REPO,
     _line,
     checkpoint,
+    fail_checkpoint_write,
     job,
     make_items,
     move,
@@ -178,22 +179,7 @@ def test_a_batch_that_does_not_commit_journals_nothing(target: Target) -> None:
     moving = make_items(target)
     j = job(journalled())
     target.prepare()
-    crash = {
-        "sqlite": [
-            "CREATE TRIGGER crash BEFORE UPDATE ON barq_checkpoints WHEN NEW.batches = 3"
-            " BEGIN SELECT RAISE(ABORT, 'simulated crash'); END"
-        ],
-        "postgresql": [
-            "CREATE FUNCTION crash() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " IF NEW.batches = 3 THEN RAISE EXCEPTION 'simulated crash'; END IF;"
-            " RETURN NEW; END $$",
-            "CREATE TRIGGER crash BEFORE UPDATE ON barq_checkpoints"
-            " FOR EACH ROW EXECUTE FUNCTION crash()",
-        ],
-    }[target.dialect.name]
-    with target.engine.begin() as conn:
-        for ddl in crash:
-            conn.execute(text(ddl))
+    fail_checkpoint_write(target, at_batch=3)
     with pytest.raises(Exception, match="simulated crash"):
         run(target, j)
     assert moved(target) == journal(target) == moving[:14]
