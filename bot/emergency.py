@@ -141,24 +141,13 @@ def run_checks(m: Migration, target: Target) -> list[CheckNow]:
 def blocking_now(target: Target) -> list[dict[str, Any]] | str:
     """The sessions blocked on ``target`` now and who blocks them (the dialect's blocking
     query), or a sentence saying why there is no answer (the dialect has no such query, or
-    it failed). A target that offers ``blocking_sessions()`` (the blocking monitor's) is
-    asked that; else the dialect's ``blocking_sessions_sql()`` is run on its engine."""
-    ask = getattr(target, "blocking_sessions", None)
+    it failed)."""
     try:
-        if callable(ask):
-            return [dict(row) for row in ask()]
-        query = getattr(target.dialect, "blocking_sessions_sql", None)
-        sql = query() if callable(query) else None
-        engine = getattr(target, "engine", None)
-        if sql is None or engine is None:
-            return f"none ({target.dialect.name} has no blocking query)"
-        from sqlalchemy import text  # the adapter's engine; only read here
-
-        with engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(text(sql))]
+        found = target.blocking_sessions()
     except Exception as exc:  # an assessment says what it could not find out
         logger.warning("blocking query on %s failed: %s", target.name, exc)
         return f"unknown (the blocking query failed: {type(exc).__name__}: {str(exc)[:200]})"
+    return f"none ({target.dialect.name} has no blocking query)" if found is None else found
 
 
 def assessment(

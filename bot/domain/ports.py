@@ -238,6 +238,10 @@ class Target(Protocol):
         """A count query's value; raises QueryFailed with the database's message."""
         ...
 
+    def blocking_sessions(self) -> list[dict[str, Any]] | None:
+        """Who is blocked on the target now and by whom; None when the dialect cannot say."""
+        ...
+
     def show_command_fields(self, plan: Plan) -> Plan:
         """``plan`` with its command steps shown as they will run on the target (secrets
         masked); raises TargetFieldError if a command step needs a field the target lacks."""

@@ -115,6 +115,18 @@ class Target:
         """A count query's value."""
         return int(self.scalar(sql, params) or 0)
 
+    def blocking_sessions(self) -> list[dict[str, Any]] | None:
+        """The sessions blocked on the target now and who blocks them, one dict per row of
+        the dialect's blocking query; None when the dialect has none (SQLite)."""
+        sql = self.dialect.blocking_sessions_sql()
+        if sql is None:
+            return None
+        with self._reading() as conn:
+            try:
+                return [dict(row) for row in conn.execute(text(sql)).mappings()]
+            except SQLAlchemyError as exc:
+                raise QueryFailed(self.name, error_message(exc)) from exc
+
     def command_fields(self) -> TargetFields:
         """What command steps' ``{target.*}`` is filled with on this target, as its dialect
         reads them from its URL."""
