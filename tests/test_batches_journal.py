@@ -210,6 +210,76 @@ def test_two_tables_and_two_runs_keep_their_journals_apart(target: Target) -> No
     assert journal(target, "m-1", "Twin") == journal(target, "m-2", "Items") == []
 
 
+def test_journalled_only_changes_exactly_the_keys_the_run_journalled(target: Target) -> None:
+    """A restore over ``TenantId = :t`` with ``journalled_only`` moves back the journalled
+    rows only: not a row that was already in the target tenant, nor one journalled by another
+    run, though its batches (over every target-tenant row) end at other keys than the run's."""
+    moving = make_items(target)  # tenant 1: every third row; tenant 5: the others
+    with target.engine.begin() as conn:
+        conn.execute(text("UPDATE Items SET TenantId = 9 WHERE TenantId = 5 AND Id % 2 = 0"))
+    resident = [i for i, tenant, _ in rows(target) if tenant == 9]
+    run(target, job(journalled()))
+    assert journal(target) == moving
+    other = resident[:5]  # journalled by another run, never moved by this one
+    with target.engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO barq_journal_batches VALUES ('m-2', 'Items', :a, :b, :ids)")
+            if target.dialect.name == "postgresql"
+            else text("INSERT INTO barq_journal VALUES ('m-2', 'Items', :a)"),
+            {"a": other[0], "b": other[-1], "ids": other}
+            if target.dialect.name == "postgresql"
+            else [{"a": i} for i in other],
+        )
+    restore = BatchPlan(
+        table="Items",
+        key="Id",
+        where_sql="TenantId = :t",
+        set_sql="Hits = Hits - 1, TenantId = :s",
+        journalled_only="barq_journal",
+        settings=FIXED,
+    )
+    report, _ = run(
+        target, job(restore, step="restore", run_key="r-1", params={"migration_id": "m-1"})
+    )
+    assert report.finished and report.rows_done == len(moving)
+    after = {i: (tenant, hits) for i, tenant, hits in rows(target)}
+    assert all(after[i] == (1, 0) for i in moving)
+    assert sorted(i for i, (tenant, _) in after.items() if tenant == 9) == resident
+
+
+@pytest.mark.postgres
+def test_postgresql_folds_an_earlier_one_row_per_key_journal_into_batches(pg_url: str) -> None:
+    """A PostgreSQL target journalled by an earlier version (a barq_journal table, one row
+    per key) keeps every key: they move into barq_journal_batches, read through the view."""
+    target = Target.connect("old", pg_url)
+    try:
+        with target.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "CREATE TABLE barq_journal (migration_id VARCHAR(64), table_name"
+                    " VARCHAR(100), row_id BIGINT, PRIMARY KEY (migration_id, table_name, row_id))"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO barq_journal"
+                    " SELECT 'old', 'Tasks', g FROM generate_series(1, 120001) g"
+                )
+            )
+            conn.execute(text("INSERT INTO barq_journal VALUES ('old', 'Users', 7)"))
+        target.prepare()
+        Target.connect("again", pg_url).prepare()  # idempotent
+        assert journal(target, "old", "Tasks") == list(range(1, 120002))
+        assert journal(target, "old", "Users") == [7]
+        with target.engine.connect() as conn:
+            kinds = "SELECT relkind FROM pg_class WHERE relname = :n"
+            assert conn.execute(text(kinds), {"n": "barq_journal"}).scalar_one() == "v"
+            batches = "SELECT COUNT(*) FROM barq_journal_batches WHERE migration_id = 'old'"
+            assert conn.execute(text(batches)).scalar_one() == 4
+    finally:
+        target.engine.dispose()
+
+
 def test_sqlite_refuses_a_batch_whose_journal_and_update_disagree(sqlite_url: str) -> None:
     """SQLite journals with an INSERT ... SELECT just before the UPDATE: should they see
     different rows (here a trigger moves a row away in between), the batch rolls back."""

@@ -30,6 +30,7 @@ INSERT = BatchPlan(
     insert_select_sql="Id, :target_tenant, UPPER(Title)",
 )
 JOURNALLED = UPDATE.model_copy(update={"journal": "barq_journal"})
+RESTORE = UPDATE.model_copy(update={"journalled_only": "barq_journal"})
 HOOK = BatchPlan(
     table="dbo.Users",
     key="Id",
@@ -133,6 +134,21 @@ def test_journalled_update_outputs_the_keys_it_changed_into_the_journal() -> Non
     }
 
 
+def test_a_restore_changes_only_keys_journalled_within_the_batch_range() -> None:
+    """``journalled_only``: the UPDATE also requires the key to be one the run journalled
+    for the table, looked up in the journal only within the batch's key range."""
+    tree = tsql(batch_sql(MS, RESTORE).change)
+    assert isinstance(tree, exp.Update) and tables(tree) == {"dbo.Tasks", "barq_journal"}
+    where = tree.args["where"].sql("tsql")
+    assert where.startswith("WHERE Id >= :_barq_from AND Id <= :_barq_next")
+    (lookup,) = (q for q in tree.find_all(exp.Select))
+    assert lookup.sql("tsql") == (
+        "SELECT row_id FROM barq_journal WHERE migration_id = :migration_id"
+        " AND table_name = 'dbo.Tasks' AND row_id >= :_barq_from AND row_id <= :_barq_next"
+    )
+    assert "migration_id" in binds(tree)
+
+
 def test_insert_copies_the_key_range_into_the_other_table() -> None:
     tree = tsql(batch_sql(MS, INSERT).change)
     assert isinstance(tree, exp.Insert)
@@ -198,7 +214,9 @@ def test_remaining_counts_after_the_checkpoint() -> None:
 
 
 @pytest.mark.parametrize(
-    "plan", [UPDATE, JOURNALLED, INSERT, HOOK], ids=["update", "journalled", "insert", "hook"]
+    "plan",
+    [UPDATE, JOURNALLED, RESTORE, INSERT, HOOK],
+    ids=["update", "journalled", "restore", "insert", "hook"],
 )
 def test_every_statement_parses_and_compiles_for_sql_server(plan: BatchPlan) -> None:
     """SQLAlchemy turns each ``:name`` into a pyodbc ``?``; none is left unbound."""

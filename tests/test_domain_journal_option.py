@@ -1,5 +1,6 @@
-"""The ``journal`` option of a batch step: how a runbook spells it, what it plans into, what
-the dry run shows, and that runbooks without it keep their digest (so their plan hashes)."""
+"""The ``journal`` (and ``journalled_only``) option of a batch step: how a runbook spells it,
+what it plans into, what the dry run shows, and that runbooks without it keep their digest
+(so their plan hashes)."""
 
 from __future__ import annotations
 
@@ -70,3 +71,15 @@ def test_the_dry_run_says_each_batch_journals_what_it_updates(dialect: str) -> N
     assert "journals the keys it updates into `barq_journal`" in shown
     assert "in the same transaction as the update" in shown
     assert shown.count("barq_journal") >= 2, "the statement that journals is shown too"
+
+
+def test_journalled_only_plans_the_journal_to_read_and_the_dry_run_says_so() -> None:
+    step = BatchStep.model_validate({**MOVE, "journalled_only": True})
+    assert step.batch_plan("sqlite").journalled_only == "barq_journal"
+    assert step.batch_plan("sqlite").journal is None
+    planned = step.planned(1, "postgresql", {})
+    assert isinstance(planned, PlannedBatch)
+    assert "changes only the keys journalled in `barq_journal`" in step_text.body(
+        planned, "postgresql"
+    )
+    assert "journalled_only" not in json.loads(BatchStep.model_validate(MOVE).model_dump_json())

@@ -145,6 +145,11 @@ def _batches(plan: BatchPlan, dialect: str) -> str:
             f"\nEach batch journals the keys it updates into `{plan.journal}` (migration_id, "
             "table_name, row_id) in the same transaction as the update"
         )
+    if plan.journalled_only:
+        text += (
+            f"\nEach batch changes only the keys journalled in `{plan.journalled_only}` for "
+            f"{plan.table} by the run (in a rollback, by the run it undoes)"
+        )
     runs = [statements.journal, statements.change]
     return text + "\nEach batch runs:" + "".join(code(sql) for sql in runs if sql)
 

@@ -37,6 +37,7 @@ class BatchPlan(BaseModel):
     read: tuple[str, ...] = ()
     write: tuple[str, ...] = ()
     journal: str | None = None  # the journal table of an update's keys, in its transaction
+    journalled_only: str | None = None  # change only the keys this journal holds for the run
     settings: BatchSettings = BatchSettings()
     retries: int = 5
 

@@ -176,12 +176,17 @@ class BatchStep(_Step):
         default=None,
         description="'true' or {table: ...}: journal the keys each batch updates, atomically",
     )
+    journalled_only: JournalOption | None = Field(
+        default=None,
+        description="'true' or {table: ...}: change only the keys the run journalled there"
+        " for this table (a rollback: the keys the run it undoes journalled)",
+    )
     count: SqlText | None = None
     batch: BatchSettings = Field(default_factory=BatchSettings)
     retries: int = Field(default=5, ge=0, le=50)
     timeout: float = Field(default=60.0, gt=0, le=3600, description="per batch")
 
-    @field_validator("journal", mode="before")
+    @field_validator("journal", "journalled_only", mode="before")
     @classmethod
     def _journal_shorthand(cls, value: Any) -> Any:
         if value is True:
@@ -190,11 +195,12 @@ class BatchStep(_Step):
 
     @model_serializer(mode="wrap")
     def _unset_journal_unsaid(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """No ``journal`` key when there is no journal: the runbook digests (and the plan
-        hashes) of runbooks written before the option stay as they were."""
+        """No ``journal`` (``journalled_only``) key when there is none: the runbook digests
+        (and the plan hashes) of runbooks written before the options stay as they were."""
         dumped: dict[str, Any] = handler(self)
-        if self.journal is None:
-            dumped.pop("journal", None)
+        for option in ("journal", "journalled_only"):
+            if getattr(self, option) is None:
+                dumped.pop(option, None)
         return dumped
 
     @model_validator(mode="after")
@@ -245,6 +251,7 @@ class BatchStep(_Step):
             read=tuple(self.transform.read) if self.transform else (),
             write=tuple(self.transform.write) if self.transform else (),
             journal=self.journal.table if self.journal else None,
+            journalled_only=self.journalled_only.table if self.journalled_only else None,
             settings=self.batch,
             retries=self.retries,
         )

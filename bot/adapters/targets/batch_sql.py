@@ -55,6 +55,7 @@ class BatchSql:
     change: str  # the UPDATE, the INSERT ... SELECT, or (hook) the SELECT of the rows
     journal: str | None  # journalled update: the journal's INSERT run just before ``change``
     journalled: bool  # the batch's keys are journalled (by ``journal`` or within ``change``)
+    counted: bool  # ``change`` returns one row: (rows updated, rows journalled)
     row_update: str | None  # hook only: the per-row UPDATE writing every ``write`` column
     remaining: str  # matching rows after :_barq_last
     checkpoint_create: str  # insert the step's checkpoint row unless it exists
@@ -75,6 +76,11 @@ def batch_sql(dialect: Dialect, plan: BatchPlan) -> BatchSql:
     row_update = journal = None
     if plan.journal is not None and plan.set_sql is None:
         raise ValueError(f"batch step on {plan.table} journals, but only an update can journal")
+    if plan.journalled_only is not None:
+        journalled_keys = dialect.journalled_keys_sql(
+            key, dialect.checked_identifier(plan.journalled_only), table, FROM, NEXT
+        )
+        in_range = f"{in_range}\nAND {journalled_keys}"
     if plan.set_sql is not None:
         kind = "update"
         change = f"UPDATE {table} SET\n{plan.set_sql}\nWHERE {in_range}"
@@ -107,6 +113,7 @@ def batch_sql(dialect: Dialect, plan: BatchPlan) -> BatchSql:
         change=change,
         journal=journal,
         journalled=plan.journal is not None,
+        counted=plan.journal is not None and dialect.journal_counts_in_change,
         row_update=row_update,
         remaining=_rebound(dialect.remaining_count_sql(plan.table, key, _SLOT), cond),
         checkpoint_create=(

@@ -303,13 +303,16 @@ class _Runner:
         if self.sql.journal is not None:
             journalled = conn.execute(text(self.sql.journal), params).rowcount
         selected = conn.execute(text(self.sql.change), params)
-        if journalled is not None and journalled != selected.rowcount:
+        changed = selected.rowcount
+        if self.sql.counted:
+            changed, journalled = (int(n) for n in selected.one())
+        if journalled is not None and journalled != changed:
             raise RuntimeError(
                 f"{self._where()}: the batch journalled {journalled} rows but updated "
-                f"{selected.rowcount}; it was rolled back. Does a trigger change the rows?"
+                f"{changed}; it was rolled back. Does a trigger change the rows?"
             )
         if self.sql.kind != "hook":
-            return max(selected.rowcount or 0, 0)
+            return max(changed or 0, 0)
         assert self.hook is not None
         plan, run = self.job.plan, _identity(self.job)
         return apply_hook(conn, self.target.dialect, plan, self.hook, selected, run)

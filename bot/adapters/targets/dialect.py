@@ -316,7 +316,29 @@ class Dialect(ABC):
         Returns (an INSERT to run just before the UPDATE, or None, and the UPDATE): one
         statement where the database can journal what an UPDATE changed (PostgreSQL's data-
         modifying CTE, SQL Server's ``OUTPUT ... INTO``); else two, whose row counts the
-        runner compares, rolling the batch back unless they agree."""
+        runner compares, rolling the batch back unless they agree (as it compares the two
+        counts a :attr:`journal_counts_in_change` statement returns)."""
+
+    #: True when the journalled UPDATE returns one row (rows updated, rows journalled)
+    #: instead of a row count (PostgreSQL, whose journal holds one row per batch).
+    journal_counts_in_change = False
+
+    def journal_ddl(self) -> list[str] | None:
+        """Statements creating the bot's ``barq_journal`` if it is missing (idempotent), or
+        None for the portable table, one row per journalled key (target.py)."""
+        return None
+
+    def journalled_keys_sql(
+        self, key: str, journal: str, label: str, lower: str, upper: str
+    ) -> str:
+        """Predicate: ``key`` is one the run ``:migration_id`` journalled for ``label`` in
+        ``journal``, looked up between the binds ``lower`` and ``upper`` (the batch's key
+        range, so that each batch reads only its part of the journal). The identifiers are
+        validated; this form reads the portable one-row-per-key journal."""
+        return (
+            f"{key} IN (SELECT row_id FROM {journal} WHERE migration_id = :migration_id"
+            f" AND table_name = '{label}' AND row_id >= :{lower} AND row_id <= :{upper})"
+        )
 
     @abstractmethod
     def statement_timeout_sql(self, seconds: float) -> str | None:

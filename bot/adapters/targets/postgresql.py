@@ -28,7 +28,6 @@ from bot.adapters.commands import (
 from bot.errors import BackupError, BackupVerificationError
 
 from .dialect import (
-    JOURNAL_COLUMNS,
     BackupInfo,
     Dialect,
     ErrorKind,
@@ -130,6 +129,9 @@ def _run_tool(tool: str, args: list[str], url: URL | None, *, timeout: float | N
         raise BackupError(f"{tool} exited with status {proc.returncode}: {detail}")
 
 
+_JOURNAL_BATCHES = "barq_journal_batches"
+
+
 class PostgresqlDialect(Dialect):
     """PostgreSQL via psycopg 3."""
 
@@ -160,16 +162,70 @@ class PostgresqlDialect(Dialect):
         # psycopg binds server-side: a bare NULL parameter has no type, hence the casts.
         return f"(CAST(:last_key AS BIGINT) IS NULL OR {key} > CAST(:last_key AS BIGINT))"
 
+    #: The journal's keys live in ``<journal>_batches``, one row per batch (its keys as a
+    #: sorted array, stored uncompressed: compressing them cost more than the UPDATE's
+    #: own index upkeep); ``<journal>`` is a view with one row per key, for reading.
+    journal_counts_in_change = True
+
+    def journal_ddl(self) -> list[str] | None:
+        """``barq_journal_batches``, its index and the ``barq_journal`` view; a
+        ``barq_journal`` table of an earlier version (one row per key) is folded into
+        batches first, in the same transaction, so no journalled key is lost."""
+        return [
+            f"CREATE TABLE IF NOT EXISTS {_JOURNAL_BATCHES} (\n"
+            "    migration_id VARCHAR(64) NOT NULL,\n"
+            "    table_name VARCHAR(100) NOT NULL,\n"
+            "    first_id BIGINT NOT NULL,\n"
+            "    last_id BIGINT NOT NULL,\n"
+            "    row_ids BIGINT[] NOT NULL\n"
+            ")",
+            f"ALTER TABLE {_JOURNAL_BATCHES} ALTER COLUMN row_ids SET STORAGE EXTERNAL",
+            f"CREATE INDEX IF NOT EXISTS {_JOURNAL_BATCHES}_run"
+            f" ON {_JOURNAL_BATCHES} (migration_id, table_name, first_id)",
+            "DO $$\nBEGIN\n"
+            "  IF EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass('barq_journal')"
+            " AND relkind = 'r') THEN\n"
+            f"    INSERT INTO {_JOURNAL_BATCHES}"
+            " (migration_id, table_name, first_id, last_id, row_ids)\n"
+            "    SELECT migration_id, table_name, MIN(row_id), MAX(row_id),"
+            " array_agg(row_id ORDER BY row_id)\n"
+            "    FROM barq_journal GROUP BY migration_id, table_name, div(row_id, 50000);\n"
+            "    DROP TABLE barq_journal;\n"
+            "  END IF;\n"
+            "  IF to_regclass('barq_journal') IS NULL THEN\n"
+            "    CREATE VIEW barq_journal AS SELECT migration_id, table_name,"
+            f" unnest(row_ids) AS row_id FROM {_JOURNAL_BATCHES};\n"
+            "  END IF;\n"
+            "END $$",
+        ]
+
     def journalled_update_sql(
         self, table: str, key: str, set_sql: str, where: str, journal: str, label: str
     ) -> tuple[str | None, str]:
         """One statement: the UPDATE in a data-modifying CTE whose RETURNING keys the INSERT
-        journals, so the rows journalled are the rows this UPDATE changed, whatever other
-        sessions commit meanwhile."""
+        journals as one row (the batch's sorted keys), so the keys journalled are the keys
+        this UPDATE changed, whatever other sessions commit meanwhile. It returns both
+        counts for the runner to compare."""
         return None, (
-            f"WITH moved AS (\nUPDATE {table} SET\n{set_sql}\nWHERE {where}\nRETURNING {key}\n)\n"
-            f"INSERT INTO {journal} ({JOURNAL_COLUMNS})\n"
-            f"SELECT :migration_id, '{label}', {key} FROM moved"
+            f"WITH moved AS (\nUPDATE {table} SET\n{set_sql}\nWHERE {where}\nRETURNING {key}\n"
+            f"), journalled AS (\nINSERT INTO {journal}_batches"
+            " (migration_id, table_name, first_id, last_id, row_ids)\n"
+            f"SELECT :migration_id, '{label}', MIN({key}), MAX({key}),"
+            f" array_agg(CAST({key} AS BIGINT) ORDER BY {key})\n"
+            "FROM moved HAVING COUNT(*) > 0\nRETURNING cardinality(row_ids) AS n\n)\n"
+            "SELECT (SELECT COUNT(*) FROM moved), COALESCE((SELECT SUM(n) FROM journalled), 0)"
+        )
+
+    def journalled_keys_sql(
+        self, key: str, journal: str, label: str, lower: str, upper: str
+    ) -> str:
+        """Only the journal rows whose key range meets the batch's are unpacked."""
+        return (
+            f"{key} IN (SELECT u.k FROM {journal}_batches AS b"
+            " CROSS JOIN LATERAL unnest(b.row_ids) AS u(k)"
+            f" WHERE b.migration_id = :migration_id AND b.table_name = '{label}'"
+            f" AND b.first_id <= :{upper} AND b.last_id >= :{lower}"
+            f" AND u.k >= :{lower} AND u.k <= :{upper})"
         )
 
     def statement_timeout_sql(self, seconds: float) -> str | None:

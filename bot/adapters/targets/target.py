@@ -163,7 +163,11 @@ class Target:
         with self.engine.connect() as conn, committing(conn):
             for ddl in self.dialect.checkpoint_table_ddl():
                 conn.execute(text(ddl))
-            journal.create(conn, checkfirst=True)
+            journal_ddl = self.dialect.journal_ddl()
+            if journal_ddl is None:
+                journal.create(conn, checkfirst=True)
+            for ddl in journal_ddl or []:
+                conn.execute(text(ddl))
         self._prepared = True
 
     def completed_steps(self, run_key: str) -> set[str]:
