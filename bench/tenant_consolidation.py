@@ -5,7 +5,9 @@ reloaded, vacuumed and checkpointed before every measurement): (a) the single ``
 SET TenantId = :target WHERE TenantId = :source``; (b) the bot's batch step (``run_batches``
 with default BatchSettings: short keyset transactions, each with its checkpoint); (b') the
 bot's whole run of ``runbooks/tenant-consolidation.yaml`` (every step: journalled moves of
-Tasks, Users and AuditLogs, and the checks; ``--runbook`` runs another file); (c) a
+Tasks, Users and AuditLogs, and the checks; ``--runbook`` runs another file); (b'') its
+rollback right after it (the run not timed: the journalled rows moved back and the checks
+that the data is back); (c) a
 hand-written fixed-size keyset loop for reference; (d) the runbook's C# offset loop
 (Skip/Take 1000 ordered by Id, a commit per page and ``Task.Delay(100)``), capped at
 ``--offset-cap-seconds``, and the same loop with no sleep to show the OFFSET slowdown itself
@@ -30,7 +32,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from bench import _loops as loops
-from bench._botrunbook import RUNBOOK, run_bot_runbook
+from bench._botrunbook import RUNBOOK, run_bot_rollback, run_bot_runbook
 from bench._botstep import run_bot_step
 from bench._common import (
     SOURCE_TENANT,
@@ -56,6 +58,7 @@ WAYS = (
     "single",
     "bot_batch_step",
     "bot_runbook",
+    "bot_rollback",
     "keyset",
     "offset_loop",
     "offset_loop_no_sleep",
@@ -156,6 +159,12 @@ def measure(
     if started_checkpoints is not None and ended_checkpoints is not None:
         figures["server_checkpoints_during"] = ended_checkpoints - started_checkpoints
     after = tenant_counts(url)
+    if label == "bot_rollback":  # the run and its rollback: every row back where it was
+        if after != before:
+            raise MeasurementError(f"{label}: rows per tenant {after}, before the run {before}")
+        figures["source_rows_before"] = before.get(SOURCE_TENANT, 0)
+        logger.info("%s: %s", label, figures)
+        return figures
     moved = after.get(TARGET_TENANT, 0) - before.get(TARGET_TENANT, 0)
     figures["source_rows_before"] = before.get(SOURCE_TENANT, 0)
     figures["verified_rows_moved"] = moved
@@ -197,6 +206,9 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "run_over_single_target_max": TARGET_RUN_OVER_SINGLE,
             "run_over_single_met": run_over_single <= TARGET_RUN_OVER_SINGLE,
         }
+    rollback = results.get("bot_rollback")
+    if rollback and whole:
+        found["rollback_over_run"] = rnd(rollback["seconds"] / whole["seconds"])
     baseline = results.get("bot_runbook_baseline")
     if single and baseline:
         found["baseline_run_over_single"] = rnd(baseline["seconds"] / single["seconds"])
@@ -234,6 +246,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "bot_batch_step": lambda: run_bot_step(url),
             "bot_runbook": lambda: run_bot_runbook(url, args.runbook),
             "bot_runbook_baseline": lambda: run_bot_runbook(url, args.baseline_runbook),
+            "bot_rollback": lambda: run_bot_rollback(url, args.runbook),
             "keyset": lambda: loops.keyset_loop(url, args.keyset_batch),
             "offset_loop": lambda: offset_run(url, args, args.offset_sleep_ms),
             "offset_loop_no_sleep": lambda: offset_run(url, args, 0.0),

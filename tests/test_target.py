@@ -118,3 +118,35 @@ def test_mssql_sets_lock_and_query_timeouts_for_the_transaction(fails: bool) -> 
             raise RuntimeError("deadlock victim")
     assert conn.log == ["SET LOCK_TIMEOUT 2500 (query timeout 7)"]
     assert raw.timeout == 7
+
+
+@pytest.mark.postgres
+def test_postgresql_statistics_are_refreshed_once_a_tenth_of_the_rows_changed(pg_url: str) -> None:
+    """A keyset step starts by refreshing stale statistics: after a bulk UPDATE (as a run
+    leaves them for its rollback) once, then not again until the rows change again."""
+    target = Target.connect("t", pg_url)
+    try:
+        with target.engine.begin() as conn:
+            conn.execute(text("CREATE TABLE Items (Id INT PRIMARY KEY, TenantId INT)"))
+            conn.execute(text("INSERT INTO Items SELECT g, 1 FROM generate_series(1, 5000) g"))
+        target.engine.dispose()  # each session's pending statistics reach the server as it ends
+        with target.engine.begin() as conn:
+            conn.execute(text("ANALYZE Items"))
+        target.engine.dispose()
+        assert not target.refresh_statistics("Items")
+        with target.engine.begin() as conn:
+            conn.execute(text("UPDATE Items SET TenantId = 2 WHERE Id <= 1000"))
+        target.engine.dispose()
+        assert target.refresh_statistics("Items")
+        assert not target.refresh_statistics("Items")
+        with target.engine.connect() as conn:
+            common = "SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'items'"
+            assert conn.execute(text(f"{common} AND attname = 'tenantid'")).scalar() == "{1,2}"
+    finally:
+        target.engine.dispose()
+
+
+def test_sqlite_keeps_no_statistics_to_refresh(sqlite_url: str) -> None:
+    target = Target.connect("t", sqlite_url)
+    assert not target.refresh_statistics("Items")
+    target.engine.dispose()

@@ -184,6 +184,29 @@ def test_the_arrived_checks_fail_for_a_journalled_row_that_left_the_target_tenan
     ]
 
 
+def test_the_data_is_not_back_when_a_journalled_row_is_elsewhere_or_gone(
+    target: Target,
+) -> None:
+    """After the run and its rollback the after_rollback check passes; with a journalled task
+    in another tenant and a journalled user deleted it counts both."""
+    runbook = load_runbook(ROOT / "runbooks" / "tenant-consolidation.yaml")
+    params = {"source_tenant": SOURCE, "target_tenant": TARGET}
+    plan = build_plan(runbook, dict(params), "staging", target.dialect.name)
+    (home, *_) = (s.planned(0, target.dialect.name, params) for s in runbook.after_rollback)
+    assert home.name == "journalled-rows-home" and isinstance(home, PlannedCheck)
+    assert run_steps(target, plan.steps + plan.rollback + (home,), lambda *_: None) == []
+    task, user = min(journal(target, "Tasks")), min(journal(target, "Users"))
+    with target.engine.begin() as conn:
+        conn.execute(text("UPDATE Tasks SET TenantId = 1 WHERE Id = :id"), {"id": task})
+        conn.execute(text("DELETE FROM UserRoles WHERE UserId = :id"), {"id": user})
+        conn.execute(
+            text("UPDATE Tasks SET AssignedUserId = NULL WHERE AssignedUserId = :id"), {"id": user}
+        )
+        conn.execute(text("DELETE FROM Users WHERE Id = :id"), {"id": user})
+    bound = {**params, "migration_id": RUN}
+    assert target.check(home.sql, bound, expect=home.expect, equals_sql=None).value == 2
+
+
 def test_the_runbooks_checks_and_journalled_moves_parse_as_t_sql() -> None:
     """SQL Server cannot run here: its statements of the runbook at least parse as T-SQL."""
     runbook = load_runbook(ROOT / "runbooks" / "tenant-consolidation.yaml")

@@ -232,6 +232,7 @@ class _Runner:
     def start(self) -> _Checkpoint:
         """Create the checkpoint row unless it exists (in its own transaction) and read it."""
         self.target.prepare()
+        self.target.refresh_statistics(self.job.plan.table)
         if self.sql.kind == "hook":
             prepare_skipped(self.target.engine)
         try:

@@ -328,6 +328,13 @@ class Dialect(ABC):
         None for the portable table, one row per journalled key (target.py)."""
         return None
 
+    def stale_statistics_sql(self, table: str) -> tuple[str, str] | None:
+        """(a query answering whether the planner's statistics of ``table`` are stale, the
+        statement refreshing them), or None where the database keeps them itself. A keyset
+        step right after a bulk change (a rollback after its run) would otherwise be planned
+        on statistics from before it."""
+        return None
+
     def journalled_keys_sql(
         self, key: str, journal: str, label: str, lower: str, upper: str
     ) -> str:

@@ -253,6 +253,25 @@ class Target:
             with committing(conn), self.dialect.begin(conn, timeout):
                 yield conn
 
+    def refresh_statistics(self, table: str, *, timeout: float = 30.0) -> bool:
+        """Refresh the planner's statistics of ``table`` if the dialect finds them stale;
+        whether it did. Best effort: a lock that does not come within ``timeout`` seconds or
+        a refusal is logged, and the step runs on the statistics it has."""
+        statements = self.dialect.stale_statistics_sql(self.dialect.checked_identifier(table))
+        if statements is None:
+            return False
+        stale_sql, refresh_sql = statements
+        try:
+            with self.transaction(timeout=timeout) as conn:
+                if not conn.execute(text(stale_sql), {"table": table}).scalar():
+                    return False
+                conn.execute(text(refresh_sql))
+        except DBAPIError as exc:
+            logger.warning("could not refresh the statistics of %s: %s", table, exc.orig)
+            return False
+        logger.info("refreshed the planner's statistics of %s (stale)", table)
+        return True
+
     # -- backups ----------------------------------------------------------------------------
 
     def backup(
