@@ -168,21 +168,23 @@ class PostgresqlDialect(Dialect):
     journal_counts_in_change = True
 
     def journal_ddl(self) -> list[str] | None:
-        """``barq_journal_batches``, its index and the ``barq_journal`` view; a
-        ``barq_journal`` table of an earlier version (one row per key) is folded into
-        batches first, in the same transaction, so no journalled key is lost."""
+        """``barq_journal_batches``, its index and the ``barq_journal`` view, each created
+        only if missing (so no lock is taken once they exist); a ``barq_journal`` table of
+        an earlier version (one row per key) is folded into batches first, in the same
+        transaction, so no journalled key is lost."""
         return [
-            f"CREATE TABLE IF NOT EXISTS {_JOURNAL_BATCHES} (\n"
-            "    migration_id VARCHAR(64) NOT NULL,\n"
-            "    table_name VARCHAR(100) NOT NULL,\n"
-            "    first_id BIGINT NOT NULL,\n"
-            "    last_id BIGINT NOT NULL,\n"
-            "    row_ids BIGINT[] NOT NULL\n"
-            ")",
-            f"ALTER TABLE {_JOURNAL_BATCHES} ALTER COLUMN row_ids SET STORAGE EXTERNAL",
-            f"CREATE INDEX IF NOT EXISTS {_JOURNAL_BATCHES}_run"
-            f" ON {_JOURNAL_BATCHES} (migration_id, table_name, first_id)",
             "DO $$\nBEGIN\n"
+            f"  IF to_regclass('{_JOURNAL_BATCHES}') IS NULL THEN\n"
+            f"    CREATE TABLE {_JOURNAL_BATCHES} (\n"
+            "      migration_id VARCHAR(64) NOT NULL,\n"
+            "      table_name VARCHAR(100) NOT NULL,\n"
+            "      first_id BIGINT NOT NULL,\n"
+            "      last_id BIGINT NOT NULL,\n"
+            "      row_ids BIGINT[] NOT NULL);\n"
+            f"    ALTER TABLE {_JOURNAL_BATCHES} ALTER COLUMN row_ids SET STORAGE EXTERNAL;\n"
+            f"    CREATE INDEX {_JOURNAL_BATCHES}_run"
+            f" ON {_JOURNAL_BATCHES} (migration_id, table_name, first_id);\n"
+            "  END IF;\n"
             "  IF EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass('barq_journal')"
             " AND relkind = 'r') THEN\n"
             f"    INSERT INTO {_JOURNAL_BATCHES}"
@@ -196,7 +198,7 @@ class PostgresqlDialect(Dialect):
             "    CREATE VIEW barq_journal AS SELECT migration_id, table_name,"
             f" unnest(row_ids) AS row_id FROM {_JOURNAL_BATCHES};\n"
             "  END IF;\n"
-            "END $$",
+            "END $$"
         ]
 
     def journalled_update_sql(
