@@ -72,6 +72,19 @@ class SqliteDialect(Dialect):
         if not event.contains(engine, "connect", _foreign_keys_on):
             event.listen(engine, "connect", _foreign_keys_on)
 
+    def journal_ddl(self) -> list[str] | None:
+        """``barq_journal`` clustered on its key (WITHOUT ROWID): one B-tree insert per
+        journalled key instead of a rowid table's two (its rows and its key's index). A
+        journal an earlier version created with a rowid is used as it is."""
+        return [
+            "CREATE TABLE IF NOT EXISTS barq_journal (\n"
+            "    migration_id VARCHAR(64) NOT NULL,\n"
+            "    table_name VARCHAR(100) NOT NULL,\n"
+            "    row_id BIGINT NOT NULL,\n"
+            "    PRIMARY KEY (migration_id, table_name, row_id)\n"
+            ") WITHOUT ROWID"
+        ]
+
     def journalled_update_sql(
         self, table: str, key: str, set_sql: str, where: str, journal: str, label: str
     ) -> tuple[str | None, str]:
