@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
-from bot.adapters.targets.batches import BatchReport, batch_sql, run_batches
+from bot.adapters.targets.batches import BatchReport, batch_sql, remaining, run_batches
 from bot.adapters.targets.dialects import dialect_for
 from bot.adapters.targets.target import Target
 from bot.domain.plan import BatchPlan
@@ -238,9 +238,12 @@ def test_journalled_only_changes_exactly_the_keys_the_run_journalled(target: Tar
         journalled_only="barq_journal",
         settings=FIXED,
     )
-    report, _ = run(
-        target, job(restore, step="restore", run_key="r-1", params={"migration_id": "m-1"})
-    )
+    restoring = job(restore, step="restore", run_key="r-1", params={"migration_id": "m-1"})
+    assert remaining(target, restoring) == (0, len(moving))  # the progress figures
+    report, _ = run(target, restoring, stop_after=3)
+    assert not report.finished
+    assert remaining(target, restoring) == (report.rows_done, len(moving) - report.rows_done)
+    report, _ = run(target, restoring)
     assert report.finished and report.rows_done == len(moving)
     after = {i: (tenant, hits) for i, tenant, hits in rows(target)}
     assert all(after[i] == (1, 0) for i in moving)

@@ -42,6 +42,7 @@ LAST, SIZE = "_barq_last", "_barq_size"  # boundary query: key after LAST, SIZE 
 FROM, NEXT = "_barq_from", "_barq_next"  # change statements: key in [FROM, NEXT]
 KEY = "_barq_key"  # hook row update
 FIRST_KEY = -(2**63)  # _barq_from of the first batch: every BIGINT key is >= it
+LAST_KEY = 2**63 - 1  # every BIGINT key is <= it
 _SLOT = "barq_where_slot = 0"
 _CHECKPOINT_KEY = "migration_id = :migration_id AND step = :step AND branch = :branch"
 
@@ -57,7 +58,7 @@ class BatchSql:
     journalled: bool  # the batch's keys are journalled (by ``journal`` or within ``change``)
     counted: bool  # ``change`` returns one row: (rows updated, rows journalled)
     row_update: str | None  # hook only: the per-row UPDATE writing every ``write`` column
-    remaining: str  # matching rows after :_barq_last
+    remaining: str  # matching rows after :_barq_last (and journalled, with journalled_only)
     checkpoint_create: str  # insert the step's checkpoint row unless it exists
     checkpoint_claim: str  # first statement of a batch: lock the checkpoint row
     checkpoint_read: str
@@ -76,11 +77,13 @@ def batch_sql(dialect: Dialect, plan: BatchPlan) -> BatchSql:
     row_update = journal = None
     if plan.journal is not None and plan.set_sql is None:
         raise ValueError(f"batch step on {plan.table} journals, but only an update can journal")
+    left = cond  # the rows left after :_barq_last, for progress
     if plan.journalled_only is not None:
-        journalled_keys = dialect.journalled_keys_sql(
-            key, dialect.checked_identifier(plan.journalled_only), table, FROM, NEXT
-        )
+        read = dialect.checked_identifier(plan.journalled_only)
+        journalled_keys = dialect.journalled_keys_sql(key, read, table, f":{FROM}", f":{NEXT}")
         in_range = f"{in_range}\nAND {journalled_keys}"
+        after_last = f"COALESCE(CAST(:{LAST} AS BIGINT) + 1, {FIRST_KEY})"
+        left += f" AND {dialect.journalled_keys_sql(key, read, table, after_last, str(LAST_KEY))}"
     if plan.set_sql is not None:
         kind = "update"
         change = f"UPDATE {table} SET\n{plan.set_sql}\nWHERE {in_range}"
@@ -115,7 +118,7 @@ def batch_sql(dialect: Dialect, plan: BatchPlan) -> BatchSql:
         journalled=plan.journal is not None,
         counted=plan.journal is not None and dialect.journal_counts_in_change,
         row_update=row_update,
-        remaining=_rebound(dialect.remaining_count_sql(plan.table, key, _SLOT), cond),
+        remaining=_rebound(dialect.remaining_count_sql(plan.table, key, _SLOT), left),
         checkpoint_create=(
             f"INSERT INTO {cp}"
             " (migration_id, step, branch, last_key, rows_done, batches, done, updated_at)"

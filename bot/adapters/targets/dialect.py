@@ -339,12 +339,12 @@ class Dialect(ABC):
         self, key: str, journal: str, label: str, lower: str, upper: str
     ) -> str:
         """Predicate: ``key`` is one the run ``:migration_id`` journalled for ``label`` in
-        ``journal``, looked up between the binds ``lower`` and ``upper`` (the batch's key
-        range, so that each batch reads only its part of the journal). The identifiers are
-        validated; this form reads the portable one-row-per-key journal."""
+        ``journal``, looked up between the SQL expressions ``lower`` and ``upper`` (the
+        batch's key range, so that each batch reads only its part of the journal). The
+        identifiers are validated; this form reads the portable one-row-per-key journal."""
         return (
             f"{key} IN (SELECT row_id FROM {journal} WHERE migration_id = :migration_id"
-            f" AND table_name = '{label}' AND row_id >= :{lower} AND row_id <= :{upper})"
+            f" AND table_name = '{label}' AND row_id >= {lower} AND row_id <= {upper})"
         )
 
     @abstractmethod

@@ -237,8 +237,8 @@ class PostgresqlDialect(Dialect):
             f"{key} IN (SELECT u.k FROM {journal}_batches AS b"
             " CROSS JOIN LATERAL unnest(b.row_ids) AS u(k)"
             f" WHERE b.migration_id = :migration_id AND b.table_name = '{label}'"
-            f" AND b.first_id <= :{upper} AND b.last_id >= :{lower}"
-            f" AND u.k >= :{lower} AND u.k <= :{upper})"
+            f" AND b.first_id <= {upper} AND b.last_id >= {lower}"
+            f" AND u.k >= {lower} AND u.k <= {upper})"
         )
 
     def statement_timeout_sql(self, seconds: float) -> str | None:
