@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from bot.counts import plan_counts
 from bot.domain import approval as policy_rules
 from bot.domain import rollback as rules
 from bot.domain.lifecycle import State
@@ -56,15 +57,35 @@ async def request(
                 f" verification of a backup; ask one to request the rollback with"
                 f' {rules.WAIVE}="<why>"'
             )
-    m, created = await asyncio.to_thread(_request, service, user, migration_id, waiver, request_key)
+    counts = await asyncio.to_thread(_counts, service, original, waiver)
+    m, created = await asyncio.to_thread(
+        _request, service, user, migration_id, waiver, request_key, counts
+    )
     if created:
         logger.info("migration %s requested by %s: rollback of #%s", m.id, user, migration_id)
         service.on_change()
     return m, created
 
 
+def _counts(service: Service, original: Migration, waiver: str | None) -> dict[str, int]:
+    """The rollback's row counts (the rows of ``original``'s journal it moves back), taken
+    before the request's transaction, which then decides as if they were not taken; none
+    when the rollback would be refused."""
+    if rules.refusal(original, service.store.rollbacks_of(original.id)) is not None:
+        return {}
+    entry = service._target(original.target)
+    runbook = service._runbook(original.runbook)
+    plan = rules.plan_for(runbook, original, entry.target.dialect.name, waiver)
+    return plan_counts(plan, entry.target, original.run_key)
+
+
 def _request(
-    service: Service, user: str, migration_id: int, waiver: str | None, request_key: str | None
+    service: Service,
+    user: str,
+    migration_id: int,
+    waiver: str | None,
+    request_key: str | None,
+    counts: dict[str, int],
 ) -> tuple[Migration, bool]:
     store = service.store
     with store.transaction():
@@ -85,7 +106,7 @@ def _request(
         now = service.clock()
         m, created = store.create(
             plan,
-            {},
+            counts,
             user,
             now,
             request_key=request_key,
@@ -108,8 +129,9 @@ def request_in_transaction(
     service: Service, user: str, migration_id: int
 ) -> tuple[Migration, bool]:
     """Request the rollback of ``migration_id`` inside the caller's transaction (the bot's
-    own rollback at a window's end, see bot/windows.py); raise Refused as a request would."""
-    return _request(service, user, migration_id, None, None)
+    own rollback at a window's end, see bot/windows.py); raise Refused as a request would.
+    It takes no row counts (nobody approves it; the start counts them)."""
+    return _request(service, user, migration_id, None, None, {})
 
 
 def current_hash(service: Service, m: Migration) -> str:

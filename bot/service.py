@@ -15,6 +15,7 @@ from typing import Any
 
 from bot import rollback as rollbacks
 from bot import windows
+from bot.counts import plan_counts
 from bot.domain import approval as policy_rules
 from bot.domain.conflicts import conflict
 from bot.domain.drift import count_drift, drift_notice
@@ -126,7 +127,7 @@ class Service:
         plan = entry.target.show_command_fields(plan)
         self._check_exists(runbook, params, entry.target)
         self._check_preconditions(runbook, params, entry.target)
-        return plan, _counts(plan, entry.target)
+        return plan, plan_counts(plan, entry.target)
 
     def _check_exists(self, runbook: Runbook, params: dict[str, Any], target: Target) -> None:
         for name, param in runbook.parameters.items():
@@ -630,8 +631,9 @@ class Service:
         voided (the audit trail keeps them)."""
         if not any(s.count_sql for s in m.plan.steps):
             return True
+        key = None if m.rollback_of is None else self.store.get(m.rollback_of).run_key
         try:
-            counts = _counts(m.plan, entry.target)
+            counts = plan_counts(m.plan, entry.target, key)
         except QueryFailed as exc:  # not started: the next pass counts again
             raise TargetUnavailable(
                 f"its rows could not be counted again on {m.target} before the start: {exc.message}"
@@ -698,17 +700,3 @@ class Service:
     async def wait_idle(self) -> None:
         """Wait until every running migration task has finished (for tests and shutdown)."""
         await self.engine.wait_idle()
-
-
-def _counts(plan: Plan, target: Target) -> dict[str, int]:
-    """The rows each step with a count query touches on ``target`` now; a count that fails
-    raises QueryFailed naming its step."""
-    bound = {**plan.params, "migration_id": "dry-run"}
-    counts: dict[str, int] = {}
-    for step in plan.steps:
-        if step.count_sql:
-            try:
-                counts[step.name] = target.count(step.count_sql, bound)
-            except QueryFailed as exc:
-                raise exc.naming(f"the row count of step {step.name!r}") from exc
-    return counts

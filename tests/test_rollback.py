@@ -84,6 +84,10 @@ async def test_a_consolidation_rolled_back_has_every_row_back(
     ]
     moved = {run.name: run.rows for run in h.bot.store.step_runs(r.id)}
     assert moved["restore-tasks"] == 60  # the journalled tasks of tenant 2, no more
+    # the approvers saw these counts: the journalled rows it would move back
+    assert r.counts == {
+        n: moved[n] for n in ("restore-tasks", "restore-users", "restore-audit-logs")
+    }
     assert [a.action for a in h.bot.store.audit_trail(m.id)].count("rollback-request") == 1
     assert h.bot.store.audit_trail(r.id)[0].detail["rollback_of"] == m.id
     with pytest.raises(Refused, match=f"was rolled back already by #{r.id}"):

@@ -238,6 +238,10 @@ class Target(Protocol):
         """A count query's value; raises QueryFailed with the database's message."""
         ...
 
+    def prepare(self) -> None:
+        """Create the bot's own small tables on the target (checkpoints, journal) if missing."""
+        ...
+
     def blocking_sessions(self) -> list[dict[str, Any]] | None:
         """Who is blocked on the target now and by whom; None when the dialect cannot say."""
         ...

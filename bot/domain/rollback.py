@@ -157,8 +157,8 @@ def rollback_plan(
 
 
 def _resolve(index: int, step: AnyStep, dialect: str, params: dict[str, Any]) -> PlannedStep:
-    try:  # no row count: a rollback's counts would bind another run's key (see the README)
-        return step.planned(index, dialect, params).model_copy(update={"count_sql": None})
+    try:  # its counts bind the original's key too (the service counts them so)
+        return step.planned(index, dialect, params)
     except KeyError as exc:
         raise ParameterError(
             f"rollback step {step.name!r} cannot run on this target: {exc.args[0]}"
