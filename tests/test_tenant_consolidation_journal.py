@@ -101,6 +101,18 @@ def add_task(target: Target, tenant: int) -> int:
     return key
 
 
+def send_a_task_away_and_delete_a_user(target: Target) -> None:
+    """The first journalled task to tenant 1; the first journalled user deleted."""
+    task, user = min(journal(target, "Tasks")), min(journal(target, "Users"))
+    with target.engine.begin() as conn:
+        conn.execute(text("UPDATE Tasks SET TenantId = 1 WHERE Id = :id"), {"id": task})
+        conn.execute(text("DELETE FROM UserRoles WHERE UserId = :id"), {"id": user})
+        conn.execute(
+            text("UPDATE Tasks SET AssignedUserId = NULL WHERE AssignedUserId = :id"), {"id": user}
+        )
+        conn.execute(text("DELETE FROM Users WHERE Id = :id"), {"id": user})
+
+
 def test_the_runbook_journals_what_it_moves_and_the_rollback_moves_back_exactly_that(
     target: Target, target_url: str
 ) -> None:
@@ -170,14 +182,7 @@ def test_the_arrived_checks_fail_for_a_journalled_row_that_left_the_target_tenan
         "moved-audit-logs-arrived",
     ]
     assert run_steps(target, moves + checks, lambda *_: None) == []
-    task, user = min(journal(target, "Tasks")), min(journal(target, "Users"))
-    with target.engine.begin() as conn:
-        conn.execute(text("UPDATE Tasks SET TenantId = 1 WHERE Id = :id"), {"id": task})
-        conn.execute(text("DELETE FROM UserRoles WHERE UserId = :id"), {"id": user})
-        conn.execute(
-            text("UPDATE Tasks SET AssignedUserId = NULL WHERE AssignedUserId = :id"), {"id": user}
-        )
-        conn.execute(text("DELETE FROM Users WHERE Id = :id"), {"id": user})
+    send_a_task_away_and_delete_a_user(target)
     assert run_steps(target, checks, lambda *_: None) == [
         "moved-tasks-arrived",
         "moved-users-arrived",
@@ -195,14 +200,7 @@ def test_the_data_is_not_back_when_a_journalled_row_is_elsewhere_or_gone(
     (home, *_) = (s.planned(0, target.dialect.name, params) for s in runbook.after_rollback)
     assert home.name == "journalled-rows-home" and isinstance(home, PlannedCheck)
     assert run_steps(target, plan.steps + plan.rollback + (home,), lambda *_: None) == []
-    task, user = min(journal(target, "Tasks")), min(journal(target, "Users"))
-    with target.engine.begin() as conn:
-        conn.execute(text("UPDATE Tasks SET TenantId = 1 WHERE Id = :id"), {"id": task})
-        conn.execute(text("DELETE FROM UserRoles WHERE UserId = :id"), {"id": user})
-        conn.execute(
-            text("UPDATE Tasks SET AssignedUserId = NULL WHERE AssignedUserId = :id"), {"id": user}
-        )
-        conn.execute(text("DELETE FROM Users WHERE Id = :id"), {"id": user})
+    send_a_task_away_and_delete_a_user(target)
     bound = {**params, "migration_id": RUN}
     assert target.check(home.sql, bound, expect=home.expect, equals_sql=None).value == 2
 
