@@ -193,6 +193,7 @@ def remaining(target: Target, job: BatchJob) -> tuple[int, int]:
     the matching rows after it (0 once it is done): the figures for progress."""
     statements = batch_sql(target.dialect, job.plan)
     target.prepare()
+    target.refresh_statistics(job.plan.table)  # the count is planned on them too
     with target.engine.connect() as conn:
         checkpoint = _read(conn, statements, job)
         done = checkpoint.rows_done if checkpoint else 0

@@ -232,9 +232,11 @@ class PostgresqlDialect(Dialect):
     def journalled_keys_sql(
         self, key: str, journal: str, label: str, lower: str, upper: str
     ) -> str:
-        """Only the journal rows whose key range meets the batch's are unpacked."""
+        """Only the journal rows whose key range meets the batch's are unpacked. ``+ 0``:
+        PostgreSQL cannot know how many keys an array holds and would look each one up in
+        the key's index (6 s where hashing them once takes 1 s, for a million keys)."""
         return (
-            f"{key} IN (SELECT u.k FROM {journal}_batches AS b"
+            f"{key} + 0 IN (SELECT u.k FROM {journal}_batches AS b"
             " CROSS JOIN LATERAL unnest(b.row_ids) AS u(k)"
             f" WHERE b.migration_id = :migration_id AND b.table_name = '{label}'"
             f" AND b.first_id <= {upper} AND b.last_id >= {lower}"
