@@ -9,6 +9,7 @@ shows Hits = 1 (2 if moved twice), a row never moved Hits = 0.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -223,12 +224,12 @@ def test_journalled_only_changes_exactly_the_keys_the_run_journalled(target: Tar
     other = resident[:5]  # journalled by another run, never moved by this one
     with target.engine.begin() as conn:
         conn.execute(
-            text("INSERT INTO barq_journal_batches VALUES ('m-2', 'Items', :a, :b, :ids)")
-            if target.dialect.name == "postgresql"
-            else text("INSERT INTO barq_journal VALUES ('m-2', 'Items', :a)"),
-            {"a": other[0], "b": other[-1], "ids": other}
-            if target.dialect.name == "postgresql"
-            else [{"a": i} for i in other],
+            text("INSERT INTO barq_journal_batches VALUES ('m-2', 'Items', :a, :b, :ids)"),
+            {
+                "a": other[0],
+                "b": other[-1],
+                "ids": other if target.dialect.name == "postgresql" else json.dumps(other),
+            },
         )
     restore = BatchPlan(
         table="Items",
@@ -250,11 +251,10 @@ def test_journalled_only_changes_exactly_the_keys_the_run_journalled(target: Tar
     assert sorted(i for i, (tenant, _) in after.items() if tenant == 9) == resident
 
 
-@pytest.mark.postgres
-def test_postgresql_folds_an_earlier_one_row_per_key_journal_into_batches(pg_url: str) -> None:
-    """A PostgreSQL target journalled by an earlier version (a barq_journal table, one row
-    per key) keeps every key: they move into barq_journal_batches, read through the view."""
-    target = Target.connect("old", pg_url)
+def test_an_earlier_one_row_per_key_journal_is_folded_into_batches(target_url: str) -> None:
+    """A target journalled by an earlier version (a barq_journal table, one row per key)
+    keeps every key: they move into barq_journal_batches, read through the view."""
+    target = Target.connect("old", target_url)
     try:
         with target.engine.begin() as conn:
             conn.execute(
@@ -264,18 +264,20 @@ def test_postgresql_folds_an_earlier_one_row_per_key_journal_into_batches(pg_url
                 )
             )
             conn.execute(
-                text(
-                    "INSERT INTO barq_journal"
-                    " SELECT 'old', 'Tasks', g FROM generate_series(1, 120001) g"
-                )
+                text("INSERT INTO barq_journal VALUES ('old', 'Tasks', :k)"),
+                [{"k": k} for k in range(1, 120002)],
             )
             conn.execute(text("INSERT INTO barq_journal VALUES ('old', 'Users', 7)"))
         target.prepare()
-        Target.connect("again", pg_url).prepare()  # idempotent
+        Target.connect("again", target_url).prepare()  # idempotent
         assert journal(target, "old", "Tasks") == list(range(1, 120002))
         assert journal(target, "old", "Users") == [7]
         with target.engine.connect() as conn:
-            kinds = "SELECT relkind FROM pg_class WHERE relname = :n"
+            kinds = (
+                "SELECT relkind FROM pg_class WHERE relname = :n"
+                if target.dialect.name == "postgresql"
+                else "SELECT substr(type, 1, 1) FROM sqlite_master WHERE name = :n"
+            )
             assert conn.execute(text(kinds), {"n": "barq_journal"}).scalar_one() == "v"
             batches = "SELECT COUNT(*) FROM barq_journal_batches WHERE migration_id = 'old'"
             assert conn.execute(text(batches)).scalar_one() == 4
@@ -293,8 +295,9 @@ def test_sqlite_refuses_a_batch_whose_journal_and_update_disagree(sqlite_url: st
         with target.engine.begin() as conn:
             conn.execute(
                 text(
-                    "CREATE TRIGGER steal AFTER INSERT ON barq_journal WHEN NEW.row_id = "
-                    f"{moving[9]} BEGIN UPDATE Items SET TenantId = 5 WHERE Id = NEW.row_id; END"
+                    "CREATE TRIGGER steal AFTER INSERT ON barq_journal_batches WHEN"
+                    f" {moving[9]} BETWEEN NEW.first_id AND NEW.last_id"
+                    f" BEGIN UPDATE Items SET TenantId = 5 WHERE Id = {moving[9]}; END"
                 )
             )
         with pytest.raises(RuntimeError, match="journalled 7 rows but updated 6"):

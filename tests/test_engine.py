@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 
 from bot.adapters import blocks
 from bot.domain.lifecycle import Event, State
+from bot.domain.planned import PlannedSql
 from bot.local.barq_schema import create_demo_database, create_schema, seed_demo
 from tests import harness
 from tests.harness import MIGRATIONS, Harness
@@ -37,19 +38,20 @@ steps:
     sql: SELECT 1
     expect: "== 1"
 """
-JOURNAL = """
-name: journal-then-move
-description: journal tenant 3's tasks with one INSERT, then check
+COPY = """
+name: copy-then-check
+description: copy tenant 3's task ids with one INSERT (twice would break the key), then check
 targets: [staging]
 steps:
-  - name: journal
+  - name: create
     kind: sql
-    sql: >-
-      INSERT INTO barq_journal (migration_id, table_name, row_id)
-      SELECT :migration_id, 'Tasks', Id FROM Tasks WHERE TenantId = 3
-  - name: journalled
+    sql: CREATE TABLE IF NOT EXISTS CopiedTasks (Id INTEGER PRIMARY KEY)
+  - name: copy
+    kind: sql
+    sql: INSERT INTO CopiedTasks (Id) SELECT Id FROM Tasks WHERE TenantId = 3
+  - name: copied
     kind: check
-    sql: SELECT COUNT(*) FROM barq_journal WHERE migration_id = :migration_id
+    sql: SELECT COUNT(*) FROM CopiedTasks
     expect: "> 0"
 """
 SLOW = """
@@ -113,7 +115,7 @@ def _runbooks(tmp_path: Path) -> Path:
     shutil.copy(ROOT / "runbooks" / "tenant-consolidation.yaml", folder)
     (folder / "broken-move.yaml").write_text(BROKEN)
     (folder / "slow-move.yaml").write_text(SLOW)
-    (folder / "journal-then-move.yaml").write_text(JOURNAL)
+    (folder / "copy-then-check.yaml").write_text(COPY)
     (folder / "backup-missing-table.yaml").write_text(BACKUP_MISSING_TABLE)
     python = sys.executable
     (folder / "restore-lost-backup.yaml").write_text(
@@ -199,18 +201,19 @@ async def test_a_resumed_failed_run_counts_each_step_once(h: Harness) -> None:
 async def test_resume_after_a_crash_skips_committed_steps(h: Harness) -> None:
     """A run interrupted after a step committed resumes from the checkpoint: the sql step
     (whose second run would break the table's primary key) is not applied twice."""
-    m, _ = await h.bot.service.request("U0ALICE", "journal-then-move", {}, "staging")
+    m, _ = await h.bot.service.request("U0ALICE", "copy-then-check", {}, "staging")
     store, target = h.bot.store, h.bot.service.targets["staging"].target
     now = harness.now()
     store.record_decision(
         m.id, user="U0BOB", decision="approve", plan_hash=m.plan.hash, now=now, event=Event.APPROVE
     )
     store.transition(m.id, Event.START, actor="bot", now=now, started_at=now)
-    first = m.plan.steps[0]
     params = {**m.plan.params, "migration_id": m.run_key}
-    copied = target.run_sql(
-        first.sql, params, run_key=m.run_key, step=first.name, timeout=10, now=now
-    )
+    for step in m.plan.steps[:2]:
+        assert isinstance(step, PlannedSql)
+        copied = target.run_sql(
+            step.sql, params, run_key=m.run_key, step=step.name, timeout=10, now=now
+        )
     assert copied > 0
     # the bot "crashed" here; a pass of run_due after the restart picks the run up
     await h.bot.service.run_due(harness.now())
@@ -218,10 +221,10 @@ async def test_resume_after_a_crash_skips_committed_steps(h: Harness) -> None:
     m = store.get(m.id)
     assert m.state is State.SUCCEEDED, m.error
     runs = store.step_runs(m.id)
-    assert runs[0].detail == (
+    assert runs[1].detail == (
         "committed in an earlier execution of this run (before a restart); not run again"
     )
-    assert _scalar(h, "SELECT COUNT(*) FROM barq_journal") == copied
+    assert _scalar(h, "SELECT COUNT(*) FROM CopiedTasks") == copied
 
 
 @pytest.mark.postgres

@@ -41,9 +41,9 @@ async def test_plan_is_a_dry_run_with_counts_sql_checks_and_rollback(h: Harness)
     reply = harness.text_of(await h.slash(ALICE, REQUEST.replace("request", "plan", 1)))
     assert f"Rows it will touch now: *{tasks:,}*" in reply
     assert "keyset batches over `Tasks`" in reply
-    journal = "INSERT INTO barq_journal (migration_id, table_name, row_id)\\nSELECT :migration_id"
+    journal = "INSERT INTO barq_journal_batches (migration_id, table_name, first_id, last_id,"
     each_batch = "UPDATE Tasks SET\\nTenantId = :target_tenant\\nWHERE Id >= :_barq_from AND"
-    assert f"Each batch runs:```{journal}, 'Tasks', Id" in reply  # SQLite: the journal first
+    assert f"Each batch runs:```{journal} row_ids)" in reply  # SQLite: the journal first
     assert f"``````{each_batch}" in reply
     assert "Passes when the value is `== 0`" in reply and "Rollback" in reply
     assert h.count("staging", "SELECT COUNT(*) FROM Tasks WHERE TenantId = 3") == tasks

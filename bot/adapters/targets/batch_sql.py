@@ -57,6 +57,7 @@ class BatchSql:
     journal: str | None  # journalled update: the journal's INSERT run just before ``change``
     journalled: bool  # the batch's keys are journalled (by ``journal`` or within ``change``)
     counted: bool  # ``change`` returns one row: (rows updated, rows journalled)
+    journal_counted: bool  # ``journal`` returns the keys it journalled (no row: none)
     row_update: str | None  # hook only: the per-row UPDATE writing every ``write`` column
     remaining: str  # matching rows after :_barq_last (and journalled, with journalled_only)
     checkpoint_create: str  # insert the step's checkpoint row unless it exists
@@ -117,6 +118,7 @@ def batch_sql(dialect: Dialect, plan: BatchPlan) -> BatchSql:
         journal=journal,
         journalled=plan.journal is not None,
         counted=plan.journal is not None and dialect.journal_counts_in_change,
+        journal_counted=journal is not None and dialect.journal_counts_in_journal,
         row_update=row_update,
         remaining=_rebound(dialect.remaining_count_sql(plan.table, key, _SLOT), left),
         checkpoint_create=(

@@ -303,7 +303,10 @@ class _Runner:
     def _apply(self, conn: Connection, params: dict[str, Any]) -> int:
         journalled = None
         if self.sql.journal is not None:
-            journalled = conn.execute(text(self.sql.journal), params).rowcount
+            written = conn.execute(text(self.sql.journal), params)
+            journalled = (
+                int(written.scalar() or 0) if self.sql.journal_counted else written.rowcount
+            )
         selected = conn.execute(text(self.sql.change), params)
         changed = selected.rowcount
         if self.sql.counted:

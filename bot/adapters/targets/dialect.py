@@ -322,11 +322,14 @@ class Dialect(ABC):
     #: True when the journalled UPDATE returns one row (rows updated, rows journalled)
     #: instead of a row count (PostgreSQL, whose journal holds one row per batch).
     journal_counts_in_change = False
+    #: True when the journal's INSERT returns the number of keys it journalled instead of
+    #: a row count (SQLite, whose journal holds one row per batch).
+    journal_counts_in_journal = False
 
-    def journal_ddl(self) -> list[str] | None:
-        """Statements creating the bot's ``barq_journal`` if it is missing (idempotent), or
-        None for the portable table, one row per journalled key (target.py)."""
-        return None
+    def prepare_journal(self, conn: Connection) -> bool:
+        """Create the bot's ``barq_journal`` if it is missing (idempotent) and say so; False
+        leaves it to the portable table, one row per journalled key (target.py)."""
+        return False
 
     def stale_statistics_sql(self, table: str) -> tuple[str, str] | None:
         """(a query answering whether the planner's statistics of ``table`` are stale, the

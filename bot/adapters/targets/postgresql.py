@@ -16,7 +16,7 @@ from pathlib import Path, PurePath
 from urllib.parse import quote
 
 import psycopg
-from sqlalchemy import URL, Engine
+from sqlalchemy import URL, Connection, Engine, text
 
 from bot.adapters.commands import (
     TargetFields,
@@ -167,39 +167,42 @@ class PostgresqlDialect(Dialect):
     #: own index upkeep); ``<journal>`` is a view with one row per key, for reading.
     journal_counts_in_change = True
 
-    def journal_ddl(self) -> list[str] | None:
+    def prepare_journal(self, conn: Connection) -> bool:
         """``barq_journal_batches``, its index and the ``barq_journal`` view, each created
         only if missing (so no lock is taken once they exist); a ``barq_journal`` table of
         an earlier version (one row per key) is folded into batches first, in the same
         transaction, so no journalled key is lost."""
-        return [
-            "DO $$\nBEGIN\n"
-            f"  IF to_regclass('{_JOURNAL_BATCHES}') IS NULL THEN\n"
-            f"    CREATE TABLE {_JOURNAL_BATCHES} (\n"
-            "      migration_id VARCHAR(64) NOT NULL,\n"
-            "      table_name VARCHAR(100) NOT NULL,\n"
-            "      first_id BIGINT NOT NULL,\n"
-            "      last_id BIGINT NOT NULL,\n"
-            "      row_ids BIGINT[] NOT NULL);\n"
-            f"    ALTER TABLE {_JOURNAL_BATCHES} ALTER COLUMN row_ids SET STORAGE EXTERNAL;\n"
-            f"    CREATE INDEX {_JOURNAL_BATCHES}_run"
-            f" ON {_JOURNAL_BATCHES} (migration_id, table_name, first_id);\n"
-            "  END IF;\n"
-            "  IF EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass('barq_journal')"
-            " AND relkind = 'r') THEN\n"
-            f"    INSERT INTO {_JOURNAL_BATCHES}"
-            " (migration_id, table_name, first_id, last_id, row_ids)\n"
-            "    SELECT migration_id, table_name, MIN(row_id), MAX(row_id),"
-            " array_agg(row_id ORDER BY row_id)\n"
-            "    FROM barq_journal GROUP BY migration_id, table_name, div(row_id, 50000);\n"
-            "    DROP TABLE barq_journal;\n"
-            "  END IF;\n"
-            "  IF to_regclass('barq_journal') IS NULL THEN\n"
-            "    CREATE VIEW barq_journal AS SELECT migration_id, table_name,"
-            f" unnest(row_ids) AS row_id FROM {_JOURNAL_BATCHES};\n"
-            "  END IF;\n"
-            "END $$"
-        ]
+        conn.execute(
+            text(
+                "DO $$\nBEGIN\n"
+                f"  IF to_regclass('{_JOURNAL_BATCHES}') IS NULL THEN\n"
+                f"    CREATE TABLE {_JOURNAL_BATCHES} (\n"
+                "      migration_id VARCHAR(64) NOT NULL,\n"
+                "      table_name VARCHAR(100) NOT NULL,\n"
+                "      first_id BIGINT NOT NULL,\n"
+                "      last_id BIGINT NOT NULL,\n"
+                "      row_ids BIGINT[] NOT NULL);\n"
+                f"    ALTER TABLE {_JOURNAL_BATCHES} ALTER COLUMN row_ids SET STORAGE EXTERNAL;\n"
+                f"    CREATE INDEX {_JOURNAL_BATCHES}_run"
+                f" ON {_JOURNAL_BATCHES} (migration_id, table_name, first_id);\n"
+                "  END IF;\n"
+                "  IF EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass('barq_journal')"
+                " AND relkind = 'r') THEN\n"
+                f"    INSERT INTO {_JOURNAL_BATCHES}"
+                " (migration_id, table_name, first_id, last_id, row_ids)\n"
+                "    SELECT migration_id, table_name, MIN(row_id), MAX(row_id),"
+                " array_agg(row_id ORDER BY row_id)\n"
+                "    FROM barq_journal GROUP BY migration_id, table_name, div(row_id, 50000);\n"
+                "    DROP TABLE barq_journal;\n"
+                "  END IF;\n"
+                "  IF to_regclass('barq_journal') IS NULL THEN\n"
+                "    CREATE VIEW barq_journal AS SELECT migration_id, table_name,"
+                f" unnest(row_ids) AS row_id FROM {_JOURNAL_BATCHES};\n"
+                "  END IF;\n"
+                "END $$"
+            )
+        )
+        return True
 
     def journalled_update_sql(
         self, table: str, key: str, set_sql: str, where: str, journal: str, label: str

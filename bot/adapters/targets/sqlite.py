@@ -15,13 +15,12 @@ from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import URL, Connection, Engine, event
+from sqlalchemy import URL, Connection, Engine, event, text
 
 from bot.adapters.commands import TargetFields
 from bot.errors import BackupError, BackupVerificationError
 
 from .dialect import (
-    JOURNAL_COLUMNS,
     BackupInfo,
     Dialect,
     ErrorKind,
@@ -50,6 +49,9 @@ def _bare(table: str) -> str:
     return table.rsplit(".", 1)[-1]
 
 
+_JOURNAL_BATCHES = "barq_journal_batches"
+
+
 class SqliteDialect(Dialect):
     """SQLite via the standard library's sqlite3 (pysqlite)."""
 
@@ -72,31 +74,82 @@ class SqliteDialect(Dialect):
         if not event.contains(engine, "connect", _foreign_keys_on):
             event.listen(engine, "connect", _foreign_keys_on)
 
-    def journal_ddl(self) -> list[str] | None:
-        """``barq_journal`` clustered on its key (WITHOUT ROWID): one B-tree insert per
-        journalled key instead of a rowid table's two (its rows and its key's index). A
-        journal an earlier version created with a rowid is used as it is."""
-        return [
-            "CREATE TABLE IF NOT EXISTS barq_journal (\n"
-            "    migration_id VARCHAR(64) NOT NULL,\n"
-            "    table_name VARCHAR(100) NOT NULL,\n"
-            "    row_id BIGINT NOT NULL,\n"
-            "    PRIMARY KEY (migration_id, table_name, row_id)\n"
-            ") WITHOUT ROWID"
-        ]
+    #: The journal's keys live in ``barq_journal_batches``, one row per batch (its keys as
+    #: a JSON array: a fraction of a row per key's B-tree upkeep); ``barq_journal`` is a
+    #: view with one row per key, for reading.
+    journal_counts_in_journal = True
+
+    def prepare_journal(self, conn: Connection) -> bool:
+        """``barq_journal_batches``, its index and the ``barq_journal`` view; a
+        ``barq_journal`` table of an earlier version (one row per key) is folded into
+        batches first, in the same transaction, so no journalled key is lost."""
+        conn.execute(
+            text(
+                f"CREATE TABLE IF NOT EXISTS {_JOURNAL_BATCHES} (\n"
+                "    migration_id VARCHAR(64) NOT NULL,\n"
+                "    table_name VARCHAR(100) NOT NULL,\n"
+                "    first_id BIGINT NOT NULL,\n"
+                "    last_id BIGINT NOT NULL,\n"
+                "    row_ids TEXT NOT NULL\n"
+                ")"
+            )
+        )
+        conn.execute(
+            text(
+                f"CREATE INDEX IF NOT EXISTS {_JOURNAL_BATCHES}_run"
+                f" ON {_JOURNAL_BATCHES} (migration_id, table_name, first_id)"
+            )
+        )
+        kind = "SELECT type FROM sqlite_master WHERE name = 'barq_journal'"
+        found = conn.execute(text(kind)).scalar()
+        if found == "table":
+            conn.execute(
+                text(
+                    f"INSERT INTO {_JOURNAL_BATCHES}"
+                    " (migration_id, table_name, first_id, last_id, row_ids)"
+                    " SELECT migration_id, table_name, MIN(row_id), MAX(row_id),"
+                    " json_group_array(row_id) FROM (SELECT * FROM barq_journal"
+                    " ORDER BY migration_id, table_name, row_id)"
+                    " GROUP BY migration_id, table_name, row_id / 50000"
+                )
+            )
+            conn.execute(text("DROP TABLE barq_journal"))
+        if found != "view":
+            conn.execute(
+                text(
+                    "CREATE VIEW barq_journal AS SELECT b.migration_id, b.table_name,"
+                    f" j.value AS row_id FROM {_JOURNAL_BATCHES} AS b, json_each(b.row_ids) AS j"
+                )
+            )
+        return True
 
     def journalled_update_sql(
         self, table: str, key: str, set_sql: str, where: str, journal: str, label: str
     ) -> tuple[str | None, str]:
-        """The journal's INSERT ... SELECT of the batch's keys, then the UPDATE of the same
-        rows. SQLite has one writer at a time, and a batch writes its checkpoint row first:
-        from then on no other connection can commit, so both statements see the same rows
-        (and the runner checks that their counts agree)."""
+        """The journal's INSERT of the batch's keys (one row, returning how many keys it
+        holds), then the UPDATE of the same rows. SQLite has one writer at a time, and a
+        batch writes its checkpoint row first: from then on no other connection can commit,
+        so both statements see the same rows (and the runner checks that their counts
+        agree)."""
         journalled = (
-            f"INSERT INTO {journal} ({JOURNAL_COLUMNS})\n"
-            f"SELECT :migration_id, '{label}', {key}\nFROM {table} WHERE {where}"
+            f"INSERT INTO {journal}_batches"
+            " (migration_id, table_name, first_id, last_id, row_ids)\n"
+            f"SELECT :migration_id, '{label}', MIN({key}), MAX({key}), json_group_array({key})\n"
+            f"FROM {table} WHERE {where}\nHAVING COUNT(*) > 0\n"
+            "RETURNING json_array_length(row_ids)"
         )
         return journalled, f"UPDATE {table} SET\n{set_sql}\nWHERE {where}"
+
+    def journalled_keys_sql(
+        self, key: str, journal: str, label: str, lower: str, upper: str
+    ) -> str:
+        """Only the journal rows whose key range meets the batch's are unpacked."""
+        return (
+            f"{key} IN (SELECT j.value FROM {journal}_batches AS b, json_each(b.row_ids) AS j"
+            f" WHERE b.migration_id = :migration_id AND b.table_name = '{label}'"
+            f" AND b.first_id <= {upper} AND b.last_id >= {lower}"
+            f" AND j.value >= {lower} AND j.value <= {upper})"
+        )
 
     def statement_timeout_sql(self, seconds: float) -> str | None:
         """None: SQLite has no such setting; :meth:`begin` sets a progress handler."""

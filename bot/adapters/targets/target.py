@@ -163,11 +163,8 @@ class Target:
         with self.engine.connect() as conn, committing(conn):
             for ddl in self.dialect.checkpoint_table_ddl():
                 conn.execute(text(ddl))
-            journal_ddl = self.dialect.journal_ddl()
-            if journal_ddl is None:
+            if not self.dialect.prepare_journal(conn):
                 journal.create(conn, checkfirst=True)
-            for ddl in journal_ddl or []:
-                conn.execute(text(ddl))
         self._prepared = True
 
     def completed_steps(self, run_key: str) -> set[str]:
