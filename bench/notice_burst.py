@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sqlite3
 import sys
@@ -341,8 +342,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def setup_logging() -> None:
     """As the other benchmarks (stderr), without the per-request access lines."""
     _setup_logging()
-    import logging
-
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 

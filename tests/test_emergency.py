@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from bot.adapters import blocks
 from bot.adapters.outbox import Outbox
@@ -30,10 +30,10 @@ from bot.domain.records import Migration
 from bot.local.slack import LocalSlack
 from tests import harness, oracle
 from tests.harness import APPROVALS, MIGRATIONS, Harness
+from tests.test_rollback import add_unclearable_audit_row
 
 ROOT = Path(__file__).resolve().parent.parent
 ALICE, BOB, DAVE = "U0ALICE", "U0BOB", "U0DAVE"  # BOB approves on staging; DAVE is nobody
-KEPT = 900001  # an old audit row whose values the target refuses to clear
 
 
 def _emergency(slack: LocalSlack, migration_id: int) -> dict[str, Any] | None:
@@ -64,20 +64,7 @@ async def pg_bot(tmp_path: Path, pg_url: str) -> AsyncIterator[tuple[Harness, st
     engine = create_engine(pg_url)
     try:
         with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO AuditLogs (Id, TenantId, EntityType, EntityId, Action,"
-                    " OldValues, NewValues, CreatedAt) VALUES (:id, 2, 'User', 1, 'Update',"
-                    ' \'{"Email": "old@barq.example"}\', NULL, :at)'
-                ),
-                {"id": KEPT, "at": harness.now().replace(tzinfo=None) - timedelta(days=3 * 365)},
-            )
-            conn.execute(
-                text(
-                    f"ALTER TABLE AuditLogs ADD CONSTRAINT ck_keep CHECK"
-                    f" (Id <> {KEPT} OR OldValues IS NOT NULL)"
-                )
-            )
+            add_unclearable_audit_row(conn, "postgresql")
     finally:
         engine.dispose()
     h = await harness.start(tmp_path, harness.policies(pg_url), ROOT / "runbooks")

@@ -113,15 +113,7 @@ async def test_a_failed_anonymization_is_restored_from_its_own_backup(
                     " WHERE Id = (SELECT MIN(Id) FROM Users WHERE TenantId = 2)"
                 )
             )
-            conn.execute(
-                text(
-                    "INSERT INTO AuditLogs (Id, TenantId, EntityType, EntityId, Action,"
-                    " OldValues, NewValues, CreatedAt) VALUES (:id, 2, 'User', 1, 'Update',"
-                    ' \'{"Email": "old@barq.example"}\', NULL, :at)'
-                ),
-                {"id": KEPT, "at": harness.now().replace(tzinfo=None) - timedelta(days=3 * 365)},
-            )
-            _refuse_clearing(conn, engine.dialect.name, KEPT)
+            add_unclearable_audit_row(conn, engine.dialect.name)
     finally:
         engine.dispose()
     before = oracle.snapshot(url)
@@ -138,6 +130,20 @@ async def test_a_failed_anonymization_is_restored_from_its_own_backup(
     assert m.backups[-1]["location"] in (restored.detail or "")
     with pytest.raises(Refused, match=f"was rolled back by #{r.id}; request its runbook again"):
         await h.bot.service.resume(m.id, ALICE)
+
+
+def add_unclearable_audit_row(conn: Any, dialect: str) -> None:
+    """Audit row KEPT of tenant 2, three years old, whose values the target refuses to clear
+    (a target-side error): clearing old audit values fails on it."""
+    conn.execute(
+        text(
+            "INSERT INTO AuditLogs (Id, TenantId, EntityType, EntityId, Action,"
+            " OldValues, NewValues, CreatedAt) VALUES (:id, 2, 'User', 1, 'Update',"
+            ' \'{"Email": "old@barq.example"}\', NULL, :at)'
+        ),
+        {"id": KEPT, "at": harness.now().replace(tzinfo=None) - timedelta(days=3 * 365)},
+    )
+    _refuse_clearing(conn, dialect, KEPT)
 
 
 def _refuse_clearing(conn: Any, dialect: str, audit_id: int) -> None:

@@ -16,8 +16,10 @@ from bot import windows
 from bot.adapters import blocks
 from bot.adapters.tables import outbox
 from bot.domain.lifecycle import Event, State
+from bot.domain.records import Migration
 from bot.errors import Refused, UsageError
 from bot.local.barq_schema import create_demo_database
+from bot.service import Service
 from tests import harness
 
 ALICE, BOB, CAROL, DAVE = "U0ALICE", "U0BOB", "U0CAROL", "U0DAVE"
@@ -93,6 +95,15 @@ def _notices(h: harness.Harness, migration_id: int) -> list[str]:
     ]
 
 
+async def _approved(s: Service) -> Migration:
+    """Tenant 3 to 7 on staging, requested by alice and approved by bob, as it is now."""
+    m, _ = await s.request(
+        ALICE, "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
+    )
+    await s.approve(m.id, BOB, m.plan.hash)
+    return s.store.get(m.id)
+
+
 async def test_a_week_of_windows_on_two_targets(tmp_path: Path) -> None:
     """Runs start at the instant their window opens (woken for it, not polled), one at a time
     on staging in approval order, and on production in its own zone's window; reminders go
@@ -157,11 +168,8 @@ async def test_a_missed_window_moves_the_run_and_says_so(tmp_path: Path) -> None
     h = await harness.start(tmp_path, _targets(tmp_path, now0), poll_seconds=3600)
     try:
         s = h.bot.service
-        m, _ = await s.request(
-            ALICE, "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
-        )
-        await s.approve(m.id, BOB, m.plan.hash)
-        due = s.store.get(m.id).due_at
+        m = await _approved(s)
+        due = m.due_at
         assert due is not None
         await s.run_due(due + timedelta(minutes=55))  # 5 minutes left; it needs 7.5
         await s.wait_idle()
@@ -211,10 +219,7 @@ async def test_a_target_without_windows_runs_at_once(tmp_path: Path) -> None:
     """No windows: unchanged, an approved run starts at the next pass."""
     async with harness.running(tmp_path, "staging", poll_seconds=3600) as h:
         s = h.bot.service
-        m, _ = await s.request(
-            ALICE, "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
-        )
-        await s.approve(m.id, BOB, m.plan.hash)
+        m = await _approved(s)
         await h.settle()
         got = s.store.get(m.id)
         assert got.state is State.SUCCEEDED and got.due_at is None
@@ -227,11 +232,8 @@ async def test_a_freeze_added_later_moves_the_run_after_it(tmp_path: Path) -> No
     targets = _targets(tmp_path, now0)
     h = await harness.start(tmp_path, targets, poll_seconds=3600)
     try:
-        m, _ = await h.bot.service.request(
-            ALICE, "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
-        )
-        await h.bot.service.approve(m.id, BOB, m.plan.hash)
-        due = h.bot.store.get(m.id).due_at
+        m = await _approved(h.bot.service)
+        due = m.due_at
     finally:
         await h.close()
     assert due is not None
@@ -258,11 +260,8 @@ async def test_schedule_moves_a_run_and_keeps_its_approvals(tmp_path: Path) -> N
     h = await harness.start(tmp_path, _targets(tmp_path, now0), poll_seconds=3600)
     try:
         s = h.bot.service
-        m, _ = await s.request(
-            ALICE, "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
-        )
-        await s.approve(m.id, BOB, m.plan.hash)
-        due = s.store.get(m.id).due_at
+        m = await _approved(s)
+        due = m.due_at
         assert due is not None
         later = _local(due + timedelta(days=1), "Europe/Amsterdam")
         with pytest.raises(Refused, match="only the requester"):
@@ -287,11 +286,8 @@ async def test_overrun_lets_a_run_go_on_past_the_end_then_pauses_it(tmp_path: Pa
     )
     try:
         s = h.bot.service
-        m, _ = await s.request(
-            ALICE, "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
-        )
-        await s.approve(m.id, BOB, m.plan.hash)
-        end = s.store.get(m.id).window_end
+        m = await _approved(s)
+        end = m.window_end
         assert end is not None
         running = s.store.transition(m.id, Event.START, actor="bot", now=now0, started_at=now0)
         assert windows.next_wake(s, end, [running]) == end + timedelta(minutes=30)
@@ -311,11 +307,8 @@ async def test_a_run_found_running_after_its_window_pauses_instead(tmp_path: Pat
     targets = _targets(tmp_path, now0)
     h = await harness.start(tmp_path, targets, poll_seconds=3600)
     try:
-        m, _ = await h.bot.service.request(
-            ALICE, "tenant-consolidation", {"source_tenant": "3", "target_tenant": "7"}, "staging"
-        )
-        await h.bot.service.approve(m.id, BOB, m.plan.hash)
-        due = h.bot.store.get(m.id).due_at
+        m = await _approved(h.bot.service)
+        due = m.due_at
         assert due is not None
         h.bot.store.transition(m.id, Event.START, actor="bot", now=now0, started_at=now0)
         # as if it had started in a window that ended a minute ago
