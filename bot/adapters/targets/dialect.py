@@ -310,14 +310,16 @@ class Dialect(ABC):
         ``table``, ``key`` and ``journal`` are validated identifiers; ``set_sql`` and
         ``where`` trusted runbook fragments, each on lines of their own (``where`` is the
         batch's key range and the runbook's condition); ``label`` the runbook's table name,
-        a validated identifier, written as ``table_name``. Each journal row is
-        (``:migration_id``, ``label``, key) into :data:`JOURNAL_COLUMNS`.
+        a validated identifier, written as ``table_name``. Each journalled key reads as
+        (``:migration_id``, ``label``, key) in ``journal``'s :data:`JOURNAL_COLUMNS`: a row
+        of its own, or (PostgreSQL, SQLite) one of a batch row's keys in ``<journal>_batches``.
 
         Returns (an INSERT to run just before the UPDATE, or None, and the UPDATE): one
         statement where the database can journal what an UPDATE changed (PostgreSQL's data-
         modifying CTE, SQL Server's ``OUTPUT ... INTO``); else two, whose row counts the
         runner compares, rolling the batch back unless they agree (as it compares the two
-        counts a :attr:`journal_counts_in_change` statement returns)."""
+        counts a :attr:`journal_counts_in_change` statement returns, and the count a
+        :attr:`journal_counts_in_journal` INSERT returns)."""
 
     #: True when the journalled UPDATE returns one row (rows updated, rows journalled)
     #: instead of a row count (PostgreSQL, whose journal holds one row per batch).
